@@ -1,0 +1,57 @@
+"""Self-hosted blog comments with a local spam and toxicity model and a moderation queue."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+from . import config as defaults
+from .config import PROJECT_ROOT
+
+
+def load_config(app: Flask, test_config: Mapping[str, Any] | None) -> None:
+    """Layer the config: code defaults, instance file, environment, then test overrides."""
+    app.config.from_object(defaults)
+    app.config.from_pyfile("config.py", silent=True)
+    app.config.from_prefixed_env("MODERATION")
+    if url := defaults.database_url_from_env():
+        app.config["SQLALCHEMY_DATABASE_URI"] = url
+    if storage := os.environ.get("RATELIMIT_STORAGE_URI"):
+        app.config["RATELIMIT_STORAGE_URI"] = storage
+    if test_config:
+        app.config.update(test_config)
+    if not app.config["SQLALCHEMY_DATABASE_URI"]:
+        Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+        path = Path(app.instance_path) / "moderation.sqlite3"
+        app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{path}"
+    if app.config["SECRET_KEY"] == defaults.SECRET_KEY and not (app.debug or app.testing):
+        raise RuntimeError(
+            "Refusing to start with the default SECRET_KEY: set MODERATION_SECRET_KEY "
+            "or SECRET_KEY in instance/config.py (python3 dev.py serve writes one)."
+        )
+
+
+def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    """Create the app: load config, initialise each subsystem, register blueprints."""
+    app = Flask(
+        __name__,
+        instance_path=os.environ.get("MODERATION_INSTANCE_PATH", str(PROJECT_ROOT / "instance")),
+        instance_relative_config=True,
+        template_folder=str(PROJECT_ROOT / "templates"),
+    )
+    load_config(app, test_config)
+
+    from . import api, classifier, cli, db, errors, limits
+
+    db.init_app(app)
+    errors.init_app(app)
+    limits.init_app(app)
+    classifier.init_app(app)
+    cli.init_app(app)
+
+    app.register_blueprint(api.bp)
+    return app

@@ -1,0 +1,664 @@
+"""The comment service: the one place that writes comments, in pipeline order."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import math
+import secrets
+import urllib.parse
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from blinker import Namespace
+from sqlalchemy import and_, exists, func, or_, select
+from sqlalchemy.orm import aliased
+
+from . import policy, sanitising
+from .classifier import Classifier, CommentText, Scores
+from .db import (
+    Ban,
+    Comment,
+    Label,
+    ModerationEvent,
+    Report,
+    Site,
+    Status,
+    Thread,
+    TrustedAuthor,
+    db,
+    utcnow,
+)
+from .exceptions import Forbidden, InvalidField, NotFound
+
+signals = Namespace()
+# Sent after a comment is stored: (comment, decision).
+comment_submitted = signals.signal("comment-submitted")
+# Sent after a moderator or API key changes a comment's status: (comment, event).
+comment_moderated = signals.signal("comment-moderated")
+
+SUBMIT_FIELDS = frozenset({"site", "uri", "title", "parent", "author", "email", "website", "text"})
+EDIT_FIELDS = frozenset({"text", "author", "website"})
+REPORT_REASONS = ("spam", "abuse", "off-topic", "other")
+MAX_URI = 1024
+MAX_TITLE = 300
+
+
+@dataclass(frozen=True)
+class Client:
+    """Who sent a request: their raw address (never stored) and user agent."""
+
+    addr: str
+    user_agent: str = ""
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """What the pipeline needs from configuration, resolved once per request."""
+
+    classifier: Classifier | None
+    default_thresholds: Mapping[str, Mapping[str, float]]
+    max_links: int = 3
+    edit_window: timedelta = timedelta(minutes=15)
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A stored comment with its decision and the author's edit token."""
+
+    comment: Comment
+    decision: policy.Decision
+    token: str
+
+
+# -- small pure helpers ---------------------------------------------------------------------
+
+
+def anonymise_addr(addr: str) -> str:
+    """Return the /24 (IPv4) or /48 (IPv6) network of an address, or "" if it is not one."""
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return ""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    prefix = 24 if ip.version == 4 else 48
+    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False).network_address)
+
+
+def normalise_uri(value: object, field: str = "uri") -> str:
+    """Return the thread key of a page: its path, without query, fragment or trailing slash."""
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidField(field, "is required: the page path, e.g. /posts/hello")
+    raw = sanitising.normalise(value).strip()
+    if len(raw) > MAX_URI:
+        raise InvalidField(field, f"must be at most {MAX_URI} characters")
+    parsed = urllib.parse.urlsplit(raw)
+    if parsed.scheme and parsed.scheme not in ("http", "https"):
+        raise InvalidField(field, "must be a path or an http(s) URL")
+    path = parsed.path or "/"
+    if not path.startswith("/"):
+        path = "/" + path
+    while "//" in path:
+        path = path.replace("//", "/")
+    if len(path) > 1:
+        path = path.rstrip("/") or "/"
+    return path
+
+
+def author_key(email: str, author: str, addr: str) -> str:
+    """Return a stable, non-reversible key grouping one author's comments."""
+    basis = f"e:{email.lower()}" if email else f"n:{author.casefold()}|{addr}"
+    return hashlib.sha256(basis.encode()).hexdigest()[:32]
+
+
+def hash_token(token: str) -> str:
+    """Return the stored form of an edit token."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def iso(value: datetime | None) -> str | None:
+    """Return an ISO 8601 UTC timestamp with a Z suffix."""
+    return None if value is None else value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _domain_candidates(hosts: Iterable[str]) -> set[str]:
+    """Return every host and each of its parent domains (a.b.c → a.b.c, b.c)."""
+    out: set[str] = set()
+    for host in hosts:
+        parts = host.lower().strip(".").split(".")
+        for i in range(len(parts) - 1):
+            out.add(".".join(parts[i:]))
+    return out
+
+
+def _host(url: str) -> str:
+    return (urllib.parse.urlsplit(url).hostname or "") if url else ""
+
+
+# -- lookups --------------------------------------------------------------------------------
+
+
+def get_site(key: object) -> Site:
+    """Return the site with this public key, or raise NotFound naming the field."""
+    if not isinstance(key, str) or not key:
+        raise InvalidField("site", "is required: the site key from the embed snippet")
+    site = db.session.execute(select(Site).where(Site.key == key)).scalar_one_or_none()
+    if site is None:
+        raise NotFound("unknown site key", field="site", code="unknown_site")
+    return site
+
+
+def get_comment(comment_id: int) -> Comment:
+    """Return a comment by id, or raise NotFound."""
+    comment = db.session.get(Comment, comment_id)
+    if comment is None:
+        raise NotFound("no such comment")
+    return comment
+
+
+def active_ban(site: Site, email: str, addr: str, hosts: Iterable[str]) -> Ban | None:
+    """Return a ban in force that matches this email, address or any of these domains."""
+    now = utcnow()
+    matches = []
+    if email:
+        matches.append(and_(Ban.kind == "email", Ban.value == email.lower()))
+    if addr:
+        matches.append(and_(Ban.kind == "addr", Ban.value == addr))
+    domains = _domain_candidates(hosts)
+    if domains:
+        matches.append(and_(Ban.kind == "domain", Ban.value.in_(sorted(domains))))
+    if not matches:
+        return None
+    query = select(Ban).where(
+        or_(Ban.site_id == site.id, Ban.site_id.is_(None)),
+        or_(Ban.expires_at.is_(None), Ban.expires_at > now),
+        or_(*matches),
+    )
+    return db.session.execute(query.limit(1)).scalar_one_or_none()
+
+
+def _prior_published(site_id: int, key: str) -> int:
+    query = select(func.count(Comment.id)).where(
+        Comment.site_id == site_id, Comment.author_key == key, Comment.status == Status.PUBLISHED
+    )
+    return db.session.execute(query).scalar_one()
+
+
+def _is_trusted(site_id: int, key: str) -> bool:
+    query = select(TrustedAuthor.id).where(
+        TrustedAuthor.site_id == site_id, TrustedAuthor.author_key == key
+    )
+    return db.session.execute(query).first() is not None
+
+
+def site_settings(site: Site, pipeline: Pipeline) -> policy.SiteSettings:
+    """Return the site's policy with the model's and the service's defaults filled in."""
+    defaults = dict(pipeline.default_thresholds)
+    if pipeline.classifier is not None:
+        defaults.update(pipeline.classifier.thresholds)
+    return policy.SiteSettings.from_json(site.settings, defaults, pipeline.max_links)
+
+
+# -- the pipeline ---------------------------------------------------------------------------
+
+
+def _reject_unknown(payload: Mapping[str, Any], allowed: frozenset[str]) -> None:
+    unknown = sorted(set(payload) - allowed)
+    if unknown:
+        raise InvalidField(unknown[0], "is not a known field")
+
+
+def _score(pipeline: Pipeline, item: CommentText) -> Scores | None:
+    if pipeline.classifier is None:
+        return None
+    return pipeline.classifier.score_one(item)
+
+
+def _apply_scores(comment: Comment, scores: Scores | None, decision: policy.Decision) -> None:
+    comment.spam_score = None if scores is None else round(scores.spam, 4)
+    comment.toxicity_score = None if scores is None else round(scores.toxicity, 4)
+    comment.scores = {} if scores is None else scores.as_dict()
+    comment.reasons = list(decision.reasons)
+    comment.model_version = decision.model_version
+    comment.status = decision.status
+
+
+def _evaluate(
+    site: Site,
+    pipeline: Pipeline,
+    *,
+    text: str,
+    html: str,
+    author: str,
+    email: str,
+    website: str,
+    addr: str,
+    key: str,
+) -> tuple[Scores | None, policy.Decision]:
+    """Score a cleaned comment and decide what the site's policy does with it."""
+    hosts = [_host(website), *sanitising.link_domains(html)]
+    if email:
+        hosts.append(email.rsplit("@", 1)[-1])
+    ban = active_ban(site, email, addr, [h for h in hosts if h])
+    plain = sanitising.plain_text(html)
+    scores = _score(pipeline, CommentText(plain, author, website, email))
+    context = policy.Context(
+        text=text,
+        author=author,
+        website=website,
+        links=sanitising.count_links(html),
+        prior_published=_prior_published(site.id, key),
+        trusted=_is_trusted(site.id, key),
+        banned=None if ban is None else f"{ban.kind} {ban.value}",
+    )
+    version = pipeline.classifier.version if pipeline.classifier else None
+    decision = policy.decide(scores, context, site_settings(site, pipeline), version)
+    return scores, decision
+
+
+def _parent(thread: Thread, parent_id: object) -> Comment | None:
+    if parent_id is None:
+        return None
+    if isinstance(parent_id, bool) or not isinstance(parent_id, int) or parent_id < 1:
+        raise InvalidField("parent", "must be the id of a comment in this thread")
+    parent = db.session.get(Comment, parent_id)
+    if parent is None or parent.thread_id != thread.id:
+        raise InvalidField("parent", "is not a comment in this thread")
+    if parent.status != Status.PUBLISHED:
+        raise InvalidField("parent", "is not published")
+    return parent
+
+
+def _thread(site: Site, uri: str, title: object) -> Thread:
+    thread = db.session.execute(
+        select(Thread).where(Thread.site_id == site.id, Thread.uri == uri)
+    ).scalar_one_or_none()
+    if thread is not None:
+        return thread
+    if title is not None and not isinstance(title, str):
+        raise InvalidField("title", "must be a string")
+    clean_title = " ".join(sanitising.normalise(title or "").split())[:MAX_TITLE]
+    thread = Thread(site_id=site.id, uri=uri, title=clean_title)
+    # A concurrent first comment may create the same thread; the savepoint keeps ours intact.
+    try:
+        with db.session.begin_nested():
+            db.session.add(thread)
+    except Exception:  # noqa: BLE001 - an IntegrityError from the unique (site, uri) pair
+        thread = db.session.execute(
+            select(Thread).where(Thread.site_id == site.id, Thread.uri == uri)
+        ).scalar_one()
+    return thread
+
+
+def submit(
+    payload: Mapping[str, Any],
+    client: Client,
+    pipeline: Pipeline,
+    site: Site | None = None,
+    actor: str = "reader",
+) -> Submission:
+    """Validate, sanitise, score, decide and store a new comment."""
+    _reject_unknown(payload, SUBMIT_FIELDS)
+    site = site or get_site(payload.get("site"))
+    uri = normalise_uri(payload.get("uri"))
+    text, html = sanitising.clean_text(payload.get("text"))
+    author = sanitising.clean_author(payload.get("author"))
+    email = sanitising.clean_email(payload.get("email"))
+    website = sanitising.clean_website(payload.get("website"))
+    addr = anonymise_addr(client.addr)
+    key = author_key(email, author, addr)
+
+    thread = _thread(site, uri, payload.get("title"))
+    parent = _parent(thread, payload.get("parent"))
+    scores, decision = _evaluate(
+        site, pipeline, text=text, html=html, author=author, email=email, website=website,
+        addr=addr, key=key,
+    )
+    token = secrets.token_urlsafe(24)
+    comment = Comment(
+        site_id=site.id,
+        thread_id=thread.id,
+        parent_id=parent.id if parent else None,
+        root_id=(parent.root_id or parent.id) if parent else None,
+        author=author,
+        email=email,
+        website=website,
+        author_key=key,
+        client_addr=addr,
+        user_agent=client.user_agent[:300],
+        text=text,
+        html=html,
+        edit_token_hash=hash_token(token),
+    )
+    _apply_scores(comment, scores, decision)
+    if decision.action is not policy.Action.HOLD:
+        comment.decided_at = comment.created_at = utcnow()
+    db.session.add(comment)
+    db.session.flush()
+    db.session.add(
+        ModerationEvent(
+            site_id=site.id,
+            comment_id=comment.id,
+            actor=actor,
+            action="submit",
+            to_status=comment.status,
+            reason="; ".join(decision.reasons),
+        )
+    )
+    db.session.commit()
+    comment_submitted.send(comment, decision=decision)
+    return Submission(comment, decision, token)
+
+
+def check_token(comment: Comment, token: str | None) -> bool:
+    """Return whether the token is this comment's edit token."""
+    if not token or not comment.edit_token_hash:
+        return False
+    return hmac.compare_digest(hash_token(token), comment.edit_token_hash)
+
+
+def editable_until(comment: Comment, pipeline: Pipeline) -> datetime:
+    """Return the end of the author's edit window."""
+    return comment.created_at + pipeline.edit_window
+
+
+def _own_comment(comment: Comment, token: str | None, pipeline: Pipeline) -> None:
+    if not check_token(comment, token):
+        raise Forbidden("a valid edit token is required", code="invalid_token")
+    if comment.status not in (Status.PUBLISHED, Status.PENDING):
+        raise Forbidden("this comment can no longer be changed", code="not_editable")
+    if utcnow() > editable_until(comment, pipeline):
+        raise Forbidden("the edit window has closed", code="edit_window_closed")
+
+
+def edit(
+    comment: Comment,
+    token: str | None,
+    payload: Mapping[str, Any],
+    client: Client,
+    pipeline: Pipeline,
+) -> policy.Decision:
+    """Apply an author's edit, then sanitise, score and decide again."""
+    _own_comment(comment, token, pipeline)
+    _reject_unknown(payload, EDIT_FIELDS)
+    if not payload:
+        raise InvalidField("text", "nothing to change")
+    text, html = comment.text, comment.html
+    if "text" in payload:
+        text, html = sanitising.clean_text(payload["text"])
+    author = (
+        sanitising.clean_author(payload["author"]) if "author" in payload else comment.author
+    )
+    website = (
+        sanitising.clean_website(payload["website"]) if "website" in payload else comment.website
+    )
+    scores, decision = _evaluate(
+        comment.site, pipeline, text=text, html=html, author=author, email=comment.email,
+        website=website, addr=comment.client_addr, key=comment.author_key,
+    )
+    before = comment.status
+    comment.text, comment.html, comment.author, comment.website = text, html, author, website
+    comment.edited_at = utcnow()
+    _apply_scores(comment, scores, decision)
+    db.session.add(
+        ModerationEvent(
+            site_id=comment.site_id,
+            comment_id=comment.id,
+            actor="author",
+            action="edit",
+            from_status=before,
+            to_status=comment.status,
+            reason="; ".join(decision.reasons),
+        )
+    )
+    db.session.commit()
+    comment_submitted.send(comment, decision=decision)
+    return decision
+
+
+def delete_own(comment: Comment, token: str | None, pipeline: Pipeline) -> None:
+    """Delete a comment at its author's request, within the edit window."""
+    _own_comment(comment, token, pipeline)
+    _set_status(comment, Status.DELETED, actor="author", action="delete", reason="by its author")
+    db.session.commit()
+
+
+# -- moderation -----------------------------------------------------------------------------
+
+MODERATION_ACTIONS = {
+    "approve": Status.PUBLISHED,
+    "reject": Status.REJECTED,
+    "spam": Status.SPAM,
+    "delete": Status.DELETED,
+}
+# What a moderator's decision teaches the model, kept for retraining.
+ACTION_LABELS = {"approve": "ham", "reject": "toxic", "spam": "spam"}
+
+
+def _set_status(
+    comment: Comment, status: str, *, actor: str, action: str, reason: str = ""
+) -> ModerationEvent:
+    event = ModerationEvent(
+        site_id=comment.site_id,
+        comment_id=comment.id,
+        actor=actor,
+        action=action,
+        from_status=comment.status,
+        to_status=status,
+        reason=reason,
+    )
+    comment.status = status
+    comment.decided_at = utcnow()
+    db.session.add(event)
+    return event
+
+
+def moderate(comment: Comment, action: str, actor: str, reason: str = "") -> ModerationEvent:
+    """Apply a moderator's action to one comment and record it (caller commits)."""
+    if action not in MODERATION_ACTIONS:
+        raise InvalidField("action", "must be one of " + ", ".join(MODERATION_ACTIONS))
+    event = _set_status(comment, MODERATION_ACTIONS[action], actor=actor, action=action,
+                        reason=reason)
+    label = ACTION_LABELS.get(action)
+    if label:
+        db.session.add(
+            Label(
+                site_id=comment.site_id,
+                comment_id=comment.id,
+                text=comment.text,
+                author=comment.author,
+                website=comment.website,
+                email=comment.email,
+                label=label,
+                source=actor,
+                scores=dict(comment.scores or {}),
+                model_version=comment.model_version,
+            )
+        )
+    if action in ("approve", "reject", "spam", "delete"):
+        now = utcnow()
+        for open_report in db.session.execute(
+            select(Report).where(Report.comment_id == comment.id, Report.resolved_at.is_(None))
+        ).scalars():
+            open_report.resolved_at = now
+    return event
+
+
+def moderate_many(
+    comments: Sequence[Comment], action: str, actor: str, reason: str = ""
+) -> list[ModerationEvent]:
+    """Apply one action to many comments in one transaction and notify listeners."""
+    events = [moderate(c, action, actor, reason) for c in comments]
+    db.session.commit()
+    for comment, event in zip(comments, events, strict=True):
+        comment_moderated.send(comment, event=event)
+    return events
+
+
+def report(comment: Comment, payload: Mapping[str, Any], client: Client) -> Report:
+    """Record a reader's flag on a published comment."""
+    _reject_unknown(payload, frozenset({"reason", "note"}))
+    if comment.status != Status.PUBLISHED:
+        raise NotFound("no such comment")
+    reason = payload.get("reason", "other")
+    if reason not in REPORT_REASONS:
+        raise InvalidField("reason", "must be one of " + ", ".join(REPORT_REASONS))
+    note = payload.get("note") or ""
+    if not isinstance(note, str):
+        raise InvalidField("note", "must be a string")
+    note = " ".join(sanitising.normalise(note).split())
+    if len(note) > 500:
+        raise InvalidField("note", "must be at most 500 characters")
+    flag = Report(comment_id=comment.id, reason=reason, note=note,
+                  client_addr=anonymise_addr(client.addr))
+    db.session.add(flag)
+    db.session.commit()
+    return flag
+
+
+# -- reading --------------------------------------------------------------------------------
+
+PUBLIC_COLUMNS = (
+    Comment.id,
+    Comment.parent_id,
+    Comment.root_id,
+    Comment.author,
+    Comment.website,
+    Comment.html,
+    Comment.status,
+    Comment.created_at,
+    Comment.edited_at,
+)
+
+
+def serialize(comment: Comment) -> dict[str, Any]:
+    """Return the public fields of a comment."""
+    return {
+        "id": comment.id,
+        "parent": comment.parent_id,
+        "author": comment.author,
+        "website": comment.website,
+        "html": comment.html,
+        "created": iso(comment.created_at),
+        "edited": iso(comment.edited_at),
+    }
+
+
+def serialize_own(comment: Comment, pipeline: Pipeline) -> dict[str, Any]:
+    """Return a comment as its author sees it: status, raw text and edit window included."""
+    out = serialize(comment)
+    out.update(
+        status=comment.status,
+        text=comment.text,
+        uri=comment.thread.uri,
+        editable_until=iso(editable_until(comment, pipeline)),
+    )
+    return out
+
+
+def _row_dict(row: Any) -> dict[str, Any]:
+    if row.status != Status.PUBLISHED:
+        # A removed comment that still has published replies stays as an empty placeholder.
+        return {"id": row.id, "parent": row.parent_id, "deleted": True, "replies": []}
+    return {
+        "id": row.id,
+        "parent": row.parent_id,
+        "author": row.author,
+        "website": row.website,
+        "html": row.html,
+        "created": iso(row.created_at),
+        "edited": iso(row.edited_at),
+        "replies": [],
+    }
+
+
+def _prune(node: dict[str, Any]) -> bool:
+    """Drop placeholder branches without a published comment; return whether node stays."""
+    node["replies"] = [child for child in node["replies"] if _prune(child)]
+    return not node.get("deleted") or bool(node["replies"])
+
+
+def thread_page(
+    site: Site, uri: str, sort: str = "oldest", page: int = 1, per_page: int = 50
+) -> dict[str, Any]:
+    """Return one page of a thread's published comments as a tree, with totals."""
+    thread = db.session.execute(
+        select(Thread.id, Thread.title).where(Thread.site_id == site.id, Thread.uri == uri)
+    ).first()
+    result: dict[str, Any] = {
+        "uri": uri,
+        "title": thread.title if thread else "",
+        "total": 0,
+        "roots": 0,
+        "page": page,
+        "per_page": per_page,
+        "pages": 0,
+        "comments": [],
+    }
+    if thread is None:
+        return result
+    published = Comment.status == Status.PUBLISHED
+    result["total"] = db.session.execute(
+        select(func.count(Comment.id)).where(Comment.thread_id == thread.id, published)
+    ).scalar_one()
+    if not result["total"]:
+        return result
+    reply = aliased(Comment)
+    has_published_reply = exists().where(
+        reply.root_id == Comment.id, reply.status == Status.PUBLISHED
+    )
+    visible_root = and_(
+        Comment.thread_id == thread.id,
+        Comment.parent_id.is_(None),
+        or_(published, has_published_reply),
+    )
+    result["roots"] = db.session.execute(
+        select(func.count(Comment.id)).where(visible_root)
+    ).scalar_one()
+    result["pages"] = math.ceil(result["roots"] / per_page)
+    order = (
+        (Comment.created_at.desc(), Comment.id.desc())
+        if sort == "newest"
+        else (Comment.created_at, Comment.id)
+    )
+    roots = db.session.execute(
+        select(*PUBLIC_COLUMNS).where(visible_root).order_by(*order)
+        .limit(per_page).offset((page - 1) * per_page)
+    ).all()
+    if not roots:
+        return result
+    nodes = {row.id: _row_dict(row) for row in roots}
+    replies = db.session.execute(
+        select(*PUBLIC_COLUMNS)
+        .where(
+            Comment.thread_id == thread.id,
+            Comment.root_id.in_(list(nodes)),
+        )
+        .order_by(Comment.created_at, Comment.id)
+    ).all()
+    for row in replies:
+        nodes[row.id] = _row_dict(row)
+    for row in replies:
+        parent = nodes.get(row.parent_id)
+        if parent is not None:
+            parent["replies"].append(nodes[row.id])
+    result["comments"] = [nodes[row.id] for row in roots if _prune(nodes[row.id])]
+    return result
+
+
+def counts(site: Site, uris: Sequence[str]) -> dict[str, int]:
+    """Return the number of published comments for each requested URI."""
+    keys = {uri: normalise_uri(uri, "uris") for uri in uris}
+    found = dict(
+        db.session.execute(
+            select(Thread.uri, func.count(Comment.id))
+            .join(Comment, and_(Comment.thread_id == Thread.id, Comment.status == Status.PUBLISHED))
+            .where(Thread.site_id == site.id, Thread.uri.in_(set(keys.values())))
+            .group_by(Thread.uri)
+        ).all()
+    )
+    return {uri: int(found.get(key, 0)) for uri, key in keys.items()}

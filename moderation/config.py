@@ -1,0 +1,71 @@
+"""Documented defaults; every tunable has its meaning and unit beside it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# Flask session signing key; the app refuses to start with this value outside debug/testing.
+SECRET_KEY = "dev"
+
+# Database URL (SQLAlchemy form); empty means SQLite in the instance folder.
+SQLALCHEMY_DATABASE_URI = ""
+# Pool settings for server databases: check connections before use, recycle after 30 min.
+SQLALCHEMY_ENGINE_OPTIONS: dict[str, object] = {"pool_pre_ping": True, "pool_recycle": 1800}
+
+# Largest accepted request body in bytes; larger bodies get 413.
+MAX_CONTENT_LENGTH = 64 * 1024
+
+# Seconds during which a comment's author may edit or delete it with its edit token.
+EDIT_WINDOW_SECONDS = 15 * 60
+
+# Top-level comments per page in thread listings (default and largest allowed).
+PAGE_SIZE = 50
+MAX_PAGE_SIZE = 200
+# Most URIs one count request may ask for.
+MAX_COUNT_URIS = 100
+
+# Where the trained classifier lives (manifest.json + artifacts); empty disables scoring.
+MODEL_DIR = str(PROJECT_ROOT / "models")
+
+# Score thresholds used when neither the site nor the model manifest sets them (probabilities).
+DEFAULT_THRESHOLDS = {
+    "spam": {"hold": 0.5, "reject": 0.95},
+    "toxicity": {"hold": 0.5, "reject": 0.97},
+}
+# Comments with more links than this are held for review.
+MAX_LINKS = 3
+
+# Rate-limit counter storage: memory:// (one process) or redis://host:port/db (shared).
+RATELIMIT_STORAGE_URI = "memory://"
+# Use in-memory counters while the configured storage is unreachable (logged, health degraded).
+RATELIMIT_IN_MEMORY_FALLBACK_ENABLED = True
+RATELIMIT_HEADERS_ENABLED = True
+# Limiter on/off switch (tests turn it off except where limits are tested).
+RATELIMIT_ENABLED = True
+# New comments per client address.
+LIMIT_POST = "3/minute;30/day"
+# New comments per thread, across all addresses (burst guard for one post).
+LIMIT_THREAD = "20/minute"
+# New comments per site, across all addresses (breaker against floods from rotating addresses).
+LIMIT_SITE = "60/minute"
+# Edits and deletes per client address.
+LIMIT_EDIT = "10/minute"
+# Reader reports per client address.
+LIMIT_REPORT = "5/minute;50/day"
+# Reads (thread listings, counts) per client address.
+LIMIT_READ = "300/minute"
+
+# Number of reverse proxies in front of the app whose X-Forwarded-* headers are trusted.
+PROXY_COUNT = 0
+
+
+def database_url_from_env() -> str:
+    """Return DATABASE_URL in SQLAlchemy's psycopg 3 form, or an empty string."""
+    url = os.environ.get("DATABASE_URL", "")
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url

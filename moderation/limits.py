@@ -1,0 +1,131 @@
+"""Rate limits: the limiter extension, its key functions and the named limits from config."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from flask import Flask, current_app, g, request
+from flask_limiter import Limiter
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+limiter = Limiter(key_func=lambda: client_key(), strategy="moving-window")
+
+
+def client_addr() -> str:
+    """Return the client's address as seen through the configured number of proxies."""
+    return request.remote_addr or ""
+
+
+def client_key() -> str:
+    """Return a keyed hash of the client address, so raw addresses never reach the counters."""
+    secret = current_app.config["SECRET_KEY"].encode()
+    return hmac.new(secret, client_addr().encode(), hashlib.sha256).hexdigest()[:24]
+
+
+def _body() -> dict[str, Any]:
+    data = request.get_json(silent=True) if request.is_json else None
+    return data if isinstance(data, dict) else {}
+
+
+def request_site_key() -> str:
+    """Return the site key a request is about (JSON body, then query string)."""
+    if "site_key" not in g:
+        key = _body().get("site") or request.args.get("site") or ""
+        g.site_key = key if isinstance(key, str) else ""
+    return str(g.site_key)
+
+
+def site_key() -> str:
+    """Key posts by site: the site-wide breaker against floods from rotating addresses."""
+    return "site:" + request_site_key()
+
+
+def thread_key() -> str:
+    """Key posts by site and page: a burst guard for one thread."""
+    uri = _body().get("uri")
+    return f"thread:{request_site_key()}:{uri if isinstance(uri, str) else ''}"[:1200]
+
+
+def configured(name: str) -> Callable[[], str]:
+    """Return a callable giving the limit string for name, overridden per site if set."""
+
+    def value() -> str:
+        override = site_limit_override(name)
+        return override or current_app.config[f"LIMIT_{name.upper()}"]
+
+    return value
+
+
+def site_limit_override(name: str) -> str | None:
+    """Return the requesting site's own limit for name, if it sets one."""
+    key = request_site_key()
+    if not key:
+        return None
+    cache: dict[str, dict[str, Any]] = g.setdefault("site_limits", {})
+    if key not in cache:
+        from .db import Site, db  # local: limits must not pull the ORM in at import
+
+        settings = db.session.execute(
+            db.select(Site.settings).where(Site.key == key)
+        ).scalar_one_or_none()
+        cache[key] = dict((settings or {}).get("limits") or {})
+    value = cache[key].get(name)
+    return value if isinstance(value, str) and value else None
+
+
+def _writes(methods: list[str]) -> dict[str, Any]:
+    return {"methods": methods, "override_defaults": False}
+
+
+def posting(view: F) -> F:
+    """Apply the per-address, per-thread and per-site limits on new comments."""
+    view = limiter.limit(configured("post"), key_func=client_key, scope="post-addr",
+                         **_writes(["POST"]))(view)
+    view = limiter.limit(configured("thread"), key_func=thread_key, scope="post-thread",
+                         **_writes(["POST"]))(view)
+    view = limiter.limit(configured("site"), key_func=site_key, scope="post-site",
+                         **_writes(["POST"]))(view)
+    return view
+
+
+def editing(view: F) -> F:
+    """Apply the per-address limit on edits and deletes."""
+    return limiter.limit(configured("edit"), key_func=client_key, scope="edit",
+                         **_writes(["PATCH", "DELETE"]))(view)
+
+
+def reporting(view: F) -> F:
+    """Apply the per-address limit on reader reports."""
+    return limiter.limit(configured("report"), key_func=client_key, scope="report",
+                         **_writes(["POST"]))(view)
+
+
+def reading(view: F) -> F:
+    """Apply the per-address limit on thread listings and counts."""
+    return limiter.limit(configured("read"), key_func=client_key, scope="read",
+                         **_writes(["GET", "POST"]))(view)
+
+
+def storage_ok() -> bool:
+    """Return whether the configured counter storage answers (not the in-memory fallback)."""
+    if not limiter.enabled:
+        return True
+    try:
+        return bool(limiter.storage.check())
+    except Exception:  # noqa: BLE001 - any storage failure means "not ok"
+        return False
+
+
+def init_app(app: Flask) -> None:
+    """Trust the configured proxies and bind the limiter to the app."""
+    proxies = int(app.config.get("PROXY_COUNT", 0))
+    if proxies:
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies
+        )
+    limiter.init_app(app)

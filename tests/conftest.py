@@ -1,0 +1,122 @@
+"""Shared fixtures: a fresh app per test, on SQLite or the machine's PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import create_engine, text
+
+from moderation import create_app
+from moderation.db import Site, db
+
+IN_CI = os.environ.get("CI") == "true"
+PG_BASE = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def reachable(host: str, port: int) -> bool:
+    """Return whether a TCP service answers on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def need_service(name: str, host: str, port: int) -> None:
+    """Skip (outside CI) or fail (in CI) when a service the test is about is missing."""
+    if reachable(host, port):
+        return
+    message = f"{name} is not running on {host}:{port}"
+    if IN_CI:
+        pytest.fail(message + " (CI must provide it: see .ci/run)")
+    pytest.skip(message)
+
+
+def base_config(**overrides: Any) -> dict[str, Any]:
+    """Return the config every test app starts from."""
+    config: dict[str, Any] = {
+        "TESTING": True,
+        "SECRET_KEY": "test-secret",
+        "SQLALCHEMY_DATABASE_URI": "sqlite://",
+        "RATELIMIT_ENABLED": False,
+        "RATELIMIT_STORAGE_URI": "memory://",
+        "MODEL_DIR": "",
+        "WTF_CSRF_ENABLED": False,
+    }
+    config.update(overrides)
+    return config
+
+
+@pytest.fixture(scope="session")
+def pg_schema() -> Iterator[str]:
+    """Create a private schema in the shared PostgreSQL database for this test session."""
+    need_service("PostgreSQL", "127.0.0.1", 5432)
+    schema = f"moderation_test_{os.getpid()}_{secrets.token_hex(3)}"
+    engine = create_engine(PG_BASE)
+    with engine.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    yield f"{PG_BASE}?options=-csearch_path%3D{schema}"
+    with engine.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    engine.dispose()
+
+
+def make_app(database_url: str = "sqlite://", **overrides: Any) -> Flask:
+    """Create a test app with its tables created."""
+    app = create_app(base_config(SQLALCHEMY_DATABASE_URI=database_url, **overrides))
+    with app.app_context():
+        db.create_all()
+    return app
+
+
+def clear_tables(app: Flask) -> None:
+    """Empty every table, so the next test on a shared database starts clean."""
+    with app.app_context():
+        if db.engine.dialect.name == "postgresql":
+            names = ", ".join(f'"{t.name}"' for t in db.metadata.sorted_tables)
+            db.session.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+            db.session.commit()
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """Run the test once on in-memory SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        return "sqlite://"
+    return str(request.getfixturevalue("pg_schema"))
+
+
+@pytest.fixture
+def app(database_url: str) -> Iterator[Flask]:
+    """Return a fresh app on the parametrised database."""
+    app = make_app(database_url)
+    yield app
+    clear_tables(app)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    """Return a test client for the app."""
+    return app.test_client()
+
+
+@pytest.fixture
+def site(app: Flask) -> Site:
+    """Return a site that allows https://blog.example."""
+    with app.app_context():
+        site = Site(name="Blog", origins=["https://blog.example"], settings={})
+        db.session.add(site)
+        db.session.commit()
+        db.session.refresh(site)
+        db.session.expunge(site)
+    return site

@@ -1,0 +1,395 @@
+"""The public JSON API end to end, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
+
+from moderation.db import Comment, ModerationEvent, Site, Thread, db
+from tests import fakes
+
+ORIGIN = "https://blog.example"
+
+
+def post(client: FlaskClient, site: Site, **fields: Any) -> Any:
+    body = {"site": site.key, "uri": "/posts/hello", "text": "Nice post, thanks!", **fields}
+    return client.post("/api/v1/comments", json=body)
+
+
+def thread(client: FlaskClient, site: Site, uri: str = "/posts/hello", **params: Any) -> Any:
+    response = client.get("/api/v1/comments", query_string={"site": site.key, "uri": uri, **params})
+    assert response.status_code == 200, response.json
+    return response.json
+
+
+def stored(app: Flask) -> int:
+    with app.app_context():
+        return db.session.execute(select(func.count(Comment.id))).scalar_one()
+
+
+@pytest.fixture
+def scored(app: Flask) -> Flask:
+    fakes.install(app)
+    return app
+
+
+# -- held until scored ----------------------------------------------------------------------
+
+
+def test_without_a_model_every_comment_is_held_and_visible_to_its_author_only(
+    app: Flask, client: FlaskClient, site: Site
+) -> None:
+    response = post(client, site, author="Ann", text="Hello *world*")
+    assert response.status_code == 202
+    comment = response.json["comment"]
+    assert comment["status"] == "pending"
+    assert comment["html"] == "<p>Hello <em>world</em></p>"
+    token = response.json["edit_token"]
+
+    assert thread(client, site)["comments"] == []
+    assert client.get(f"/api/v1/comments/{comment['id']}").status_code == 404
+    own = client.get(f"/api/v1/comments/{comment['id']}", headers={"X-Edit-Token": token})
+    assert own.status_code == 200
+    assert own.json["comment"]["status"] == "pending"
+    wrong = client.get(f"/api/v1/comments/{comment['id']}", headers={"X-Edit-Token": "nope"})
+    assert wrong.status_code == 404
+    with app.app_context():
+        saved = db.session.get(Comment, comment["id"])
+        assert saved is not None
+        assert saved.reasons == ["not scored: the classifier is unavailable"]
+        assert saved.model_version is None
+
+
+# -- publishing, replies, pagination --------------------------------------------------------
+
+
+def test_published_comment_and_replies_of_any_depth_form_a_tree(
+    scored: Flask, client: FlaskClient, site: Site
+) -> None:
+    first = post(client, site, author="Ann", title="Hello post")
+    assert first.status_code == 201
+    assert first.headers["Location"].endswith(f"/api/v1/comments/{first.json['comment']['id']}")
+    parent = first.json["comment"]["id"]
+    for depth in range(4):
+        reply = post(client, site, parent=parent, author=f"R{depth}", text=f"reply {depth}")
+        assert reply.status_code == 201
+        parent = reply.json["comment"]["id"]
+
+    page = thread(client, site)
+    assert page["total"] == 5
+    assert page["title"] == "Hello post"
+    node = page["comments"][0]
+    assert node["author"] == "Ann"
+    for depth in range(4):
+        (node,) = node["replies"]
+        assert node["author"] == f"R{depth}"
+    assert "email" not in node and "client_addr" not in node
+
+
+def test_email_is_never_published(scored: Flask, client: FlaskClient, site: Site) -> None:
+    response = post(client, site, author="Ann", email="ann@example.org")
+    assert response.status_code == 201
+    assert "ann@example.org" not in str(thread(client, site))
+    assert "ann@example.org" not in client.get(
+        f"/api/v1/comments/{response.json['comment']['id']}"
+    ).get_data(as_text=True)
+
+
+def test_pagination_and_sort(scored: Flask, client: FlaskClient, site: Site) -> None:
+    for n in range(7):
+        assert post(client, site, text=f"comment number {n}").status_code == 201
+    page1 = thread(client, site, per_page=3)
+    assert (page1["total"], page1["roots"], page1["pages"]) == (7, 7, 3)
+    assert [c["html"] for c in page1["comments"]][0] == "<p>comment number 0</p>"
+    page3 = thread(client, site, per_page=3, page=3)
+    assert [c["html"] for c in page3["comments"]] == ["<p>comment number 6</p>"]
+    newest = thread(client, site, per_page=3, sort="newest")
+    assert newest["comments"][0]["html"] == "<p>comment number 6</p>"
+    assert thread(client, site, per_page=3, page=9)["comments"] == []
+
+
+def test_a_removed_comment_with_replies_stays_as_a_placeholder(
+    scored: Flask, client: FlaskClient, site: Site
+) -> None:
+    root = post(client, site, text="root comment")
+    token, root_id = root.json["edit_token"], root.json["comment"]["id"]
+    assert post(client, site, parent=root_id, text="a reply").status_code == 201
+    assert client.delete(f"/api/v1/comments/{root_id}",
+                         headers={"X-Edit-Token": token}).status_code == 204
+    page = thread(client, site)
+    assert page["total"] == 1
+    (placeholder,) = page["comments"]
+    assert placeholder == {"id": root_id, "parent": None, "deleted": True,
+                           "replies": placeholder["replies"]}
+    assert placeholder["replies"][0]["html"] == "<p>a reply</p>"
+
+
+def test_uri_is_normalised_and_counts_are_batched(
+    scored: Flask, client: FlaskClient, site: Site
+) -> None:
+    post(client, site, uri="/a/")
+    post(client, site, uri="https://blog.example/a?utm=1#c")
+    post(client, site, uri="/b")
+    held = post(client, site, uri="/b", text="borderline remark")
+    assert held.status_code == 202
+    response = client.post("/api/v1/counts",
+                           json={"site": site.key, "uris": ["/a", "/b/", "/none"]})
+    assert response.status_code == 200
+    assert response.json == {"counts": {"/a": 2, "/b/": 1, "/none": 0}}
+
+
+def test_rejected_comment_is_kept_in_the_spam_queue(
+    scored: Flask, client: FlaskClient, site: Site
+) -> None:
+    response = post(client, site, author="Cheap viagra", text="buy now")
+    assert response.status_code == 422
+    assert response.json["error"]["code"] == "rejected"
+    with scored.app_context():
+        comment = db.session.execute(select(Comment)).scalar_one()
+        assert comment.status == "spam"
+        assert comment.spam_score == pytest.approx(0.99)
+        assert comment.model_version == "test-keywords-1"
+        event = db.session.execute(select(ModerationEvent)).scalar_one()
+        assert (event.action, event.to_status) == ("submit", "spam")
+
+
+# -- the author's edit window ---------------------------------------------------------------
+
+
+def test_author_edits_within_window_and_is_rescored(
+    scored: Flask, client: FlaskClient, site: Site
+) -> None:
+    created = post(client, site, text="first version")
+    cid, token = created.json["comment"]["id"], created.json["edit_token"]
+    url = f"/api/v1/comments/{cid}"
+
+    assert client.patch(url, json={"text": "x y"}).status_code == 403
+    edited = client.patch(url, json={"text": "second **version**"},
+                          headers={"X-Edit-Token": token})
+    assert edited.status_code == 200
+    assert edited.json["comment"]["html"] == "<p>second <strong>version</strong></p>"
+    assert edited.json["comment"]["edited"] is not None
+
+    held = client.patch(url, json={"text": "borderline now"}, headers={"X-Edit-Token": token})
+    assert held.status_code == 202
+    assert held.json["comment"]["status"] == "pending"
+    assert thread(client, site)["total"] == 0
+
+
+def test_edit_window_expires(scored: Flask, client: FlaskClient, site: Site) -> None:
+    created = post(client, site)
+    cid, token = created.json["comment"]["id"], created.json["edit_token"]
+    with scored.app_context():
+        comment = db.session.get(Comment, cid)
+        assert comment is not None
+        comment.created_at = comment.created_at - timedelta(minutes=16)
+        db.session.commit()
+    headers = {"X-Edit-Token": token}
+    response = client.patch(f"/api/v1/comments/{cid}", json={"text": "too late"},
+                            headers=headers)
+    assert response.status_code == 403
+    assert response.json["error"]["code"] == "edit_window_closed"
+    assert client.delete(f"/api/v1/comments/{cid}", headers=headers).status_code == 403
+    assert thread(client, site)["comments"][0]["html"] == "<p>Nice post, thanks!</p>"
+
+
+def test_author_deletes_own_comment(scored: Flask, client: FlaskClient, site: Site) -> None:
+    created = post(client, site)
+    cid, token = created.json["comment"]["id"], created.json["edit_token"]
+    assert client.delete(f"/api/v1/comments/{cid}").status_code == 403
+    assert client.delete(f"/api/v1/comments/{cid}",
+                         headers={"X-Edit-Token": token}).status_code == 204
+    assert thread(client, site)["total"] == 0
+    assert client.get(f"/api/v1/comments/{cid}").status_code == 404
+
+
+# -- bad input: 4xx naming the field, nothing written ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code", "field"),
+    [
+        ({"uri": "/p", "text": "hi there"}, 400, "invalid_field", "site"),
+        ({"site": "nope", "uri": "/p", "text": "hi there"}, 404, "unknown_site", "site"),
+        ({"site": "{site}", "text": "hi there"}, 400, "invalid_field", "uri"),
+        ({"site": "{site}", "uri": "/p"}, 400, "invalid_field", "text"),
+        ({"site": "{site}", "uri": "/p", "text": "\u200b\u200b \u202e"}, 400, "invalid_field",
+         "text"),
+        ({"site": "{site}", "uri": "/p", "text": "x"}, 400, "invalid_field", "text"),
+        ({"site": "{site}", "uri": "/p", "text": "x" * 10_001}, 400, "invalid_field", "text"),
+        ({"site": "{site}", "uri": "/p", "text": 42}, 400, "invalid_field", "text"),
+        ({"site": "{site}", "uri": "/p", "text": "hi there", "email": "not-an-email"}, 400,
+         "invalid_field", "email"),
+        ({"site": "{site}", "uri": "/p", "text": "hi there", "website": "javascript:alert(1)"},
+         400, "invalid_field", "website"),
+        ({"site": "{site}", "uri": "/p", "text": "hi there", "author": "a" * 65}, 400,
+         "invalid_field", "author"),
+        ({"site": "{site}", "uri": "/p", "text": "hi there", "parent": 999}, 400,
+         "invalid_field", "parent"),
+        ({"site": "{site}", "uri": "/p", "text": "hi there", "parent": "1"}, 400,
+         "invalid_field", "parent"),
+        ({"site": "{site}", "uri": "/p", "text": "hi there", "status": "published"}, 400,
+         "invalid_field", "status"),
+        ({"site": "{site}", "uri": "ftp://x/p", "text": "hi there"}, 400, "invalid_field", "uri"),
+    ],
+)
+def test_invalid_submissions_name_the_field_and_write_nothing(
+    app: Flask, client: FlaskClient, site: Site, body: dict[str, Any], status: int, code: str,
+    field: str,
+) -> None:
+    body = {k: (site.key if v == "{site}" else v) for k, v in body.items()}
+    response = client.post("/api/v1/comments", json=body)
+    assert response.status_code == status
+    assert response.json["error"]["code"] == code
+    assert response.json["error"]["field"] == field
+    assert response.json["error"]["message"]
+    assert stored(app) == 0
+
+
+def test_parent_in_another_thread_is_refused(
+    scored: Flask, client: FlaskClient, site: Site
+) -> None:
+    other = post(client, site, uri="/other").json["comment"]["id"]
+    response = post(client, site, parent=other)
+    assert response.status_code == 400
+    assert response.json["error"]["field"] == "parent"
+    assert stored(scored) == 1
+
+
+@pytest.mark.parametrize(
+    ("data", "content_type", "status", "code"),
+    [
+        ("{not json", "application/json", 400, "invalid_json"),
+        ('["a list"]', "application/json", 400, "invalid_json"),
+        ("site=x&text=hello", "application/x-www-form-urlencoded", 415,
+         "unsupported_media_type"),
+        ("hello", "text/plain", 415, "unsupported_media_type"),
+    ],
+)
+def test_malformed_bodies(
+    app: Flask, client: FlaskClient, site: Site, data: str, content_type: str, status: int,
+    code: str,
+) -> None:
+    response = client.post("/api/v1/comments", data=data, content_type=content_type)
+    assert response.status_code == status
+    assert response.json["error"]["code"] == code
+    assert stored(app) == 0
+
+
+def test_oversized_body_is_413_json(app: Flask, client: FlaskClient, site: Site) -> None:
+    response = post(client, site, text="x" * (70 * 1024))
+    assert response.status_code == 413
+    assert response.json["error"]["code"] == "payload_too_large"
+    assert stored(app) == 0
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [({"uri": "/p"}, "site"), ({"site": "{site}"}, "uri"),
+     ({"site": "{site}", "uri": "/p", "sort": "best"}, "sort"),
+     ({"site": "{site}", "uri": "/p", "page": "0"}, "page"),
+     ({"site": "{site}", "uri": "/p", "per_page": "x"}, "per_page"),
+     ({"site": "{site}", "uri": "/p", "per_page": "1000"}, "per_page")],
+)
+def test_bad_listing_queries(
+    client: FlaskClient, site: Site, query: dict[str, str], field: str
+) -> None:
+    query = {k: (site.key if v == "{site}" else v) for k, v in query.items()}
+    response = client.get("/api/v1/comments", query_string=query)
+    assert response.status_code == 400
+    assert response.json["error"]["field"] == field
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [({"uris": ["/a"]}, "site"), ({"site": "{site}", "uris": "/a"}, "uris"),
+     ({"site": "{site}", "uris": [1, 2]}, "uris"),
+     ({"site": "{site}", "uris": ["/a"] * 101}, "uris")],
+)
+def test_bad_count_requests(
+    client: FlaskClient, site: Site, body: dict[str, Any], field: str
+) -> None:
+    body = {k: (site.key if v == "{site}" else v) for k, v in body.items()}
+    response = client.post("/api/v1/counts", json=body)
+    assert response.status_code == 400
+    assert response.json["error"]["field"] == field
+
+
+def test_unknown_routes_and_methods_answer_json(client: FlaskClient) -> None:
+    missing = client.get("/api/v1/nothing")
+    assert missing.status_code == 404
+    assert missing.json["error"]["code"] == "not_found"
+    wrong = client.put("/api/v1/counts", json={})
+    assert wrong.status_code == 405
+    assert wrong.json["error"]["code"] == "method_not_allowed"
+    assert "POST" in wrong.headers["Allow"]
+
+
+def test_report_a_published_comment(scored: Flask, client: FlaskClient, site: Site) -> None:
+    cid = post(client, site).json["comment"]["id"]
+    url = f"/api/v1/comments/{cid}/report"
+    assert client.post(url, json={"reason": "abuse", "note": "rude"}).status_code == 201
+    bad = client.post(url, json={"reason": "because"})
+    assert (bad.status_code, bad.json["error"]["field"]) == (400, "reason")
+    assert client.post("/api/v1/comments/999/report", json={}).status_code == 404
+
+
+# -- CORS -----------------------------------------------------------------------------------
+
+
+def test_cors_preflight_and_responses_only_for_allowed_origins(
+    scored: Flask, client: FlaskClient, site: Site
+) -> None:
+    ok = client.options("/api/v1/comments", headers={
+        "Origin": ORIGIN, "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type"})
+    assert ok.headers["Access-Control-Allow-Origin"] == ORIGIN
+    assert "X-Edit-Token" in ok.headers["Access-Control-Allow-Headers"]
+    evil = client.options("/api/v1/comments", headers={
+        "Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
+    assert "Access-Control-Allow-Origin" not in evil.headers
+
+    response = client.post("/api/v1/comments", headers={"Origin": ORIGIN},
+                           json={"site": site.key, "uri": "/p", "text": "from the blog"})
+    assert response.status_code == 201
+    assert response.headers["Access-Control-Allow-Origin"] == ORIGIN
+    assert "Retry-After" in response.headers["Access-Control-Expose-Headers"]
+
+    refused = client.post("/api/v1/comments", headers={"Origin": "https://evil.example"},
+                          json={"site": site.key, "uri": "/p", "text": "from elsewhere"})
+    assert refused.status_code == 403
+    assert refused.json["error"]["code"] == "origin_not_allowed"
+    assert "Access-Control-Allow-Origin" not in refused.headers
+    listing = client.get("/api/v1/comments", headers={"Origin": "https://evil.example"},
+                         query_string={"site": site.key, "uri": "/p"})
+    assert listing.status_code == 403
+    assert stored(scored) == 1
+
+
+# -- service endpoints ----------------------------------------------------------------------
+
+
+def test_health_reports_each_dependency(app: Flask, client: FlaskClient) -> None:
+    response = client.get("/api/v1/health")
+    assert response.status_code == 200
+    checks = response.json["checks"]
+    assert checks["database"]["ok"] is True
+    assert checks["limiter"]["ok"] is True
+    assert checks["model"]["ok"] is False
+    assert response.json["status"] == "degraded"
+    fakes.install(app)
+    healthy = client.get("/api/v1/health").json
+    assert healthy["status"] == "ok"
+    assert healthy["checks"]["model"]["version"] == "test-keywords-1"
+
+
+def test_threads_are_created_once_per_uri(scored: Flask, client: FlaskClient, site: Site) -> None:
+    for _ in range(3):
+        post(client, site, uri="/same/")
+    with scored.app_context():
+        assert db.session.execute(select(func.count(Thread.id))).scalar_one() == 1

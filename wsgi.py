@@ -1,0 +1,3 @@
+from moderation import create_app
+
+app = create_app()
