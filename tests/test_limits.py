@@ -1,0 +1,143 @@
+"""Rate limits with the limiter on, in memory and in Redis."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from moderation.db import Site, db
+from tests import fakes
+from tests.conftest import REDIS_URL, clear_tables, make_app, need_service
+
+
+@pytest.fixture(params=["memory", "redis"])
+def storage(request: pytest.FixtureRequest) -> str:
+    """Run each limit test with in-memory counters and with Redis."""
+    if request.param == "redis":
+        need_service("Redis", "127.0.0.1", 6379)
+        return REDIS_URL
+    return "memory://"
+
+
+def limited_app(storage: str, **limits: Any) -> Flask:
+    config = {
+        "RATELIMIT_ENABLED": True,
+        "RATELIMIT_STORAGE_URI": storage,
+        # A fresh prefix keeps Redis counters of earlier runs out of this test.
+        "RATELIMIT_KEY_PREFIX": "test-" + secrets.token_hex(4),
+        "LIMIT_POST": "2/minute",
+        "LIMIT_THREAD": "100/minute",
+        "LIMIT_SITE": "100/minute",
+        **limits,
+    }
+    app = make_app(**config)
+    fakes.install(app)
+    return app
+
+
+def add_site(app: Flask, **settings: Any) -> str:
+    with app.app_context():
+        site = Site(name="Blog", origins=[], settings=settings)
+        db.session.add(site)
+        db.session.commit()
+        return site.key
+
+
+def post(client: FlaskClient, key: str, addr: str, uri: str = "/p", text: str = "hello there"):
+    return client.post(
+        "/api/v1/comments",
+        json={"site": key, "uri": uri, "text": text},
+        environ_base={"REMOTE_ADDR": addr},
+    )
+
+
+def test_per_address_limit_answers_429_in_the_error_shape(storage: str) -> None:
+    app = limited_app(storage)
+    key, client = add_site(app), app.test_client()
+    assert post(client, key, "203.0.113.5").status_code == 201
+    assert post(client, key, "203.0.113.5").status_code == 201
+    third = post(client, key, "203.0.113.5")
+    assert third.status_code == 429
+    assert third.json["error"]["code"] == "too_many_requests"
+    assert "2 per 1 minute" in third.json["error"]["message"]
+    assert int(third.headers["Retry-After"]) > 0
+    # Another address is not throttled together with the first.
+    assert post(client, key, "198.51.100.7").status_code == 201
+    clear_tables(app)
+
+
+def test_site_wide_breaker_stops_floods_from_rotating_addresses(storage: str) -> None:
+    app = limited_app(storage, LIMIT_SITE="3/minute")
+    key, other, client = add_site(app), add_site(app), app.test_client()
+    codes = [post(client, key, f"192.0.2.{n}").status_code for n in range(1, 6)]
+    assert codes == [201, 201, 201, 429, 429]
+    # The breaker is per site: another blog keeps working.
+    assert post(client, other, "192.0.2.99").status_code == 201
+    clear_tables(app)
+
+
+def test_per_thread_burst_guard(storage: str) -> None:
+    app = limited_app(storage, LIMIT_THREAD="2/minute")
+    key, client = add_site(app), app.test_client()
+    codes = [post(client, key, f"192.0.2.{n}", uri="/hot").status_code for n in range(1, 4)]
+    assert codes == [201, 201, 429]
+    assert post(client, key, "192.0.2.50", uri="/quiet").status_code == 201
+    clear_tables(app)
+
+
+def test_site_settings_override_the_default_limit(storage: str) -> None:
+    app = limited_app(storage)
+    key = add_site(app, limits={"post": "1/minute"})
+    client = app.test_client()
+    assert post(client, key, "203.0.113.9").status_code == 201
+    assert post(client, key, "203.0.113.9").status_code == 429
+    clear_tables(app)
+
+
+def test_edits_and_deletes_are_limited(storage: str) -> None:
+    app = limited_app(storage, LIMIT_EDIT="2/minute")
+    key, client = add_site(app), app.test_client()
+    created = post(client, key, "203.0.113.20").json
+    url = f"/api/v1/comments/{created['comment']['id']}"
+    headers = {"X-Edit-Token": created["edit_token"]}
+    env = {"REMOTE_ADDR": "203.0.113.20"}
+    codes = [
+        client.patch(url, json={"text": f"edit {n}"}, headers=headers, environ_base=env)
+        .status_code for n in range(3)
+    ]
+    assert codes == [200, 200, 429]
+    clear_tables(app)
+
+
+def test_proxy_count_uses_the_forwarded_client_address(storage: str) -> None:
+    app = limited_app(storage, PROXY_COUNT=1)
+    key, client = add_site(app), app.test_client()
+
+    def via_proxy(addr: str) -> int:
+        return client.post(
+            "/api/v1/comments",
+            json={"site": key, "uri": "/p", "text": "hello there"},
+            headers={"X-Forwarded-For": addr},
+            environ_base={"REMOTE_ADDR": "10.0.0.1"},
+        ).status_code
+
+    assert [via_proxy("203.0.113.1") for _ in range(3)] == [201, 201, 429]
+    assert via_proxy("203.0.113.2") == 201
+    clear_tables(app)
+
+
+def test_stored_address_is_anonymised(storage: str) -> None:
+    app = limited_app(storage)
+    key, client = add_site(app), app.test_client()
+    created = post(client, key, "203.0.113.77").json["comment"]["id"]
+    from moderation.db import Comment
+
+    with app.app_context():
+        comment = db.session.get(Comment, created)
+        assert comment is not None
+        assert comment.client_addr == "203.0.113.0"
+    clear_tables(app)
