@@ -45,8 +45,10 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     )
     load_config(app, test_config)
 
-    from . import api, classifier, cli, db, errors, limits
+    from . import api, classifier, cli, db, errors, limits, observability, security
 
+    observability.init_app(app)
+    security.init_app(app)
     db.init_app(app)
     errors.init_app(app)
     limits.init_app(app)

@@ -61,6 +61,30 @@ LIMIT_READ = "300/minute"
 # Number of reverse proxies in front of the app whose X-Forwarded-* headers are trusted.
 PROXY_COUNT = 0
 
+# Log format on stderr: "json" (one object per line, with request_id), "text", or "" to leave
+# logging alone; LOG_LEVEL is a logging level name; LOG_REQUESTS logs one line per request.
+LOG_FORMAT = "json"
+LOG_LEVEL = "INFO"
+LOG_REQUESTS = True
+# Serve Prometheus metrics at /metrics, only to clients in these networks (others get 404).
+METRICS_ENABLED = True
+METRICS_ALLOW_NETWORKS = ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12",
+                          "192.168.0.0/16", "fc00::/7"]
+# Whether /readyz answers 503 while no model is loaded (off: comments are held, still ready).
+READY_REQUIRES_MODEL = False
+# Content-Security-Policy of our HTML pages; {nonce} is replaced by the request's nonce.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self' 'nonce-{nonce}'; style-src 'self' 'nonce-{nonce}'; "
+    "img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+# Strict-Transport-Security max-age in seconds, sent on https requests only (0 turns it off).
+HSTS_SECONDS = 365 * 24 * 3600
+# Session cookie: Secure (None means on except in debug/testing), HttpOnly, SameSite=Lax.
+SESSION_COOKIE_SECURE: bool | None = None
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+
 
 def database_url_from_env() -> str:
     """Return DATABASE_URL in SQLAlchemy's psycopg 3 form, or an empty string."""
