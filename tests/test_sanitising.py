@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 from html import unescape
 from html.parser import HTMLParser
 
@@ -719,12 +718,9 @@ PATHOLOGICAL = [
 
 @pytest.mark.parametrize("source", PATHOLOGICAL)
 def test_pathological_input_is_safe_and_bounded(source: str) -> None:
-    """Worst-case inputs at the length limit render safely within a generous time budget."""
-    started = time.perf_counter()
+    """Worst-case inputs at the length limit render safely (their cost is in bench/)."""
     text, html = clean_text(source)
-    elapsed = time.perf_counter() - started
     assert_safe(html)
-    assert elapsed < 2.0
 
 
 def test_deep_nesting_is_cut_off_safely() -> None:
@@ -732,22 +728,6 @@ def test_deep_nesting_is_cut_off_safely() -> None:
     html = render("> " * 25 + "deep text")
     assert_safe(html)
     assert html.count("<blockquote>") <= 20
-
-
-def test_render_is_fast_enough() -> None:
-    """A typical 1,000-character comment renders in a few milliseconds at most."""
-    comment = (
-        "I really enjoyed this post, and the part about *caching* was especially useful. "
-        "See https://example.com/blog/cold-starts for my own **numbers**.\n\n"
-    ) * 8
-    comment = comment[:1000]
-    render(comment)
-    runs = 50
-    started = time.perf_counter()
-    for _ in range(runs):
-        render(comment)
-    per_call = (time.perf_counter() - started) / runs
-    assert per_call < 0.02
 
 
 def test_render_is_thread_safe() -> None:
