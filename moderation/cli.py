@@ -54,8 +54,6 @@ def site_list(as_json: bool) -> None:
 def init_app(app: Flask) -> None:
     """Register the command groups with the app's CLI."""
     app.cli.add_command(site_cli)
-    try:
-        from .training import model_cli  # TEMP until training lands
-    except ModuleNotFoundError:
-        return
+    from .training import model_cli  # scikit-learn itself loads only inside the commands
+
     app.cli.add_command(model_cli)
