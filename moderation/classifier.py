@@ -1,0 +1,637 @@
+"""Load the trained spam and toxicity model, score comments with it and explain the scores."""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+import logging
+import re
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    from flask import Flask
+
+log = logging.getLogger(__name__)
+
+#: Name of the model file inside a model directory.
+ARTIFACT_NAME = "classifier.skops"
+#: Name of the manifest that pins hashes and versions of the artifact.
+MANIFEST_NAME = "manifest.json"
+#: Layout version of the artifact dictionary; bumped when the feature code changes meaning.
+ARTIFACT_FORMAT = 1
+#: The artifact holds only builtins and numpy arrays, which skops trusts already; any other
+#: type found in a file is refused rather than trusted.
+TRUSTED_TYPES: list[str] = []
+
+# Fields a feature entry can come from; explanations report them to the dashboard.
+FIELDS = ("text", "author", "website", "email", "meta")
+_F_TEXT, _F_AUTHOR, _F_WEBSITE, _F_EMAIL, _F_META = range(5)
+
+_MASK64 = (1 << 64) - 1
+# Odd multiplier of the polynomial string hash; odd so that it is invertible modulo 2**64.
+_POLY = 0x100000001B3
+# Link finders are split into patterns with literal prefixes because Python's re scans those
+# quickly; a single pattern that may start at any letter was ten times slower.
+_URL_RE = re.compile(r"(?:https?://|www\.)[^\s<>\"'\x00]+", re.IGNORECASE)
+_TLD_RE = re.compile(r"\.(?:com|net|org|info|ru|cn|biz|xyz|top|io|co|me|ly|tk|us|uk|de|online|"
+                     r"site|club|shop|store|click|link|pw|cc|ws)\b", re.IGNORECASE)
+_PATH_RE = re.compile(r"/[^\s<>\"'\x00]*")
+_EMAIL_RE = re.compile(r"@[\w-]+\.[A-Za-z]{2,}")
+_PHONE_RE = re.compile(r"\d[\d \t().-]{7,}\d")
+_URL_TOKEN_RE = re.compile(r"[a-z0-9]+")
+
+
+@dataclass(frozen=True)
+class CommentText:
+    """A comment as the classifier sees it."""
+
+    text: str  # plain text of the comment (already normalised)
+    author: str = ""
+    website: str = ""
+    email: str = ""
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Calibrated probabilities for one comment."""
+
+    spam: float
+    toxicity: float
+    attributes: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, float]:
+        """Return every score in one flat dictionary rounded to four decimals."""
+        out = {"spam": round(self.spam, 4), "toxicity": round(self.toxicity, 4)}
+        out.update({k: round(v, 4) for k, v in self.attributes.items()})
+        return out
+
+
+class ModelError(Exception):
+    """The model directory cannot be used; the message says why."""
+
+
+# --------------------------------------------------------------------------------------------
+# Features
+#
+# Features are hashed n-grams computed with numpy over the whole batch at once, because the
+# pure-Python analyzers of scikit-learn manage only ~6,000 comments/s with character n-grams.
+# Every entry is (row, column, value, field, start, end) so that the same code serves training
+# (a sparse matrix), scoring (a weighted sum) and explanations (character spans).
+# --------------------------------------------------------------------------------------------
+
+
+def _mix(h: np.ndarray, salt: int, bits: int) -> np.ndarray:
+    """Scramble 64-bit hashes with a block salt and keep the top ``bits`` bits as columns."""
+    import numpy as np
+
+    x = h ^ np.uint64(salt & _MASK64)
+    x *= np.uint64(0x9E3779B97F4A7C15)
+    x ^= x >> np.uint64(29)
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(32)
+    x >>= np.uint64(64 - bits)
+    return x.astype(np.int64)
+
+
+def _str_hash(token: str, salt: int, bits: int) -> int:
+    """Hash a short string token (URL parts, meta features) to a column, in plain Python."""
+    x = (zlib.crc32(token.encode("utf-8", "replace")) | (len(token) << 32)) ^ (salt & _MASK64)
+    x = (x * 0x9E3779B97F4A7C15) & _MASK64
+    x ^= x >> 29
+    x = (x * 0xBF58476D1CE4E5B9) & _MASK64
+    x ^= x >> 32
+    return x >> (64 - bits)
+
+
+@dataclass
+class _Entries:
+    """Sparse feature entries of a batch, one per n-gram occurrence."""
+
+    rows: list[np.ndarray] = field(default_factory=list)
+    cols: list[np.ndarray] = field(default_factory=list)
+    vals: list[np.ndarray] = field(default_factory=list)
+    fields: list[np.ndarray] = field(default_factory=list)
+    starts: list[np.ndarray] = field(default_factory=list)
+    ends: list[np.ndarray] = field(default_factory=list)
+    spans: bool = False
+
+    def add(self, rows: np.ndarray, cols: np.ndarray, vals: np.ndarray | float, fld: Any,
+            starts: np.ndarray | None = None, ends: np.ndarray | None = None) -> None:
+        import numpy as np
+
+        self.rows.append(rows)
+        self.cols.append(cols)
+        self.vals.append(np.broadcast_to(np.asarray(vals, dtype=np.float32), rows.shape))
+        if self.spans:
+            self.fields.append(np.broadcast_to(np.asarray(fld, dtype=np.int8), rows.shape))
+            empty = np.full(len(rows), -1, dtype=np.int64)
+            self.starts.append(empty if starts is None else starts)
+            self.ends.append(empty if ends is None else ends)
+
+    def concat(self) -> tuple[np.ndarray, ...]:
+        import numpy as np
+
+        e = np.zeros(0, dtype=np.int64)
+        parts = [self.rows, self.cols, self.vals]
+        if self.spans:
+            parts += [self.fields, self.starts, self.ends]
+        out = tuple(np.concatenate(x) if x else e for x in parts)
+        if not self.spans:
+            out += (e, e, e)
+        return out
+
+
+_POWERS: dict[int, np.ndarray] = {}
+
+
+def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return cached powers of _POLY and of its inverse modulo 2**64, at least ``n`` long."""
+    import numpy as np
+
+    have = _POWERS.get(0)
+    if have is None or len(have) < n:
+        size = max(n, 1 << 16, 0 if have is None else 2 * len(have))
+        inv = pow(_POLY, -1, 1 << 64)
+        fwd = np.cumprod(np.full(size, _POLY, dtype=np.uint64))
+        bwd = np.cumprod(np.full(size, inv, dtype=np.uint64))
+        _POWERS[0] = np.concatenate(([np.uint64(1)], fwd[:-1]))
+        _POWERS[1] = np.concatenate(([np.uint64(1)], bwd[:-1]))
+    return _POWERS[0][:n], _POWERS[1][:n]
+
+
+def _encode(texts: Sequence[str]) -> tuple[Any, ...]:
+    """Join texts into one normalised code-point array; return joined, codes, raw, starts, docs."""
+    import numpy as np
+
+    joined = "\x00 " + " \x00 ".join(texts) + " \x00"
+    if joined.count("\x00") != len(texts) + 1:
+        joined = "\x00 " + " \x00 ".join(t.replace("\x00", " ") for t in texts) + " \x00"
+    # UTF-32 keeps one array element per Python character, so offsets are string indices.
+    raw = np.frombuffer(joined.encode("utf-32-le", "replace"), dtype=np.uint32)
+    codes = raw.astype(np.uint64)
+    # Fold case, full-width forms and digits so that "FREE", "ｆｒｅｅ" and "free" share
+    # features and phone numbers generalise; the mapping is one character to one character.
+    big = raw >= 0xA0
+    if big.any():
+        fw = big & (raw >= 0xFF01) & (raw <= 0xFF5E)
+        codes[fw] -= np.uint64(0xFEE0)
+        codes[big & ((raw == 0xA0) | (raw == 0x3000) | (raw == 0x200B) | (raw == 0xFEFF))] = 32
+    codes[(codes >= 65) & (codes <= 90)] += np.uint64(32)
+    codes[(codes >= 48) & (codes <= 57)] = 48
+    codes[(codes >= 9) & (codes <= 13)] = 32
+    lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
+    starts = np.cumsum(np.concatenate(([2], lengths[:-1] + 3))) if len(texts) else lengths
+    doc = np.cumsum(raw == 0) - 1
+    return joined, codes, raw, starts, doc
+
+
+def _is_word(codes: np.ndarray) -> np.ndarray:
+    """Return a mask of code points that belong to word tokens."""
+    mask = ((codes >= 97) & (codes <= 122)) | (codes == 48) | (codes == 39)
+    big = codes >= 128
+    if big.any():
+        # Everything outside ASCII except general and CJK punctuation is a word character.
+        punct = ((codes >= 0x3000) & (codes <= 0x303F)) | ((codes >= 0xFF00) & (codes <= 0xFF0F))
+        punct |= ((codes >= 0xFF1A) & (codes <= 0xFF20)) | ((codes >= 0x2000) & (codes <= 0x206F))
+        mask |= big & ~punct
+    return mask
+
+
+def _add_ngrams(entries: _Entries, enc: tuple[Any, ...], n_docs: int, fld: int, bits: int,
+                char_range: Sequence[int], salt: int) -> None:
+    """Add character n-grams and word uni/bigrams of one field, scaled to unit length per doc."""
+    import numpy as np
+
+    _, codes, _, starts, doc = enc
+    total = len(codes)
+    zero = np.concatenate(([0], np.cumsum(codes == 0)))
+    is_space = codes == 32
+    rows_l, cols_l, s_l, e_l = [], [], [], []
+    h = codes.copy()
+    lo, hi = char_range
+    for n in range(2, hi + 1):
+        h = h[:-1] * np.uint64(_POLY) + codes[n - 1:]
+        if n < lo:
+            continue
+        m = total - n + 1
+        # Windows that cross a document separator, or start and end on spaces, say nothing.
+        ok = (zero[n:] == zero[:m]) & ~(is_space[:m] & is_space[n - 1:])
+        pos = np.flatnonzero(ok)
+        rows_l.append(doc[pos])
+        cols_l.append(_mix(h[pos], salt + n, bits))
+        if entries.spans:
+            s_l.append(pos)
+            e_l.append(pos + n)
+    mask = _is_word(codes).astype(np.int8)
+    edge = np.diff(mask, prepend=np.int8(0), append=np.int8(0))
+    ws = np.flatnonzero(edge == 1)
+    we = np.flatnonzero(edge == -1)
+    if len(ws):
+        # Polynomial prefix hashes, made position-free with the modular inverse of _POLY.
+        fwd, bwd = _powers(total)
+        g = np.concatenate(([np.uint64(0)], np.cumsum(codes * fwd, dtype=np.uint64)))
+        wh = (g[we] - g[ws]) * bwd[ws]
+        wdoc = doc[ws]
+        same = np.flatnonzero(wdoc[:-1] == wdoc[1:])
+        bh = wh[same] * np.uint64(0x9E3779B1) + wh[same + 1]
+        rows_l += [wdoc, wdoc[same]]
+        cols_l += [_mix(wh, salt + 101, bits), _mix(bh, salt + 102, bits)]
+        if entries.spans:
+            s_l += [ws, ws[same]]
+            e_l += [we, we[same + 1]]
+    rows = np.concatenate(rows_l)
+    if not len(rows):
+        return
+    counts = np.bincount(rows, minlength=n_docs).astype(np.float32)
+    scale = (1.0 / np.sqrt(np.maximum(counts, 1.0)))[rows]
+    if entries.spans:
+        base = starts[rows]
+        entries.add(rows, np.concatenate(cols_l), scale, fld,
+                    np.concatenate(s_l) - base, np.concatenate(e_l) - base)
+    else:
+        entries.add(rows, np.concatenate(cols_l), scale, fld)
+
+
+def _url_tokens(url: str) -> list[str]:
+    """Split a URL or domain into host, top-level domain and word tokens."""
+    low = url.lower()
+    host = re.sub(r"^[a-z]+://", "", low).split("/", 1)[0].split("@")[-1].split(":")[0]
+    host = host.removeprefix("www.")
+    toks = [f"host:{host}"]
+    if "." in host:
+        toks.append(f"tld:{host.rsplit('.', 1)[-1]}")
+    toks.extend(f"tok:{t}" for t in _URL_TOKEN_RE.findall(low) if t not in ("http", "https", "www"))
+    return toks
+
+
+# Meta features: name -> bucket edges applied to a per-comment number.
+_META_EDGES: dict[str, tuple[float, ...]] = {
+    "links": (1, 2, 3),
+    "len": (20, 60, 150, 400, 1000),
+    "digits": (0.01, 0.05, 0.15),
+    "caps": (0.1, 0.3, 0.6),
+    "excl": (1, 2, 3),
+    "phone": (1,),
+    "email": (1,),
+    "author_len": (1, 4, 10, 20, 40),
+    "author_digits": (1,),
+    "author_url": (1,),
+    "website": (1,),
+}
+# Scale of the meta block relative to a text block (which has unit length).
+_META_VALUE = 0.35
+# Scale of each URL/domain token.
+_URL_VALUE = 0.5
+_META_TABLES: dict[int, dict[str, list[int]]] = {}
+
+
+def _meta_table(bits: int) -> dict[str, list[int]]:
+    """Return the columns of every bucket of every meta feature."""
+    table = _META_TABLES.get(bits)
+    if table is None:
+        table = _META_TABLES[bits] = {
+            name: [_str_hash(f"{name}:{b}", 4000, bits) for b in range(len(edges) + 1)]
+            for name, edges in _META_EDGES.items()
+        }
+    return table
+
+
+def _find_links(joined: str) -> list[tuple[int, int]]:
+    """Return (start, end) of every URL or bare domain in a string."""
+    spans = []
+    for m in _URL_RE.finditer(joined):
+        # Trailing punctuation ends the sentence, not the link.
+        spans.append((m.start(), m.start() + len(m.group().rstrip(".,;:!?)]}'"))))
+    starts = [s for s, _ in spans]
+    for m in _TLD_RE.finditer(joined):
+        dot = m.start()
+        k = bisect.bisect_right(starts, dot) - 1
+        if k >= 0 and dot < spans[k][1]:
+            continue
+        start = dot
+        while start > 0 and dot - start < 63 and (joined[start - 1].isascii() and (
+                joined[start - 1].isalnum() or joined[start - 1] in "-.")):
+            start -= 1
+        if start == dot or not joined[start].isalnum():
+            continue
+        path = _PATH_RE.match(joined, m.end())
+        link = joined[start:path.end() if path else m.end()].rstrip(".,;:!?)]}'\"")
+        spans.append((start, start + len(link)))
+    return sorted(spans)
+
+
+def _per_doc(spans: list[tuple[int, int]], starts: np.ndarray,
+             n_docs: int) -> tuple[np.ndarray, np.ndarray]:
+    """Count spans of a joined batch per document; return counts and each span's document."""
+    import numpy as np
+
+    if not spans:
+        return np.zeros(n_docs, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    where = np.searchsorted(starts, [s for s, _ in spans], side="right") - 1
+    return np.bincount(where, minlength=n_docs), where
+
+
+def _pattern_spans(joined: str, pattern: re.Pattern[str]) -> list[tuple[int, int]]:
+    """Return the spans of every match of a pattern."""
+    return [m.span() for m in pattern.finditer(joined)]
+
+
+def featurize(items: Sequence[CommentText], cfg: dict[str, Any],
+              spans: bool = False) -> tuple[np.ndarray, ...]:
+    """Turn comments into sparse hashed entries (rows, cols, vals[, fields, starts, ends])."""
+    import numpy as np
+
+    bits = int(cfg["bits"])
+    entries = _Entries(spans=spans)
+    n_docs = len(items)
+    if not n_docs:
+        return entries.concat()
+    texts = [it.text for it in items]
+    enc = _encode(texts)
+    _add_ngrams(entries, enc, n_docs, _F_TEXT, bits, cfg["char_range"], 1000)
+    authors = [it.author for it in items]
+    a_enc = None
+    if any(authors):
+        a_enc = _encode(authors)
+        _add_ngrams(entries, a_enc, n_docs, _F_AUTHOR, bits, cfg["author_char_range"], 2000)
+
+    joined, _, raw, starts, doc = enc
+    lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=n_docs)
+    # Links, website and e-mail domain share one token space, so what the model learns from
+    # links in bodies also applies to the website field, which no training set fills in.
+    links = _find_links(joined)
+    n_links, link_doc = _per_doc(links, starts, n_docs)
+    u_rows: list[int] = []
+    u_cols: list[int] = []
+    u_fld: list[int] = []
+    u_s: list[int] = []
+    u_e: list[int] = []
+    cache: dict[str, list[int]] = {}
+
+    def add_url(i: int, url: str, fld: int, s: int, e: int) -> None:
+        cols = cache.get(url)
+        if cols is None:
+            cols = cache[url] = [_str_hash(t, 3000, bits) for t in _url_tokens(url)]
+        for c in cols:
+            u_rows.append(i)
+            u_cols.append(c)
+            u_fld.append(fld)
+            u_s.append(s)
+            u_e.append(e)
+
+    for (s, e), i in zip(links, link_doc.tolist(), strict=True):
+        add_url(i, joined[s:e], _F_TEXT, s - int(starts[i]), e - int(starts[i]))
+    websites = [it.website for it in items]
+    for i, site in enumerate(websites):
+        if site:
+            add_url(i, site, _F_WEBSITE, 0, len(site))
+    for i, it in enumerate(items):
+        if "@" in it.email:
+            dom = it.email.rsplit("@", 1)[1]
+            add_url(i, dom, _F_EMAIL, len(it.email) - len(dom), len(it.email))
+    if u_rows:
+        entries.add(np.array(u_rows), np.array(u_cols), _URL_VALUE, np.array(u_fld, np.int8),
+                    np.array(u_s), np.array(u_e))
+
+    # The shape of a comment: spam is long on links, digits and capitals, short on words.
+    def counts(mask: np.ndarray) -> np.ndarray:
+        return np.bincount(doc[mask], minlength=n_docs + 1)[:n_docs]
+
+    upper = counts((raw >= 65) & (raw <= 90))
+    alpha = upper + counts((raw >= 97) & (raw <= 122))
+    values: dict[str, np.ndarray] = {
+        "links": n_links,
+        "len": lengths,
+        "digits": counts((raw >= 48) & (raw <= 57)) / np.maximum(lengths, 1),
+        "caps": np.where(alpha >= 8, upper / np.maximum(alpha, 1), -1.0),
+        "excl": counts(raw == 33),
+        "phone": _per_doc(_pattern_spans(joined, _PHONE_RE), starts, n_docs)[0],
+        "email": _per_doc(_pattern_spans(joined, _EMAIL_RE), starts, n_docs)[0],
+        "website": np.fromiter((bool(w) for w in websites), dtype=np.int64, count=n_docs),
+    }
+    if a_enc is not None:
+        a_len = np.fromiter((len(a) for a in authors), dtype=np.int64, count=n_docs)
+        a_raw, a_doc = a_enc[2], a_enc[4]
+        values["author_len"] = a_len
+        values["author_digits"] = np.bincount(a_doc[(a_raw >= 48) & (a_raw <= 57)],
+                                              minlength=n_docs + 1)[:n_docs]
+        values["author_url"] = _per_doc(_find_links(a_enc[0]), a_enc[3], n_docs)[0]
+    table = _meta_table(bits)
+    all_rows = np.arange(n_docs)
+    for name, v in values.items():
+        if v is None:
+            continue
+        b = np.searchsorted(_META_EDGES[name], v, side="right")
+        keep = all_rows if name not in ("caps",) else np.flatnonzero(v >= 0)
+        entries.add(keep, np.asarray(table[name])[b[keep]], _META_VALUE, _F_META)
+    return entries.concat()
+
+
+# --------------------------------------------------------------------------------------------
+# The classifier
+# --------------------------------------------------------------------------------------------
+
+
+class Classifier:
+    """A loaded model that scores and explains comments."""
+
+    def __init__(self, artifact: dict[str, Any], manifest: dict[str, Any]) -> None:
+        import numpy as np
+
+        self.version: str = str(manifest.get("version", "unknown"))
+        self.manifest = manifest
+        self.heads: list[str] = list(artifact["heads"])
+        self.config: dict[str, Any] = dict(artifact["features"])
+        # float16 on disk keeps the file small; float32 in memory keeps sums exact enough.
+        self.weights = np.ascontiguousarray(artifact["weights"], dtype=np.float32)
+        self.intercept = np.asarray(artifact["intercept"], dtype=np.float64)
+        self.calib_a = np.asarray(artifact["calib_a"], dtype=np.float64)
+        self.calib_b = np.asarray(artifact["calib_b"], dtype=np.float64)
+        self.thresholds: dict[str, dict[str, float]] = {
+            k: {kk: float(vv) for kk, vv in v.items()}
+            for k, v in manifest.get("thresholds", {}).items()
+        }
+        n_cols = 1 << int(self.config["bits"])
+        h = len(self.heads)
+        if (self.weights.shape != (n_cols, h) or self.intercept.shape != (h,)
+                or self.calib_a.shape != (h,) or self.calib_b.shape != (h,)
+                or "spam" not in self.heads or "toxicity" not in self.heads):
+            raise ModelError("corrupt model: array shapes do not match the feature configuration")
+
+    def _logits(self, items: Sequence[CommentText]) -> np.ndarray:
+        """Return the uncalibrated decision values, one row per comment."""
+        import numpy as np
+
+        rows, cols, vals, _, _, _ = featurize(items, self.config)
+        n = len(items)
+        contrib = self.weights[cols] * vals[:, None]
+        out = np.empty((n, len(self.heads)), dtype=np.float64)
+        for j in range(len(self.heads)):
+            out[:, j] = np.bincount(rows, weights=contrib[:, j], minlength=n)
+        return out + self.intercept
+
+    def predict(self, items: Sequence[CommentText]) -> np.ndarray:
+        """Return calibrated probabilities as an array of shape (comments, heads)."""
+        import numpy as np
+
+        if not items:
+            return np.zeros((0, len(self.heads)))
+        z = self._logits(items) * self.calib_a + self.calib_b
+        return 1.0 / (1.0 + np.exp(-z))
+
+    def score(self, items: Sequence[CommentText]) -> list[Scores]:
+        """Score many comments in one vectorised pass."""
+        probs = self.predict(items).tolist()
+        names = self.heads
+        i_spam, i_tox = names.index("spam"), names.index("toxicity")
+        attrs = [(j, name) for j, name in enumerate(names) if name not in ("spam", "toxicity")]
+        return [
+            Scores(spam=p[i_spam], toxicity=p[i_tox], attributes={name: p[j] for j, name in attrs})
+            for p in probs
+        ]
+
+    def score_one(self, item: CommentText) -> Scores:
+        """Score a single comment."""
+        return self.score([item])[0]
+
+    def explain(self, item: CommentText, top: int = 8) -> dict[str, list[dict[str, object]]]:
+        """Return, per score, the terms that pushed it up most, with character spans."""
+        import numpy as np
+
+        rows, cols, vals, flds, starts, ends = featurize([item], self.config, spans=True)
+        contrib = self.weights[cols] * vals[:, None] * self.calib_a
+        sources = {_F_TEXT: item.text, _F_AUTHOR: item.author, _F_WEBSITE: item.website}
+        out: dict[str, list[dict[str, object]]] = {}
+        for j, head in enumerate(self.heads):
+            groups: dict[tuple[int, str], dict[str, Any]] = {}
+            for k in np.flatnonzero(contrib[:, j] > 0):
+                fld = int(flds[k])
+                src = sources.get(fld)
+                if src is None or starts[k] < 0:
+                    continue
+                s, e = max(int(starts[k]), 0), min(int(ends[k]), len(src))
+                while s < e and src[s].isspace():
+                    s += 1
+                while e > s and src[e - 1].isspace():
+                    e -= 1
+                if s >= e:
+                    continue
+                term = src[s:e]
+                g = groups.setdefault((fld, term.lower()), {"term": term, "weight": 0.0,
+                                                            "spans": []})
+                g["weight"] += float(contrib[k, j])
+                if [s, e] not in g["spans"]:
+                    g["spans"].append([s, e])
+            ranked = sorted(groups.items(), key=lambda kv: -kv[1]["weight"])[:top]
+            out[head] = [
+                {"term": g["term"], "field": FIELDS[fld], "weight": round(g["weight"], 4),
+                 "spans": sorted(g["spans"])}
+                for (fld, _), g in ranked
+            ]
+        return out
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """The outcome of loading the model at start-up."""
+
+    classifier: Classifier | None
+    error: str | None
+
+    @property
+    def ok(self) -> bool:
+        """Tell whether a classifier is loaded and usable."""
+        return self.classifier is not None and self.error is None
+
+
+def sha256_file(path: Path) -> str:
+    """Return the hex sha256 of a file."""
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load(model_dir: str | Path) -> Classifier:
+    """Load and verify the model in ``model_dir`` or raise ModelError with the reason."""
+    model_dir = Path(model_dir)
+    manifest_path = model_dir / MANIFEST_NAME
+    if not model_dir.is_dir():
+        raise ModelError(f"model directory {model_dir} does not exist")
+    if not manifest_path.is_file():
+        raise ModelError(f"missing {manifest_path}")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        artifacts = manifest["artifacts"]
+        expected_sklearn = manifest["versions"]["sklearn"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"corrupt manifest {manifest_path}: {exc}") from exc
+
+    import sklearn
+
+    if expected_sklearn != sklearn.__version__:
+        raise ModelError(
+            f"model was built with scikit-learn {expected_sklearn}, "
+            f"but {sklearn.__version__} is installed; retrain or install the pinned version"
+        )
+    main = None
+    for entry in artifacts:
+        path = model_dir / str(entry.get("file", ""))
+        if path.parent != model_dir or not path.is_file():
+            raise ModelError(f"missing artifact {path}")
+        digest = sha256_file(path)
+        if digest != entry.get("sha256"):
+            raise ModelError(f"sha256 mismatch for {path.name}: manifest says "
+                             f"{entry.get('sha256')}, file has {digest}")
+        if path.name == ARTIFACT_NAME:
+            main = path
+    if main is None:
+        raise ModelError(f"manifest lists no {ARTIFACT_NAME}")
+
+    import skops.io as sio
+
+    try:
+        untrusted = [t for t in sio.get_untrusted_types(file=main) if t not in TRUSTED_TYPES]
+    except Exception as exc:  # a damaged zip raises many different errors
+        raise ModelError(f"corrupt artifact {main.name}: {exc}") from exc
+    if untrusted:
+        raise ModelError(f"artifact {main.name} holds untrusted types: {', '.join(untrusted)}")
+    try:
+        artifact = sio.load(main, trusted=TRUSTED_TYPES)
+    except Exception as exc:
+        raise ModelError(f"corrupt artifact {main.name}: {exc}") from exc
+    if not isinstance(artifact, dict) or artifact.get("format") != ARTIFACT_FORMAT:
+        raise ModelError(f"artifact {main.name} is not format {ARTIFACT_FORMAT}")
+    try:
+        return Classifier(artifact, manifest)
+    except ModelError:
+        raise
+    except Exception as exc:
+        raise ModelError(f"corrupt artifact {main.name}: {exc}") from exc
+
+
+def init_app(app: Flask) -> None:
+    """Load the configured model once and record the outcome in ``app.extensions``."""
+    model_dir = app.config.get("MODEL_DIR")
+    if not model_dir:
+        state = ModelStatus(None, "no model configured")
+    else:
+        try:
+            state = ModelStatus(load(model_dir), None)
+        except Exception as exc:  # the service must start and hold comments instead
+            reason = str(exc) or exc.__class__.__name__
+            app.logger.error("classifier not loaded, holding every comment: %s", reason)
+            state = ModelStatus(None, reason)
+    app.extensions["classifier"] = state
+
+
+def status(app: Flask) -> ModelStatus:
+    """Return the model status recorded by ``init_app``."""
+    return app.extensions.get("classifier") or ModelStatus(None, "not initialised")
