@@ -45,7 +45,18 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     )
     load_config(app, test_config)
 
-    from . import api, classifier, cli, db, errors, limits, observability, security
+    from . import (
+        api,
+        classifier,
+        cli,
+        db,
+        errors,
+        limits,
+        observability,
+        security,
+        server_api,
+        webhooks,
+    )
 
     observability.init_app(app)
     security.init_app(app)
@@ -54,6 +65,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     limits.init_app(app)
     classifier.init_app(app)
     cli.init_app(app)
+    webhooks.init_app(app)
 
     app.register_blueprint(api.bp)
+    app.register_blueprint(server_api.bp)
     return app

@@ -9,6 +9,7 @@ from flask import Flask
 from flask.cli import AppGroup
 from sqlalchemy import select
 
+from . import keys
 from .db import Site, db
 
 site_cli = AppGroup("site", help="Manage the sites that embed comments.")
@@ -29,13 +30,43 @@ def site_add(name: str, origins: tuple[str, ...], as_json: bool) -> None:
     """Add a site and print its public key for the embed snippet."""
     site = Site(name=name, origins=[_origin(o) for o in origins], settings={})
     db.session.add(site)
+    db.session.flush()
+    issued = keys.issue(site)
     db.session.commit()
-    result = {"id": site.id, "name": site.name, "key": site.key, "origins": site.origins}
+    result = {"id": site.id, "name": site.name, "key": site.key, "origins": site.origins,
+              "api_key": issued.key, "api_key_scopes": list(issued.scopes)}
     if as_json:
         click.echo(json.dumps(result))
     else:
         click.echo(f"Added site {site.name!r} with key {site.key}")
         click.echo(f"Allowed origins: {', '.join(site.origins) or '(none: same origin only)'}")
+        click.echo(f"API key (shown once, store it now): {issued.key}")
+
+
+@site_cli.command("rotate-key")
+@click.argument("site_key")
+@click.option("--scopes", default=",".join(keys.SCOPES), show_default=True,
+              help="Comma-separated scopes of the new key.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def site_rotate_key(site_key: str, scopes: str, as_json: bool) -> None:
+    """Revoke a site's API keys and print a new one."""
+    site = db.session.execute(select(Site).where(Site.key == site_key)).scalar_one_or_none()
+    if site is None:
+        raise click.BadParameter(f"no site with key {site_key!r}", param_hint="SITE_KEY")
+    try:
+        wanted = keys.parse_scopes(scopes)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--scopes") from None
+    revoked = len(keys.active_keys(site))
+    issued = keys.rotate(site, wanted)
+    db.session.commit()
+    if as_json:
+        click.echo(json.dumps({"site": site.key, "api_key": issued.key,
+                               "scopes": list(issued.scopes), "revoked": revoked}))
+    else:
+        click.echo(f"Revoked {revoked} key(s) of site {site.key}")
+        click.echo(f"API key (shown once, store it now): {issued.key}")
+        click.echo(f"Scopes: {', '.join(issued.scopes)}")
 
 
 @site_cli.command("list")
@@ -54,6 +85,14 @@ def site_list(as_json: bool) -> None:
 def init_app(app: Flask) -> None:
     """Register the command groups with the app's CLI."""
     app.cli.add_command(site_cli)
+    from .demo import demo_cli
+
+    app.cli.add_command(demo_cli)
     from .training import model_cli  # scikit-learn itself loads only inside the commands
 
     app.cli.add_command(model_cli)
+    from .auth import moderator_cli
+    from .labels import export_labels
+
+    app.cli.add_command(moderator_cli)
+    model_cli.add_command(export_labels)

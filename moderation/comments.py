@@ -260,6 +260,30 @@ def _evaluate(
     return scores, decision
 
 
+@dataclass(frozen=True)
+class Assessment:
+    """What the pipeline would decide about a comment, with the text the model saw."""
+
+    item: CommentText
+    scores: Scores | None
+    decision: policy.Decision
+
+
+def assess(site: Site, fields: Mapping[str, Any], client: Client, pipeline: Pipeline) -> Assessment:
+    """Validate, sanitise, score and decide a comment as submit() would, storing nothing."""
+    text, html = sanitising.clean_text(fields.get("text"))
+    author = sanitising.clean_author(fields.get("author"))
+    email = sanitising.clean_email(fields.get("email"))
+    website = sanitising.clean_website(fields.get("website"))
+    addr = anonymise_addr(client.addr)
+    scores, decision = _evaluate(
+        site, pipeline, text=text, html=html, author=author, email=email, website=website,
+        addr=addr, key=author_key(email, author, addr),
+    )
+    item = CommentText(sanitising.plain_text(html), author, website, email)
+    return Assessment(item, scores, decision)
+
+
 def _parent(thread: Thread, parent_id: object) -> Comment | None:
     if parent_id is None:
         return None

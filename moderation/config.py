@@ -57,6 +57,19 @@ LIMIT_EDIT = "10/minute"
 LIMIT_REPORT = "5/minute;50/day"
 # Reads (thread listings, counts) per client address.
 LIMIT_READ = "300/minute"
+# Requests per server-to-server API key (all /api/v1 key routes, Perspective and Akismet).
+LIMIT_API_KEY = "600/minute"
+
+# Run the webhook delivery thread in each web process (or run `flask webhooks deliver`).
+WEBHOOKS_WORKER = True
+# Seconds to wait for a webhook receiver to answer one delivery attempt.
+WEBHOOK_TIMEOUT_SECONDS = 5
+# Attempts per delivery before it is marked failed (backoff 10 s × 2^n between attempts).
+WEBHOOK_MAX_ATTEMPTS = 6
+# Seconds before the first retry; each later retry waits twice as long as the one before.
+WEBHOOK_BACKOFF_SECONDS = 10
+# Allow webhook URLs that resolve to loopback/private/link-local addresses (off: no SSRF).
+WEBHOOK_ALLOW_PRIVATE_TARGETS = False
 
 # Number of reverse proxies in front of the app whose X-Forwarded-* headers are trusted.
 PROXY_COUNT = 0

@@ -50,6 +50,7 @@ def base_config(**overrides: Any) -> dict[str, Any]:
         "RATELIMIT_STORAGE_URI": "memory://",
         "MODEL_DIR": "",
         "WTF_CSRF_ENABLED": False,
+        "WEBHOOKS_WORKER": False,
     }
     config.update(overrides)
     return config
