@@ -50,6 +50,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         classifier,
         cli,
         db,
+        demo,
+        embed,
         errors,
         limits,
         observability,
@@ -69,4 +71,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     app.register_blueprint(api.bp)
     app.register_blueprint(server_api.bp)
+    app.register_blueprint(embed.bp)
+    if app.config["DEMO"]:
+        app.register_blueprint(demo.bp)
     return app

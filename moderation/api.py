@@ -33,6 +33,7 @@ def pipeline(app: Flask | None = None) -> comments.Pipeline:
         default_thresholds=app.config["DEFAULT_THRESHOLDS"],
         max_links=int(app.config["MAX_LINKS"]),
         edit_window=timedelta(seconds=int(app.config["EDIT_WINDOW_SECONDS"])),
+        min_fill_ms=int(app.config["MIN_FILL_MS"]),
     )
 
 

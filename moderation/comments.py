@@ -9,7 +9,7 @@ import math
 import secrets
 import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -40,7 +40,9 @@ comment_submitted = signals.signal("comment-submitted")
 # Sent after a moderator or API key changes a comment's status: (comment, event).
 comment_moderated = signals.signal("comment-moderated")
 
-SUBMIT_FIELDS = frozenset({"site", "uri", "title", "parent", "author", "email", "website", "text"})
+SUBMIT_FIELDS = frozenset(
+    {"site", "uri", "title", "parent", "author", "email", "website", "text", "hp", "elapsed_ms"}
+)
 EDIT_FIELDS = frozenset({"text", "author", "website"})
 REPORT_REASONS = ("spam", "abuse", "off-topic", "other")
 MAX_URI = 1024
@@ -63,6 +65,8 @@ class Pipeline:
     default_thresholds: Mapping[str, Mapping[str, float]]
     max_links: int = 3
     edit_window: timedelta = timedelta(minutes=15)
+    # Fastest plausible human fill time of the widget's form, in milliseconds.
+    min_fill_ms: int = 2000
 
 
 @dataclass(frozen=True)
@@ -318,6 +322,23 @@ def _thread(site: Site, uri: str, title: object) -> Thread:
     return thread
 
 
+def bot_signal(payload: Mapping[str, Any], min_fill_ms: int) -> str | None:
+    """Return why the widget's honeypot or fill time marks a submission as a bot, if it does."""
+    honeypot = payload.get("hp")
+    if honeypot is not None and not isinstance(honeypot, str):
+        raise InvalidField("hp", "must be a string")
+    elapsed = payload.get("elapsed_ms")
+    if elapsed is not None and (
+        isinstance(elapsed, bool) or not isinstance(elapsed, int | float) or elapsed < 0
+    ):
+        raise InvalidField("elapsed_ms", "must be a number of milliseconds")
+    if honeypot:
+        return "bot: honeypot field filled in"
+    if elapsed is not None and elapsed < min_fill_ms:
+        return f"bot: form filled in {int(elapsed)} ms (minimum {min_fill_ms} ms)"
+    return None
+
+
 def submit(
     payload: Mapping[str, Any],
     client: Client,
@@ -327,6 +348,7 @@ def submit(
 ) -> Submission:
     """Validate, sanitise, score, decide and store a new comment."""
     _reject_unknown(payload, SUBMIT_FIELDS)
+    bot = bot_signal(payload, pipeline.min_fill_ms)
     site = site or get_site(payload.get("site"))
     uri = normalise_uri(payload.get("uri"))
     text, html = sanitising.clean_text(payload.get("text"))
@@ -342,6 +364,12 @@ def submit(
         site, pipeline, text=text, html=html, author=author, email=email, website=website,
         addr=addr, key=key,
     )
+    if bot:
+        # Kept in the Spam queue with the reason; the client sees an ordinary rejection.
+        decision = replace(
+            decision, action=policy.Action.REJECT, reasons=(bot, *decision.reasons),
+            reject_as=Status.SPAM,
+        )
     token = secrets.token_urlsafe(24)
     comment = Comment(
         site_id=site.id,

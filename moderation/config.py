@@ -98,6 +98,14 @@ SESSION_COOKIE_SECURE: bool | None = None
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 
+# Widget submissions filled in faster than this (milliseconds, sent as elapsed_ms) go to Spam.
+MIN_FILL_MS = 2000
+# Serve the demo blog posts under /demo/ (python3 dev.py serve turns this on).
+DEMO = False
+# Origin the demo pages load embed.js from; empty means the other loopback name on the same
+# port (localhost <-> 127.0.0.1), so the demo is cross-origin like a real blog.
+DEMO_API_ORIGIN = ""
+
 
 def database_url_from_env() -> str:
     """Return DATABASE_URL in SQLAlchemy's psycopg 3 form, or an empty string."""

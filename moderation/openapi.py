@@ -131,6 +131,11 @@ SCHEMAS: dict[str, Any] = {
             "website": {"type": "string", "maxLength": 254},
             "text": {"type": "string", "minLength": 2, "maxLength": 10000,
                      "description": "Markdown subset."},
+            "hp": {"type": "string", "description": "Honeypot: the widget's hidden field, "
+                   "sent as is. Anything but empty stores the comment as spam (answer 422)."},
+            "elapsed_ms": {"type": "number", "minimum": 0, "description": "Milliseconds the "
+                           "reader spent on the form. Below the server's MIN_FILL_MS (2000 by "
+                           "default) the comment is stored as spam (answer 422)."},
         },
     },
     "CommentEdit": {

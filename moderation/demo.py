@@ -1,0 +1,203 @@
+"""Demo blog posts that embed the widget from another origin, and the CLI that seeds them."""
+
+from __future__ import annotations
+
+import urllib.parse
+from dataclasses import dataclass
+from datetime import timedelta
+
+import click
+from flask import Blueprint, Response, abort, current_app, render_template, request
+from flask.cli import AppGroup
+from sqlalchemy import func, select
+
+from . import comments
+from .db import Comment, Site, Status, Thread, db, utcnow
+
+bp = Blueprint("demo", __name__, url_prefix="/demo")
+demo_cli = AppGroup("demo", help="Serve and seed the demo blog posts.")
+
+DEMO_SITE_NAME = "Demo blog"
+LOOPBACK_TWINS = {"localhost": "127.0.0.1", "127.0.0.1": "localhost"}
+
+
+@dataclass(frozen=True)
+class Post:
+    """One demo blog post: where it lives, its template and its title."""
+
+    uri: str
+    template: str
+    title: str
+    lang: str
+
+
+POSTS = {
+    "en": Post("/demo/posts/tariffs-and-the-grocery-bill", "demo/post_en.html",
+               "Who really pays for the new tariffs?", "en"),
+    "zh": Post("/demo/zh/posts/old-neighbourhood-renewal", "demo/post_zh.html",
+               "老旧小区改造，居民的声音在哪里？", "zh-CN"),
+}
+
+
+def twin_origin(origin: str) -> str:
+    """Return the origin with localhost and 127.0.0.1 swapped (same scheme and port)."""
+    parts = urllib.parse.urlsplit(origin)
+    twin = LOOPBACK_TWINS.get(parts.hostname or "")
+    if twin is None:
+        return origin.rstrip("/")
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{twin}{port}"
+
+
+def api_origin() -> str:
+    """Return the origin the demo pages load the widget from: configured, else the twin."""
+    configured = str(current_app.config.get("DEMO_API_ORIGIN") or "")
+    return configured.rstrip("/") or twin_origin(request.host_url)
+
+
+def demo_site() -> Site | None:
+    """Return the demo site created by `flask demo seed`, if there is one."""
+    query = select(Site).where(Site.name == DEMO_SITE_NAME).order_by(Site.id).limit(1)
+    return db.session.execute(query).scalar_one_or_none()
+
+
+def _page(template: str, **context: object) -> Response:
+    origin = api_origin()
+    site = demo_site()
+    body = render_template(template, site=site, api=origin, posts=POSTS, **context)
+    response = Response(body, mimetype="text/html")
+    # The same policy a careful blog would set: the widget needs only script, style and fetch.
+    response.headers["Content-Security-Policy"] = (
+        f"default-src 'self'; script-src 'self' {origin}; style-src 'self' {origin}; "
+        f"connect-src 'self' {origin}; img-src 'self' data:; object-src 'none'; "
+        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    )
+    return response
+
+
+@bp.get("/")
+def index() -> Response:
+    """Show the English demo blog's front page, with comment counts."""
+    return _page("demo/index.html", lang="en")
+
+
+@bp.get("/zh/")
+def index_zh() -> Response:
+    """Show the Chinese-interface demo blog's front page, with comment counts."""
+    return _page("demo/index_zh.html", lang="zh-CN")
+
+
+@bp.get("/posts/<slug>")
+@bp.get("/zh/posts/<slug>")
+def post(slug: str) -> Response:
+    """Show a demo post with the embed snippet under it."""
+    for item in POSTS.values():
+        if item.uri == request.path:
+            return _page(item.template, post=item, lang=item.lang,
+                         theme=request.args.get("theme", ""))
+    abort(404)
+
+
+# -- seeding --------------------------------------------------------------------------------
+
+# (ref, reply-to ref, author, website, text, hours ago) per post; replies follow their parent.
+SEED: dict[str, list[tuple[str, str | None, str, str, str, float]]] = {
+    "en": [
+        ("a", None, "Maria Okafor", "",
+         "The section on pass-through rates is the clearest explanation I've read. Most "
+         "coverage just says \"consumers pay\" without showing the numbers.", 30),
+        ("b", "a", "Tom H.", "https://tomh.example",
+         "Agreed, though the 2018 washing-machine study covered a market with very few "
+         "domestic producers. Would food prices behave the same way?", 27),
+        ("c", "b", "Maria Okafor", "",
+         "Fair point. Staples have thinner margins, so I'd expect *more* of the cost to reach "
+         "shelves, not less.", 25),
+        ("d", None, "Daniel Reyes", "",
+         "I run a small bakery. Flour is up 11% since spring and I can't tell how much of that "
+         "is tariffs and how much is the harvest. Would love a follow-up on that.", 9),
+        ("e", None, "Priya S.", "",
+         "Worth adding: the exemption list is where the real lobbying happens. Look at which "
+         "products dropped off it between the draft and the final bill.", 2.5),
+    ],
+    "zh": [
+        ("a", None, "老周", "",
+         "我们小区去年加装了电梯，最难的不是钱，是一楼和六楼的住户谈不拢。文章说到点子上了。", 40),
+        ("b", "a", "林晓", "",
+         "同感。我们那儿最后是街道出面开了三次协调会，低层住户的补偿方案公开以后才签下来。", 36),
+        ("c", None, "Chen Wei", "https://chenwei.example",
+         "希望能多写写资金来源。中央补助、地方配套、居民自筹各占多少，很多人其实不清楚。", 12),
+        ("d", "c", "小雨", "",
+         "附议。公示材料里往往只有总额，没有明细。", 6),
+    ],
+}
+
+
+def ensure_site(origins: tuple[str, ...]) -> Site:
+    """Return the demo site, creating it or adding missing origins (and their loopback twins)."""
+    wanted: list[str] = []
+    for origin in origins:
+        for value in (origin.rstrip("/"), twin_origin(origin)):
+            if value not in wanted:
+                wanted.append(value)
+    site = demo_site()
+    if site is None:
+        site = Site(name=DEMO_SITE_NAME, origins=wanted, settings={})
+        db.session.add(site)
+    else:
+        site.origins = list(site.origins or []) + [o for o in wanted if o not in site.origins]
+    db.session.commit()
+    return site
+
+
+def seed_comments(site: Site) -> int:
+    """Add the sample comments to each demo post that has none yet; return how many."""
+    from .api import pipeline
+
+    added = 0
+    client = comments.Client("127.0.0.1", "flask demo seed")
+    for key, rows in SEED.items():
+        item = POSTS[key]
+        existing = db.session.execute(
+            select(func.count(Comment.id)).join(Thread, Comment.thread_id == Thread.id)
+            .where(Thread.site_id == site.id, Thread.uri == item.uri)
+        ).scalar_one()
+        if existing:
+            continue
+        ids: dict[str, int] = {}
+        for ref, parent, author, website, text, hours in rows:
+            payload = {"site": site.key, "uri": item.uri, "title": item.title, "author": author,
+                       "website": website, "text": text, "parent": ids.get(parent or "")}
+            submission = comments.submit(payload, client, pipeline(), site=site, actor="system")
+            comment = submission.comment
+            if comment.status != Status.PUBLISHED:
+                comments.moderate(comment, "approve", "system", "demo seed")
+            comment.created_at = comment.decided_at = utcnow() - timedelta(hours=hours)
+            db.session.commit()
+            ids[ref] = comment.id
+            added += 1
+    return added
+
+
+@demo_cli.command("seed")
+@click.option("--origin", "origins", multiple=True, default=("http://localhost:5000",),
+              show_default=True, help="Origin the demo pages are opened on (repeatable).")
+@click.option("--api-origin", default="",
+              help="Origin serving embed.js in the printed snippet [default: the other "
+              "loopback name of the first --origin].")
+def seed(origins: tuple[str, ...], api_origin: str) -> None:
+    """Create the demo site and sample comments (safe to run again), then print the snippet."""
+    for origin in origins:
+        parts = urllib.parse.urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip("/"):
+            raise click.BadParameter(f"{origin!r} is not an origin like http://localhost:5000",
+                                     param_hint="--origin")
+    site = ensure_site(origins)
+    added = seed_comments(site)
+    api = (api_origin or twin_origin(origins[0])).rstrip("/")
+    click.echo(f"Demo site {site.name!r}, key {site.key}")
+    click.echo(f"Allowed origins: {', '.join(site.origins)}")
+    click.echo(f"Added {added} sample comments." if added else "Sample comments already there.")
+    click.echo("Embed snippet:")
+    click.echo(f'<div id="comments"></div><script src="{api}/embed.js" data-site="{site.key}" '
+               "async></script>")
+    click.echo(f"Open {origins[0].rstrip('/')}/demo/ (needs DEMO=true: MODERATION_DEMO=true).")

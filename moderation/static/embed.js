@@ -1,0 +1,785 @@
+/* Comments widget: vanilla JavaScript, no build step, no cookies, no third-party requests.
+   Snippet: <div id="comments"></div><script src="https://HOST/embed.js" data-site="KEY" async></script> */
+(function () {
+  "use strict";
+
+  var script = document.currentScript ||
+    document.querySelector('script[src*="/embed.js"][data-site]');
+  if (!script || !script.dataset.site) return;
+
+  var API = new URL(script.src, location.href).origin;
+  var CSS_VERSION = "__EMBED_CSS_VERSION__";
+  var opt = script.dataset;
+  var SITE = opt.site;
+  var OWN_KEY = "moderation-comments:own";
+  var ME_KEY = "moderation-comments:me";
+
+  // -- strings: one table per language -----------------------------------------------------
+
+  var STRINGS = {
+    en: {
+      title: "Comments",
+      count: function (n) { return n === 1 ? "1 comment" : n + " comments"; },
+      none: "No comments yet. Start the conversation.",
+      sort: "Sort", oldest: "Oldest first", newest: "Newest first",
+      write: "Leave a comment", replyTo: function (n) { return "Reply to " + n; },
+      name: "Name", email: "Email", emailHint: "optional, never shown",
+      website: "Website", optional: "optional",
+      text: "Comment", hint: "Markdown: **bold**, *italic*, `code`, > quote, - list, [link](https://…)",
+      preview: "Preview", post: "Post comment", posting: "Posting…", save: "Save", saving: "Saving…",
+      reply: "Reply", cancel: "Cancel", edit: "Edit", del: "Delete", report: "Report",
+      confirmDelete: "Delete this comment?", yesDelete: "Yes, delete", keep: "Keep it",
+      reason: "Reason", reasons: { spam: "Spam", abuse: "Abuse or harassment", "off-topic": "Off topic", other: "Other" },
+      note: "Note", sendReport: "Send report",
+      reported: "Thank you. A moderator will look at it.",
+      anonymous: "Anonymous", pending: "Awaiting moderation",
+      pendingNote: "Only you can see this comment until a moderator approves it.",
+      published: "Your comment is published.",
+      held: "Thank you! Your comment is awaiting moderation; only you can see it for now.",
+      rejected: "Your comment was not accepted.",
+      updated: "Your comment is updated.", updatedHeld: "Your edit is awaiting moderation.",
+      deleted: "Your comment is deleted.", removed: "This comment was removed.",
+      tooMany: function (s) { return "Too many comments: try again in " + s + " s."; },
+      tooManyOther: function (s) { return "Too many requests: try again in " + s + " s."; },
+      network: "Could not reach the comment server. Check your connection and try again.",
+      failed: "Something went wrong. Please try again.",
+      windowClosed: "The time for changing this comment is over.",
+      textShort: "Please write a comment (at least 2 characters).",
+      loadMore: "Load more comments", loading: "Loading comments…",
+      loadFailed: "Comments could not be loaded.", retry: "Retry",
+      inReplyTo: "in reply to", edited: "edited", justNow: "just now",
+      honeypot: "Leave this field empty", sep: ": "
+    },
+    "zh-CN": {
+      title: "评论",
+      count: function (n) { return n + " 条评论"; },
+      none: "还没有评论，来说两句吧。",
+      sort: "排序", oldest: "最早的在前", newest: "最新的在前",
+      write: "发表评论", replyTo: function (n) { return "回复 " + n; },
+      name: "昵称", email: "邮箱", emailHint: "选填，不会公开",
+      website: "网站", optional: "选填",
+      text: "评论内容", hint: "支持 Markdown：**粗体**、*斜体*、`代码`、> 引用、- 列表、[链接](https://…)",
+      preview: "预览", post: "发表评论", posting: "正在发表…", save: "保存", saving: "正在保存…",
+      reply: "回复", cancel: "取消", edit: "编辑", del: "删除", report: "举报",
+      confirmDelete: "确定删除这条评论吗？", yesDelete: "确定删除", keep: "保留",
+      reason: "原因", reasons: { spam: "垃圾信息", abuse: "辱骂或骚扰", "off-topic": "与主题无关", other: "其他" },
+      note: "补充说明", sendReport: "提交举报",
+      reported: "谢谢，管理员会尽快查看。",
+      anonymous: "匿名", pending: "等待审核",
+      pendingNote: "审核通过之前，只有你能看到这条评论。",
+      published: "评论已发表。",
+      held: "谢谢！你的评论正在等待审核，目前只有你能看到。",
+      rejected: "你的评论未被接受。",
+      updated: "评论已更新。", updatedHeld: "修改后的评论正在等待审核。",
+      deleted: "评论已删除。", removed: "此评论已被删除。",
+      tooMany: function (s) { return "评论太频繁，请在 " + s + " 秒后重试。"; },
+      tooManyOther: function (s) { return "操作太频繁，请在 " + s + " 秒后重试。"; },
+      network: "无法连接评论服务器，请检查网络后重试。",
+      failed: "出了点问题，请稍后重试。",
+      windowClosed: "已超过可修改的时限。",
+      textShort: "请填写评论内容（至少 2 个字）。",
+      loadMore: "加载更多评论", loading: "正在加载评论…",
+      loadFailed: "评论加载失败。", retry: "重试",
+      inReplyTo: "回复", edited: "已编辑", justNow: "刚刚",
+      honeypot: "请勿填写此项", sep: "："
+    }
+  };
+
+  var rawLang = opt.lang || document.documentElement.lang || navigator.language || "en";
+  var LANG = /^zh/i.test(rawLang) ? "zh-CN" : "en";
+  var T = STRINGS[LANG];
+  var FIELD = { author: T.name, email: T.email, website: T.website, text: T.text };
+
+  var settings = {
+    uri: threadUri(),
+    title: opt.title || document.title || "",
+    sort: opt.sort === "newest" ? "newest" : "oldest",
+    depth: Math.max(1, Math.min(10, parseInt(opt.maxDepth, 10) || 3)),
+    perPage: Math.max(1, Math.min(200, parseInt(opt.perPage, 10) || 50)),
+    theme: /^(light|dark)$/.test(opt.theme || "") ? opt.theme : "auto"
+  };
+
+  function threadUri() {
+    if (opt.uri) return opt.uri;
+    var canonical = document.querySelector('link[rel="canonical"][href]');
+    if (canonical) {
+      try { return new URL(canonical.href, location.href).pathname; } catch (e) { /* ignore */ }
+    }
+    return location.pathname;
+  }
+
+  // -- small helpers -----------------------------------------------------------------------
+
+  function h(tag, props) {
+    var el = document.createElement(tag);
+    Object.keys(props || {}).forEach(function (k) {
+      var v = props[k];
+      if (v == null || v === false) return;
+      if (k === "class") el.className = v;
+      else if (k === "text") el.textContent = v;
+      else if (k.slice(0, 2) === "on") el.addEventListener(k.slice(2), v);
+      else el.setAttribute(k, v === true ? "" : v);
+    });
+    for (var i = 2; i < arguments.length; i++) {
+      [].concat(arguments[i]).forEach(function (kid) {
+        if (kid != null && kid !== false) el.append(kid); // strings become text nodes
+      });
+    }
+    return el;
+  }
+
+  var uid = 0;
+  function nextId(name) { uid += 1; return "cm-" + name + "-" + uid; }
+
+  function store(key, value) {
+    try {
+      if (value === undefined) return JSON.parse(localStorage.getItem(key) || "{}") || {};
+      localStorage.setItem(key, JSON.stringify(value));
+    } catch (e) { /* storage disabled: the widget still works for this page view */ }
+    return {};
+  }
+
+  function esc(s) {
+    return s.replace(/[&<>"']/g, function (c) {
+      return { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c];
+    });
+  }
+
+  // -- markdown preview: the server's subset, escaped first, then tags added ----------------
+
+  var LINK_ATTRS = ' rel="nofollow ugc noopener noreferrer"';
+
+  function inline(raw) {
+    var keep = [];
+    function hold(html) { keep.push(html); return "\u0001" + (keep.length - 1) + "\u0002"; }
+    var s = esc(raw);
+    s = s.replace(/`([^`]+)`/g, function (m, code) { return hold("<code>" + code + "</code>"); });
+    s = s.replace(/\[([^\]]+)\]\(((?:https?:\/\/|mailto:)[^\s()]+)\)/g, function (m, label, url) {
+      return hold('<a href="' + url + '"' + LINK_ATTRS + ">" + emphasis(label) + "</a>");
+    });
+    s = s.replace(/\bhttps?:\/\/[^\s<]*[^\s<.,:;!?)&]/g, function (url) {
+      return hold('<a href="' + url + '"' + LINK_ATTRS + ">" + url + "</a>");
+    });
+    return emphasis(s).replace(/\u0001(\d+)\u0002/g, function (m, i) { return keep[+i]; });
+  }
+
+  function emphasis(s) {
+    return s
+      .replace(/\*\*(?=\S)([\s\S]*?\S)\*\*/g, "<strong>$1</strong>")
+      .replace(/__(?=\S)([\s\S]*?\S)__/g, "<strong>$1</strong>")
+      .replace(/\*(?=\S)([\s\S]*?\S)\*/g, "<em>$1</em>")
+      .replace(/(^|\W)_(?=\S)([\s\S]*?\S)_(?!\w)/g, "$1<em>$2</em>");
+  }
+
+  var LIST = /^\s{0,3}([-*+]|\d{1,9}[.)])\s+/;
+  var BLOCK = /^(```|\s{0,3}>|\s{0,3}([-*+]|\d{1,9}[.)])\s)/;
+
+  function markdown(src) {
+    var lines = src.replace(/\r\n?/g, "\n").split("\n");
+    var out = [];
+    var i = 0;
+    var buf;
+    while (i < lines.length) {
+      var line = lines[i];
+      if (/^```/.test(line)) {
+        buf = [];
+        for (i++; i < lines.length && !/^```/.test(lines[i]); i++) buf.push(lines[i]);
+        i++;
+        out.push("<pre><code>" + esc(buf.join("\n")) + "</code></pre>");
+      } else if (!line.trim()) {
+        i++;
+      } else if (/^\s{0,3}>/.test(line)) {
+        buf = [];
+        while (i < lines.length && /^\s{0,3}>/.test(lines[i])) buf.push(lines[i++].replace(/^\s{0,3}>\s?/, ""));
+        out.push("<blockquote>" + markdown(buf.join("\n")) + "</blockquote>");
+      } else if (LIST.test(line)) {
+        var tag = /\d/.test(LIST.exec(line)[1]) ? "ol" : "ul";
+        buf = [];
+        while (i < lines.length && LIST.test(lines[i])) buf.push("<li>" + inline(lines[i++].replace(LIST, "")) + "</li>");
+        out.push("<" + tag + ">" + buf.join("") + "</" + tag + ">");
+      } else {
+        buf = [];
+        do { buf.push(inline(lines[i++])); } while (i < lines.length && lines[i].trim() && !BLOCK.test(lines[i]));
+        out.push("<p>" + buf.join("<br>") + "</p>");
+      }
+    }
+    return out.join("");
+  }
+
+  // -- time --------------------------------------------------------------------------------
+
+  var rtf = window.Intl && Intl.RelativeTimeFormat ? new Intl.RelativeTimeFormat(LANG, { numeric: "auto" }) : null;
+  var UNITS = [["year", 31536000], ["month", 2592000], ["week", 604800], ["day", 86400], ["hour", 3600], ["minute", 60]];
+
+  function relative(date) {
+    var s = (date.getTime() - Date.now()) / 1000;
+    for (var i = 0; i < UNITS.length; i++) {
+      if (Math.abs(s) >= UNITS[i][1]) {
+        var n = Math.round(s / UNITS[i][1]);
+        return rtf ? rtf.format(n, UNITS[i][0]) : date.toLocaleDateString(LANG);
+      }
+    }
+    return T.justNow;
+  }
+
+  function timeEl(iso) {
+    var date = new Date(iso);
+    return h("time", {
+      class: "cm-time", datetime: iso,
+      title: date.toLocaleString(LANG, { dateStyle: "full", timeStyle: "short" })
+    }, relative(date));
+  }
+
+  // -- API ---------------------------------------------------------------------------------
+
+  function call(method, path, body, token) {
+    var headers = {};
+    if (body) headers["Content-Type"] = "application/json";
+    if (token) headers["X-Edit-Token"] = token;
+    return fetch(API + "/api/v1" + path, {
+      method: method, headers: headers, body: body ? JSON.stringify(body) : undefined,
+      mode: "cors", credentials: "omit", referrerPolicy: "no-referrer", cache: "no-store"
+    }).then(function (res) {
+      return res.text().then(function (text) {
+        var data = {};
+        try { data = text ? JSON.parse(text) : {}; } catch (e) { /* not JSON */ }
+        return { status: res.status, data: data, retry: res.headers.get("Retry-After") };
+      });
+    }, function () { return { status: 0, data: {}, retry: null }; });
+  }
+
+  // What to tell the reader about a failed call; field errors come back with the field name.
+  function problem(r, tooMany) {
+    var err = r.data.error || {};
+    if (r.status === 0) return T.network;
+    if (r.status === 429) return (tooMany || T.tooManyOther)(parseInt(r.retry, 10) || 60);
+    if (r.status === 422) return T.rejected;
+    if (err.code === "edit_window_closed" || err.code === "not_editable") return T.windowClosed;
+    if (r.status === 400 && err.field === "text" && /at least/.test(err.message || "")) return T.textShort;
+    if (r.status === 400 && FIELD[err.field]) return FIELD[err.field] + T.sep + err.message;
+    return T.failed;
+  }
+
+  // -- own comments (edit tokens stay in this browser only) -------------------------------
+
+  var own = store(OWN_KEY);
+  (function prune() {
+    var cutoff = Date.now() - 60 * 86400000;
+    Object.keys(own).forEach(function (id) { if (!(own[id].c > cutoff)) delete own[id]; });
+  })();
+
+  function remember(c, token) {
+    own[c.id] = { t: token, s: SITE, u: settings.uri, c: Date.now() };
+    store(OWN_KEY, own);
+  }
+
+  function forget(id) { delete own[id]; store(OWN_KEY, own); }
+
+  // -- widget ------------------------------------------------------------------------------
+
+  var root = document.querySelector(opt.target || "#comments");
+  var state = { page: 1, pages: 0, total: 0, byId: {} };
+  var el = {};
+
+  function loadStyles() {
+    var href = API + "/embed.css?v=" + CSS_VERSION;
+    if (document.querySelector('link[href="' + href + '"]')) return;
+    document.head.append(h("link", { rel: "stylesheet", href: href }));
+  }
+
+  function applyTheme() {
+    root.classList.remove("cm-light", "cm-dark");
+    if (settings.theme !== "auto") {
+      root.classList.add("cm-" + settings.theme, "cm-solid");
+      return;
+    }
+    // Follow the page: the first opaque background behind the widget decides.
+    for (var n = root.parentElement; n; n = n.parentElement) {
+      var m = /rgba?\((\d+), (\d+), (\d+)(?:, ([\d.]+))?\)/.exec(getComputedStyle(n).backgroundColor);
+      if (m && (m[4] === undefined || +m[4] > 0.5)) {
+        var luma = 0.2126 * m[1] + 0.7152 * m[2] + 0.0722 * m[3];
+        root.classList.add(luma < 128 ? "cm-dark" : "cm-light");
+        return;
+      }
+    }
+  }
+
+  function announce(text) {
+    el.live.textContent = "";
+    setTimeout(function () { el.live.textContent = text; }, 50);
+  }
+
+  function setCount(n) {
+    state.total = Math.max(0, n);
+    el.count.textContent = T.count(state.total);
+    el.empty.hidden = state.total > 0 || !!el.list.querySelector(".cm-item");
+  }
+
+  function build() {
+    root.classList.add("cm-root");
+    root.setAttribute("lang", LANG);
+    var titleId = nextId("title");
+    el.count = h("span", { class: "cm-count" });
+    el.sort = h("select", { id: nextId("sort"), class: "cm-select", onchange: function () {
+      settings.sort = el.sort.value; reload();
+    } },
+    h("option", { value: "oldest", text: T.oldest }), h("option", { value: "newest", text: T.newest }));
+    el.sort.value = settings.sort;
+    el.live = h("div", { class: "cm-sr", "aria-live": "polite", role: "status" });
+    el.list = h("ol", { class: "cm-list", "aria-labelledby": titleId });
+    el.empty = h("p", { class: "cm-empty", hidden: true }, T.none);
+    el.status = h("p", { class: "cm-loading" }, T.loading);
+    el.more = h("button", { type: "button", class: "cm-button cm-more", hidden: true, onclick: function () {
+      state.page += 1; load();
+    } }, T.loadMore);
+    root.replaceChildren(
+      h("section", { class: "cm-widget", "aria-labelledby": titleId },
+        h("header", { class: "cm-head" },
+          h("h2", { id: titleId, class: "cm-title" }, el.count),
+          h("div", { class: "cm-sortbox" }, h("label", { for: el.sort.id }, T.sort), el.sort)),
+        commentForm(null, null),
+        el.status, el.empty, el.list, el.more, el.live)
+    );
+    setCount(0);
+    el.empty.hidden = true;
+  }
+
+  function reload() {
+    state.page = 1;
+    state.byId = {};
+    el.list.replaceChildren();
+    load();
+  }
+
+  function load() {
+    el.more.disabled = true;
+    el.status.hidden = false;
+    el.status.replaceChildren(T.loading);
+    var q = "?site=" + encodeURIComponent(SITE) + "&uri=" + encodeURIComponent(settings.uri) +
+      "&sort=" + settings.sort + "&page=" + state.page + "&per_page=" + settings.perPage;
+    return call("GET", "/comments" + q).then(function (r) {
+      el.more.disabled = false;
+      if (r.status !== 200) {
+        el.status.replaceChildren(T.loadFailed + " ",
+          h("button", { type: "button", class: "cm-link", onclick: load }, T.retry));
+        return;
+      }
+      el.status.hidden = true;
+      state.pages = r.data.pages;
+      r.data.comments.forEach(function (node) { place(node, 1, el.list, null); });
+      el.more.hidden = state.page >= state.pages;
+      setCount(r.data.total);
+      if (state.page === 1) return loadOwn();
+    });
+  }
+
+  // Bring back this reader's own comments: held ones only they can see, and edit controls.
+  function loadOwn() {
+    var mine = Object.keys(own).filter(function (id) { return own[id].s === SITE && own[id].u === settings.uri; });
+    return Promise.all(mine.map(function (id) {
+      return call("GET", "/comments/" + id, null, own[id].t).then(function (r) {
+        var c = r.data.comment;
+        if (r.status === 404 || r.status === 403 || (c && !/^(published|pending)$/.test(c.status))) {
+          forget(id);
+          return;
+        }
+        if (!c || !c.status) return;
+        if (c.status === "published" && new Date(c.editable_until) < new Date()) {
+          forget(id);
+          return;
+        }
+        var item = state.byId[c.id];
+        if (!item && c.status === "pending") item = insert(c, c.parent);
+        if (item) makeOwn(item, c);
+      });
+    })).then(function () { el.empty.hidden = state.total > 0 || !!el.list.querySelector(".cm-item"); });
+  }
+
+  // Render a node and its replies; below the depth cap replies are listed flat, with a pointer.
+  function place(node, level, list, parent) {
+    var li = item(node, level, level > settings.depth ? parent : null);
+    list.append(li);
+    var kids = node.replies || [];
+    if (!kids.length) return;
+    var target = list;
+    if (level < settings.depth) {
+      target = h("ol", { class: "cm-replies" });
+      li.append(target);
+    }
+    kids.forEach(function (kid) { place(kid, level + 1, target, node); });
+  }
+
+  function hue(name) {
+    var n = 0;
+    for (var i = 0; i < name.length; i++) n = (n * 31 + name.charCodeAt(i)) % 8;
+    return "cm-hue" + n;
+  }
+
+  function item(c, level, parent) {
+    var li = h("li", { class: "cm-item", id: "cm-" + c.id });
+    li.cm = { level: level, comment: c };
+    state.byId[c.id] = li;
+    if (c.deleted) {
+      li.append(h("article", { class: "cm-comment cm-removed" }, h("p", { class: "cm-body" }, T.removed)));
+      return li;
+    }
+    var name = c.author || T.anonymous;
+    var safeSite = /^https?:\/\//i.test(c.website || "");
+    var article = h("article", { class: "cm-comment", tabindex: "-1", "aria-label": name },
+      h("header", { class: "cm-meta" },
+        h("span", { class: "cm-avatar " + hue(name), "aria-hidden": "true" }, Array.from(name)[0].toUpperCase()),
+        safeSite
+          ? h("a", { class: "cm-author", href: c.website, rel: "nofollow ugc noopener noreferrer" }, name)
+          : h("span", { class: "cm-author" }, name),
+        parent && !parent.deleted ? h("span", { class: "cm-replyto" }, T.inReplyTo + " ",
+          h("a", { href: "#cm-" + parent.id }, parent.author || T.anonymous)) : null,
+        h("a", { class: "cm-permalink", href: "#cm-" + c.id }, timeEl(c.created)),
+        c.edited ? h("span", { class: "cm-edited" }, T.edited) : null),
+      body(c.html),
+      h("div", { class: "cm-actions" },
+        h("button", { type: "button", class: "cm-link cm-reply", onclick: function (e) { openReply(li, e.currentTarget); } }, T.reply),
+        h("button", { type: "button", class: "cm-link cm-report", onclick: function (e) { openReport(li, e.currentTarget); } }, T.report)),
+      h("div", { class: "cm-slot" }));
+    li.append(article);
+    return li;
+  }
+
+  function body(html) {
+    var div = h("div", { class: "cm-body" });
+    div.innerHTML = html; // the server's sanitised HTML (bleach allowlist)
+    return div;
+  }
+
+  // Put a new or held comment where it belongs: under its parent, else at the sort's start.
+  function insert(c, parentId) {
+    var parentLi = parentId && state.byId[parentId];
+    var level = parentLi ? parentLi.cm.level + 1 : 1;
+    var li = item(c, level, parentLi && level > settings.depth ? parentLi.cm.comment : null);
+    if (!parentLi) {
+      if (settings.sort === "newest") el.list.prepend(li); else el.list.append(li);
+    } else if (level <= settings.depth) {
+      var ol = parentLi.querySelector(":scope > .cm-replies");
+      if (!ol) { ol = h("ol", { class: "cm-replies" }); parentLi.append(ol); }
+      ol.append(li);
+    } else {
+      parentLi.after(li);
+    }
+    return li;
+  }
+
+  function makeOwn(li, c) {
+    li.cm.comment = c;
+    li.cm.own = true;
+    var article = li.querySelector(":scope > .cm-comment");
+    article.classList.add("cm-own");
+    article.classList.toggle("cm-pending", c.status === "pending");
+    var meta = article.querySelector(".cm-meta");
+    var badge = meta.querySelector(".cm-badge");
+    var note = article.querySelector(":scope > .cm-note");
+    if (c.status === "pending") {
+      if (!badge) meta.append(h("span", { class: "cm-badge" }, T.pending));
+      if (!note) article.querySelector(".cm-body").after(h("p", { class: "cm-note" }, T.pendingNote));
+    } else {
+      if (badge) badge.remove();
+      if (note) note.remove();
+    }
+    var actions = article.querySelector(".cm-actions");
+    actions.replaceChildren();
+    if (c.status === "published") {
+      actions.append(h("button", { type: "button", class: "cm-link cm-reply", onclick: function (e) { openReply(li, e.currentTarget); } }, T.reply));
+    }
+    if (new Date(c.editable_until) > new Date()) {
+      actions.append(
+        h("button", { type: "button", class: "cm-link cm-edit", onclick: function (e) { openEdit(li, e.currentTarget); } }, T.edit),
+        h("button", { type: "button", class: "cm-link cm-delete", onclick: function (e) { openDelete(li, e.currentTarget); } }, T.del));
+    }
+  }
+
+  // -- forms -------------------------------------------------------------------------------
+
+  function field(name, label, input, hint) {
+    var errorId = nextId("err");
+    input.id = nextId(name);
+    input.name = name;
+    var describedBy = errorId;
+    var hintEl = null;
+    if (hint) {
+      hintEl = h("span", { class: "cm-hint", id: nextId("hint") }, hint);
+      describedBy = hintEl.id + " " + errorId;
+    }
+    input.setAttribute("aria-describedby", describedBy);
+    return h("div", { class: "cm-field cm-field-" + name },
+      h("label", { for: input.id }, label, hintEl ? " " : null, hintEl),
+      input, h("p", { class: "cm-error", id: errorId, hidden: true }));
+  }
+
+  function showFieldError(form, name, message) {
+    var input = form.querySelector('[name="' + name + '"]');
+    if (!input) return false;
+    var err = document.getElementById(input.getAttribute("aria-describedby").split(" ").pop());
+    input.setAttribute("aria-invalid", "true");
+    err.textContent = message;
+    err.hidden = false;
+    input.focus();
+    return true;
+  }
+
+  function clearErrors(form) {
+    form.querySelectorAll("[aria-invalid]").forEach(function (n) { n.removeAttribute("aria-invalid"); });
+    form.querySelectorAll(".cm-error").forEach(function (n) { n.hidden = true; n.textContent = ""; });
+  }
+
+  function textArea(value, label, onSubmit) {
+    var area = h("textarea", { rows: "4", required: true, maxlength: "10000" });
+    area.value = value || "";
+    var preview = h("div", { class: "cm-preview", hidden: true },
+      h("p", { class: "cm-preview-label" }, T.preview), h("div", { class: "cm-preview-body" }));
+    function update() {
+      var text = area.value.trim();
+      preview.hidden = !text;
+      preview.lastChild.innerHTML = markdown(text); // escaped first, then tags added
+    }
+    area.addEventListener("input", update);
+    area.addEventListener("keydown", function (e) {
+      if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); onSubmit(); }
+    });
+    update();
+    return { area: area, preview: preview, update: update, field: field("text", label, area, T.hint) };
+  }
+
+  function commentForm(parentLi, opener) {
+    var me = store(ME_KEY);
+    var started = Date.now();
+    var form = h("form", { class: "cm-form", novalidate: true });
+    var author = h("input", { type: "text", autocomplete: "nickname", maxlength: "64", value: me.author || "" });
+    var email = h("input", { type: "email", autocomplete: "email", maxlength: "254", value: me.email || "" });
+    var website = h("input", { type: "url", autocomplete: "url", maxlength: "254", placeholder: "https://", value: me.website || "" });
+    var trap = h("input", { type: "text", name: "homepage", tabindex: "-1", autocomplete: "off" });
+    var status = h("p", { class: "cm-status", "aria-live": "polite" });
+    var submitBtn = h("button", { type: "submit", class: "cm-button cm-primary" }, T.post);
+    var text = textArea("", parentLi ? T.replyTo(parentLi.cm.comment.author || T.anonymous) : T.write, function () { form.requestSubmit(); });
+    form.append(
+      text.field, text.preview,
+      h("div", { class: "cm-row" },
+        field("author", T.name, author, T.optional),
+        field("email", T.email, email, T.emailHint),
+        field("website", T.website, website, T.optional)),
+      h("div", { class: "cm-trap", "aria-hidden": "true" }, h("label", {}, T.honeypot, trap)),
+      h("div", { class: "cm-buttons" }, submitBtn,
+        parentLi ? h("button", { type: "button", class: "cm-button", onclick: close }, T.cancel) : null),
+      status);
+
+    function close() {
+      form.remove();
+      if (opener) opener.focus();
+    }
+    form.addEventListener("keydown", function (e) { if (e.key === "Escape" && parentLi) close(); });
+    form.addEventListener("submit", function (e) {
+      e.preventDefault();
+      if (submitBtn.disabled) return;
+      clearErrors(form);
+      status.textContent = "";
+      status.classList.remove("cm-bad");
+      if (text.area.value.trim().length < 2) { showFieldError(form, "text", T.textShort); return; }
+      var payload = {
+        site: SITE, uri: settings.uri, title: settings.title,
+        parent: parentLi ? parentLi.cm.comment.id : null,
+        author: author.value, email: email.value, website: website.value, text: text.area.value,
+        hp: trap.value, elapsed_ms: Date.now() - started
+      };
+      store(ME_KEY, { author: author.value, email: email.value, website: website.value });
+      submitBtn.disabled = true;
+      submitBtn.textContent = T.posting;
+      call("POST", "/comments", payload).then(function (r) {
+        submitBtn.disabled = false;
+        submitBtn.textContent = T.post;
+        if (r.status === 201 || r.status === 202) {
+          var c = r.data.comment;
+          remember(c, r.data.edit_token);
+          var li = insert(c, c.parent);
+          makeOwn(li, c);
+          text.area.value = "";
+          text.update();
+          var message = r.status === 201 ? T.published : T.held;
+          if (r.status === 201) setCount(state.total + 1);
+          el.empty.hidden = true;
+          if (parentLi) { form.remove(); announce(message); } else { status.textContent = message; }
+          li.querySelector(".cm-comment").focus();
+          return;
+        }
+        var err = r.data.error || {};
+        var message2 = problem(r, T.tooMany);
+        if (r.status === 400 && err.field && showFieldError(form, err.field, message2)) return;
+        status.textContent = message2;
+        status.classList.add("cm-bad");
+      });
+    });
+    if (parentLi) setTimeout(function () { text.area.focus(); }, 0);
+    return form;
+  }
+
+  function slotOf(li) { return li.querySelector(":scope > .cm-comment > .cm-slot"); }
+
+  function openReply(li, opener) {
+    var slot = slotOf(li);
+    var existing = slot.querySelector(".cm-form");
+    if (existing) { existing.querySelector("textarea").focus(); return; }
+    slot.replaceChildren(commentForm(li, opener));
+  }
+
+  function inlineForm(li, opener, cls, children, onSubmit) {
+    var slot = slotOf(li);
+    var status = h("p", { class: "cm-status", "aria-live": "polite" });
+    var form = h("form", { class: "cm-form cm-small " + cls, novalidate: true }, children, status);
+    function close() { form.remove(); if (opener && opener.isConnected) opener.focus(); }
+    form.addEventListener("keydown", function (e) { if (e.key === "Escape") close(); });
+    form.addEventListener("submit", function (e) {
+      e.preventDefault();
+      clearErrors(form);
+      status.textContent = "";
+      status.classList.remove("cm-bad");
+      onSubmit(form, status, close);
+    });
+    slot.replaceChildren(form);
+    var first = form.querySelector("textarea, select, button");
+    if (first) first.focus();
+    return { form: form, status: status, close: close };
+  }
+
+  function cancelButton() {
+    return h("button", { type: "button", class: "cm-button", onclick: function (e) {
+      e.currentTarget.form.dispatchEvent(new KeyboardEvent("keydown", { key: "Escape" }));
+    } }, T.cancel);
+  }
+
+  function fail(status, r, form) {
+    var err = r.data.error || {};
+    var message = problem(r);
+    if (r.status === 400 && err.field && showFieldError(form, err.field, message)) return;
+    status.textContent = message;
+    status.classList.add("cm-bad");
+  }
+
+  function openEdit(li, opener) {
+    var c = li.cm.comment;
+    var t = own[c.id] || {};
+    var save = h("button", { type: "submit", class: "cm-button cm-primary" }, T.save);
+    var text;
+    var f = inlineForm(li, opener, "cm-editform", [], function (form, status, close) {
+      if (text.area.value.trim().length < 2) { showFieldError(form, "text", T.textShort); return; }
+      save.disabled = true;
+      call("PATCH", "/comments/" + c.id, { text: text.area.value }, t.t).then(function (r) {
+        save.disabled = false;
+        if (r.status === 200 || r.status === 202) {
+          var fresh = r.data.comment;
+          var article = li.querySelector(":scope > .cm-comment");
+          article.querySelector(".cm-body").replaceWith(body(fresh.html));
+          var meta = article.querySelector(".cm-meta");
+          if (!meta.querySelector(".cm-edited")) meta.querySelector(".cm-permalink").after(h("span", { class: "cm-edited" }, T.edited));
+          if (c.status === "published" && fresh.status !== "published") setCount(state.total - 1);
+          makeOwn(li, fresh);
+          close();
+          announce(fresh.status === "published" ? T.updated : T.updatedHeld);
+          return;
+        }
+        if (r.status === 422) { dropOwn(li); announce(T.rejected); return; }
+        fail(status, r, form);
+      });
+    });
+    text = textArea(c.text || "", T.text, function () { f.form.requestSubmit(); });
+    f.form.prepend(text.field, text.preview, h("div", { class: "cm-buttons" }, save, cancelButton()));
+    text.area.focus();
+  }
+
+  function dropOwn(li) {
+    var c = li.cm.comment;
+    forget(c.id);
+    if (c.status === "published") setCount(state.total - 1);
+    var replies = li.querySelector(":scope > .cm-replies");
+    if (replies && replies.children.length) {
+      li.querySelector(":scope > .cm-comment").replaceWith(
+        h("article", { class: "cm-comment cm-removed" }, h("p", { class: "cm-body" }, T.removed)));
+    } else {
+      li.remove();
+    }
+    el.empty.hidden = state.total > 0 || !!el.list.querySelector(".cm-item");
+  }
+
+  function openDelete(li, opener) {
+    var c = li.cm.comment;
+    var yes = h("button", { type: "submit", class: "cm-button cm-danger" }, T.yesDelete);
+    inlineForm(li, opener, "cm-deleteform",
+      [h("p", { class: "cm-confirm" }, T.confirmDelete), h("div", { class: "cm-buttons" }, yes, cancelButton())],
+      function (form, status) {
+        yes.disabled = true;
+        call("DELETE", "/comments/" + c.id, null, (own[c.id] || {}).t).then(function (r) {
+          yes.disabled = false;
+          if (r.status === 204) { dropOwn(li); announce(T.deleted); return; }
+          fail(status, r, form);
+        });
+      });
+  }
+
+  function openReport(li, opener) {
+    var c = li.cm.comment;
+    var reason = h("select", { class: "cm-select" }, Object.keys(T.reasons).map(function (k) {
+      return h("option", { value: k }, T.reasons[k]);
+    }));
+    var note = h("textarea", { rows: "2", maxlength: "500" });
+    var send = h("button", { type: "submit", class: "cm-button cm-primary" }, T.sendReport);
+    inlineForm(li, opener, "cm-reportform", [
+      field("reason", T.reason, reason),
+      field("note", T.note, note, T.optional),
+      h("div", { class: "cm-buttons" }, send, cancelButton())
+    ], function (form, status) {
+      send.disabled = true;
+      call("POST", "/comments/" + c.id + "/report", { reason: reason.value, note: note.value }).then(function (r) {
+        send.disabled = false;
+        if (r.status === 201) {
+          var done = h("p", { class: "cm-status cm-good", tabindex: "-1" }, T.reported);
+          form.replaceWith(done);
+          done.focus();
+          announce(T.reported);
+          return;
+        }
+        fail(status, r, form);
+      });
+    });
+  }
+
+  // -- count widget: every [data-comments-count] on the page, in one request per 100 -------
+
+  function counts() {
+    var nodes = Array.from(document.querySelectorAll("[data-comments-count]"));
+    var uris = Array.from(new Set(nodes.map(function (n) { return n.getAttribute("data-comments-count"); })))
+      .filter(Boolean);
+    for (var i = 0; i < uris.length; i += 100) {
+      call("POST", "/counts", { site: SITE, uris: uris.slice(i, i + 100) }).then(function (r) {
+        var found = r.data.counts || {};
+        nodes.forEach(function (n) {
+          var uri = n.getAttribute("data-comments-count");
+          if (uri in found) n.textContent = T.count(found[uri]);
+        });
+      });
+    }
+  }
+
+  function start() {
+    if (root) {
+      loadStyles();
+      build();
+      applyTheme();
+      if (window.matchMedia) matchMedia("(prefers-color-scheme: dark)").addEventListener("change", applyTheme);
+      load();
+      setInterval(function () {
+        root.querySelectorAll("time.cm-time").forEach(function (t) {
+          t.textContent = relative(new Date(t.getAttribute("datetime")));
+        });
+      }, 60000);
+    }
+    counts();
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
+})();
