@@ -49,6 +49,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         api,
         classifier,
         cli,
+        compat,
         db,
         demo,
         embed,
@@ -71,6 +72,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     app.register_blueprint(api.bp)
     app.register_blueprint(server_api.bp)
+    app.register_blueprint(compat.perspective)
+    app.register_blueprint(compat.akismet)
     app.register_blueprint(embed.bp)
     if app.config["DEMO"]:
         app.register_blueprint(demo.bp)
