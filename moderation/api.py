@@ -100,7 +100,11 @@ def preflight() -> Response | None:
 def cors_headers(response: Response) -> Response:
     """Let allowed origins read the answer, including rate-limit headers."""
     origin = request.headers.get("Origin")
-    if origin and request.environ.get("moderation.cors_ok"):
+    # A 429 comes before the view checks the origin; the widget must still read Retry-After.
+    limited = response.status_code == 429 and bool(origin) and (
+        _same_origin(origin) or _any_site_allows(origin)
+    )
+    if origin and (request.environ.get("moderation.cors_ok") or limited):
         response.headers["Access-Control-Allow-Origin"] = origin
         response.headers["Access-Control-Expose-Headers"] = CORS_EXPOSE_HEADERS
     response.vary.add("Origin")

@@ -252,3 +252,25 @@ def test_demo_api_origin_can_be_configured() -> None:
     _seed(app)
     html = app.test_client().get(EN_POST).get_data(as_text=True)
     assert 'src="https://comments.example/embed.js"' in html
+
+
+def test_a_429_is_readable_cross_origin_with_its_retry_after() -> None:
+    app = make_app(RATELIMIT_ENABLED=True, LIMIT_POST="1/minute")
+    fakes.install(app)
+    with app.app_context():
+        site = Site(name="Blog", origins=["https://blog.example"], settings={})
+        db.session.add(site)
+        db.session.commit()
+        db.session.refresh(site)
+        db.session.expunge(site)
+    client = app.test_client()
+    assert _post(client, site).status_code == 201
+    limited = _post(client, site)
+    assert limited.status_code == 429
+    assert limited.headers["Access-Control-Allow-Origin"] == "https://blog.example"
+    assert "Retry-After" in limited.headers["Access-Control-Expose-Headers"]
+    assert 0 < int(limited.headers["Retry-After"]) <= 60
+    stranger = client.post("/api/v1/comments", json={"site": site.key, "uri": "/x", "text": "hi"},
+                           headers={"Origin": "https://evil.example"})
+    assert stranger.status_code == 429
+    assert "Access-Control-Allow-Origin" not in stranger.headers

@@ -1,0 +1,390 @@
+"""The widget in real Chromium: demo page on http://localhost:PORT, API on http://127.0.0.1:PORT."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from playwright.sync_api import expect
+from sqlalchemy import select
+from werkzeug.serving import make_server
+
+from moderation import comments
+from moderation.db import Comment, Report, db
+from tests import fakes
+from tests.conftest import IN_CI, make_app
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update"]
+SHOTS = Path(__file__).parent / "screenshots"
+EN_POST = "/demo/posts/tariffs-and-the-grocery-bill"
+ZH_POST = "/demo/zh/posts/old-neighbourhood-renewal"
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1000, "height": 900}
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Return a headless Debian chromium driven by Playwright."""
+    if not os.path.exists(CHROMIUM):
+        message = f"{CHROMIUM} is not installed"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        yield chromium
+        chromium.close()
+
+
+@dataclass
+class Live:
+    """A running demo server: its app, port and what the browser did."""
+
+    app: Flask
+    port: int
+    requests: list[str] = field(default_factory=list)
+    console: list[str] = field(default_factory=list)
+    dialogs: list[str] = field(default_factory=list)
+
+    @property
+    def page_origin(self) -> str:
+        return f"http://localhost:{self.port}"
+
+    @property
+    def api_origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def open(self, browser: Any, path: str, **context: Any) -> Any:
+        """Open a demo page in a fresh browser context and wait for the thread."""
+        ctx = browser.new_context(viewport=context.pop("viewport", DESKTOP), **context)
+        page = ctx.new_page()
+        page.on("request", lambda r: self.requests.append(f"{r.method} {r.url}"))
+        page.on("console", lambda m: self.console.append(f"{m.type}: {m.text}"))
+        page.on("pageerror", lambda e: self.console.append(f"pageerror: {e}"))
+        page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
+        page.goto(self.page_origin + path)
+        if path.startswith("/demo/posts") or path.startswith("/demo/zh/posts"):
+            page.wait_for_selector(".cm-loading", state="hidden")
+        return page
+
+    def comments(self) -> list[Comment]:
+        with self.app.app_context():
+            rows = db.session.execute(select(Comment).order_by(Comment.id)).scalars().all()
+            db.session.expunge_all()
+            return list(rows)
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[Callable[..., Live]]:
+    """Start demo servers on a temp-file SQLite with the keyword classifier."""
+    servers: list[Any] = []
+
+    def start(**config: Any) -> Live:
+        config.setdefault("MIN_FILL_MS", 50)
+        app = make_app(f"sqlite:///{tmp_path}/demo-{len(servers)}.db", DEMO=True, **config)
+        fakes.install(app)
+        server = make_server("127.0.0.1", 0, app, threaded=True)
+        servers.append(server)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        result = app.test_cli_runner().invoke(
+            args=["demo", "seed", "--origin", f"http://localhost:{server.port}"]
+        )
+        assert result.exit_code == 0, result.output
+        return Live(app, server.port)
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def shot(page: Any, name: str) -> None:
+    """Save a full-page screenshot for people to look at."""
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+    if page.locator("#comments").count():
+        page.locator("#comments").screenshot(path=str(SHOTS / f"{name}-widget.png"))
+
+
+def post(page: Any, text: str, author: str = "", scope: str = ".cm-widget > .cm-form") -> None:
+    form = page.locator(scope)
+    form.get_by_role("textbox", name=re.compile("comment|reply|评论|回复", re.I)).fill(text)
+    if author:
+        form.get_by_label(re.compile("^(Name|昵称)")).fill(author)
+    page.wait_for_timeout(80)  # the server's minimum fill time in these tests is 50 ms
+    form.locator("button[type=submit]").click()
+
+
+def item(page: Any, text: str) -> Any:
+    return page.locator(".cm-item", has=page.locator(":scope > .cm-comment .cm-body",
+                                                     has_text=text))
+
+
+def assert_clean(live: Live) -> None:
+    """No third-party requests, no CSP violations, no script errors, no dialogs."""
+    origins = {re.match(r"\w+ (https?://[^/]+)", r).group(1) for r in live.requests}  # type: ignore[union-attr]
+    assert origins <= {live.page_origin, live.api_origin}, origins
+    problems = [m for m in live.console
+                if "Content Security Policy" in m or m.startswith("pageerror")]
+    assert problems == []
+    assert live.dialogs == []
+
+
+# -- the thread, posting, held comments -----------------------------------------------------
+
+
+def test_thread_loads_and_posts_publish_or_hold_for_the_author_only(
+    live: Callable[..., Live], browser: Any
+) -> None:
+    server = live()
+    page = server.open(browser, EN_POST)
+    widget = page.locator("#comments")
+    expect(widget.locator(".cm-title")).to_have_text("5 comments")
+    expect(widget.locator(".cm-item")).to_have_count(5)
+    reply = item(page, "Agreed, though the 2018")
+    assert reply.locator("xpath=..").get_attribute("class") == "cm-replies"
+    time = widget.locator("time").first
+    assert re.match(r"\d{4}-\d\d-\d\dT", time.get_attribute("datetime"))
+    assert re.search(r"2026|\d{4}", time.get_attribute("title"))
+    # The page is on localhost, the API on 127.0.0.1: every call is cross-origin.
+    assert any(r.startswith(f"GET {server.api_origin}/api/v1/comments?") for r in server.requests)
+    assert any(r.startswith(f"GET {server.api_origin}/embed.js") for r in server.requests)
+
+    post(page, "Good point about **pass-through** rates.", author="Ana")
+    status = page.locator(".cm-widget > .cm-form .cm-status")
+    expect(status).to_have_text("Your comment is published.")
+    expect(widget.locator(".cm-title")).to_have_text("6 comments")
+    mine = item(page, "Good point about pass-through rates.")
+    expect(mine.locator("strong")).to_have_text("pass-through")
+    expect(mine.locator(".cm-author")).to_have_text("Ana")
+
+    post(page, "This is a borderline remark about the minister.")
+    expect(status).to_have_text(re.compile("^Thank you! Your comment is awaiting moderation"))
+    held = item(page, "borderline remark")
+    expect(held.locator(".cm-badge")).to_have_text("Awaiting moderation")
+    expect(held.locator(".cm-note")).to_contain_text("Only you can see this")
+    expect(widget.locator(".cm-title")).to_have_text("6 comments")
+    assert [c.status for c in server.comments()[-2:]] == ["published", "pending"]
+    shot(page, "en-light-after-posting")
+
+    page.reload()
+    page.wait_for_selector(".cm-badge")
+    expect(item(page, "borderline remark").locator(".cm-badge")).to_have_text("Awaiting moderation")
+    assert page.context.cookies() == []
+
+    stranger = server.open(browser, EN_POST)
+    expect(stranger.locator(".cm-title")).to_have_text("6 comments")
+    expect(item(stranger, "Good point about")).to_have_count(1)
+    expect(stranger.get_by_text("borderline remark")).to_have_count(0)
+    expect(stranger.locator(".cm-badge")).to_have_count(0)
+    assert_clean(server)
+
+    # Once a moderator approves it, everyone sees it and the author's badge goes away.
+    with server.app.app_context():
+        pending = db.session.execute(
+            select(Comment).where(Comment.status == "pending")
+        ).scalar_one()
+        comments.moderate_many([pending], "approve", "moderator@example")
+    page.reload()
+    page.wait_for_selector(".cm-loading", state="hidden")
+    expect(page.locator(".cm-title")).to_have_text("7 comments")
+    expect(item(page, "borderline remark").locator(".cm-badge")).to_have_count(0)
+
+
+def test_reply_edit_delete_and_report(live: Callable[..., Live], browser: Any) -> None:
+    server = live()
+    page = server.open(browser, EN_POST)
+    parent = item(page, "I run a small bakery")
+    parent.locator(":scope > .cm-comment .cm-reply").click()
+    reply_form = parent.locator(".cm-slot .cm-form")
+    textarea = reply_form.get_by_role("textbox", name="Reply to Daniel Reyes")
+    assert textarea.evaluate("el => el === document.activeElement")
+    post(page, "Same here: rye went up even more.", scope=".cm-slot .cm-form")
+    reply = item(page, "rye went up")
+    assert reply.locator("xpath=../..").get_attribute("id") == parent.get_attribute("id")
+    expect(page.locator(".cm-title")).to_have_text("6 comments")
+    assert server.comments()[-1].parent_id is not None
+
+    # Edit: the own comment has Edit and Delete, even after a reload (token in localStorage).
+    page.reload()
+    page.wait_for_selector(".cm-edit")
+    reply = item(page, "rye went up")
+    reply.locator(":scope > .cm-comment .cm-edit").click()
+    editor = reply.locator(".cm-editform textarea")
+    assert editor.input_value() == "Same here: rye went up even more."
+    editor.fill("Same here: *rye* went up even more than wheat.")
+    expect(reply.locator(".cm-editform .cm-preview em")).to_have_text("rye")
+    reply.locator(".cm-editform button[type=submit]").click()
+    edited = item(page, "went up even more than wheat")
+    edited.locator(".cm-edited").wait_for()
+    expect(edited.locator(".cm-body em")).to_have_text("rye")
+    assert server.comments()[-1].text == "Same here: *rye* went up even more than wheat."
+    expect(item(page, "I run a small bakery").locator(".cm-report")).to_have_count(1)
+    expect(edited.locator(":scope > .cm-comment .cm-report")).to_have_count(0)
+
+    # Delete asks inline (no browser dialog), then removes the comment everywhere.
+    edited.locator(":scope > .cm-comment .cm-delete").click()
+    expect(edited.locator(".cm-confirm")).to_have_text("Delete this comment?")
+    edited.get_by_role("button", name="Yes, delete").click()
+    expect(page.locator(".cm-title")).to_have_text("5 comments")
+    expect(page.get_by_text("went up even more than wheat")).to_have_count(0)
+    assert server.comments()[-1].status == "deleted"
+    expect(page.locator("[aria-live=polite][role=status]")).to_have_text("Your comment is deleted.")
+
+    # Report someone else's comment with a reason.
+    target = item(page, "Worth adding: the exemption list")
+    target.locator(":scope > .cm-comment .cm-report").click()
+    target.get_by_label("Reason").select_option("off-topic")
+    target.get_by_label(re.compile("^Note")).fill("Not about tariffs.")
+    target.get_by_role("button", name="Send report").click()
+    expect(target.locator(".cm-good")).to_have_text("Thank you. A moderator will look at it.")
+    with server.app.app_context():
+        flag = db.session.execute(select(Report)).scalar_one()
+        assert (flag.reason, flag.note) == ("off-topic", "Not about tariffs.")
+    assert_clean(server)
+
+
+def test_keyboard_reply_and_escape(live: Callable[..., Live], browser: Any) -> None:
+    server = live()
+    page = server.open(browser, EN_POST)
+    button = item(page, "I run a small bakery").locator(":scope > .cm-comment .cm-reply")
+    button.focus()
+    page.keyboard.press("Enter")
+    expect(page.locator(".cm-slot textarea")).to_be_focused()
+    page.keyboard.type("Typed with the keyboard only.")
+    page.keyboard.press("Escape")
+    expect(page.locator(".cm-slot .cm-form")).to_have_count(0)
+    expect(button).to_be_focused()
+    outline = button.evaluate("el => getComputedStyle(el).outlineStyle")
+    assert outline == "solid"  # visible focus
+    # The main form's label is a real <label>: clicking it focuses the field.
+    page.locator(".cm-widget > .cm-form label", has_text="Leave a comment").click()
+    expect(page.locator(".cm-widget > .cm-form textarea")).to_be_focused()
+
+
+def test_too_many_comments_shows_when_to_retry(live: Callable[..., Live], browser: Any) -> None:
+    server = live(RATELIMIT_ENABLED=True, LIMIT_POST="1/minute", LIMIT_READ="1000/minute")
+    page = server.open(browser, EN_POST)
+    post(page, "First comment gets through.")
+    status = page.locator(".cm-widget > .cm-form .cm-status")
+    expect(status).to_have_text("Your comment is published.")
+    post(page, "Second comment is one too many.")
+    page.wait_for_selector(".cm-status.cm-bad")
+    expect(status).to_have_text(re.compile(r"^Too many comments: try again in \d+ s\.$"))
+    seconds = int(re.search(r"\d+", status.inner_text()).group())  # type: ignore[union-attr]
+    assert 1 <= seconds <= 60
+    # The reader's text is still there to send later.
+    assert page.locator(".cm-widget > .cm-form textarea").input_value() == (
+        "Second comment is one too many."
+    )
+    assert len(server.comments()) == 10
+    shot(page, "en-light-429")
+
+
+XSS = [
+    '<img src=x onerror="window.__xss=1;alert(1)">',
+    "<script>window.__xss=1;alert(2)</script>",
+    "[click me](javascript:window.__xss=1;alert(3))",
+    '<a href="javascript:alert(4)">link</a> <svg onload=alert(5)>',
+]
+
+
+def test_xss_attempts_render_as_inert_text(live: Callable[..., Live], browser: Any) -> None:
+    server = live()
+    page = server.open(browser, EN_POST)
+    textarea = page.locator(".cm-widget > .cm-form textarea")
+    text = "\n\n".join(XSS)
+    textarea.fill(text)
+    preview = page.locator(".cm-widget > .cm-form .cm-preview-body")
+    expect(preview.locator("img, script, svg, a")).to_have_count(0)
+    expect(preview).to_contain_text("<img src=x onerror=")
+    page.locator(".cm-widget > .cm-form").get_by_label(re.compile("^Name")).fill(
+        '<img src=x onerror="window.__xss=1">'
+    )
+    page.wait_for_timeout(80)
+    page.locator(".cm-widget > .cm-form button[type=submit]").click()
+    page.wait_for_selector(".cm-own")
+    mine = page.locator(".cm-own")
+    body = mine.locator(".cm-body")
+    expect(body.locator("img, script, svg, iframe")).to_have_count(0)
+    assert body.locator("a[href^='javascript']").count() == 0
+    assert "<script>window.__xss=1;alert(2)</script>" in body.inner_text()
+    expect(mine.locator(".cm-author")).to_have_text('<img src=x onerror="window.__xss=1">')
+    body.get_by_text("click me", exact=False).first.click()
+    page.reload()
+    page.wait_for_selector(".cm-own")
+    page.wait_for_timeout(300)
+    assert page.evaluate("window.__xss") is None
+    expect(page.locator("#comments img, #comments script")).to_have_count(0)
+    assert_clean(server)
+
+
+# -- languages, themes and the count widget -------------------------------------------------
+
+
+def test_chinese_interface(live: Callable[..., Live], browser: Any) -> None:
+    server = live()
+    page = server.open(browser, ZH_POST, viewport=PHONE)
+    expect(page.locator(".cm-title")).to_have_text("4 条评论")
+    form = page.locator(".cm-widget > .cm-form")
+    expect(form.locator("button[type=submit]")).to_have_text("发表评论")
+    expect(form.get_by_label(re.compile("^昵称"))).to_have_count(1)
+    expect(page.locator(".cm-sortbox label")).to_have_text("排序")
+    assert re.search(r"天前|小时前|昨天|前天", page.locator("time").first.inner_text())
+    expect(page.locator(".cm-reply").first).to_have_text("回复")
+    shot(page, "zh-light-phone")
+    post(page, "这个方案有点 borderline，希望再讨论一下。", author="读者甲")
+    expect(form.locator(".cm-status")).to_have_text(re.compile("^谢谢！你的评论正在等待审核"))
+    expect(page.locator(".cm-badge")).to_have_text("等待审核")
+    form.locator("textarea").fill("好")
+    form.locator("button[type=submit]").click()
+    expect(form.locator(".cm-field-text .cm-error")).to_have_text("请填写评论内容（至少 2 个字）。")
+    assert_clean(server)
+
+    dark = server.open(browser, ZH_POST, color_scheme="dark", viewport=PHONE)
+    assert "cm-dark" in dark.locator("#comments").get_attribute("class")
+    shot(dark, "zh-dark-phone")
+
+
+def test_themes_follow_the_page(live: Callable[..., Live], browser: Any) -> None:
+    server = live()
+    light = server.open(browser, EN_POST)
+    color = "getComputedStyle(document.querySelector('.cm-author')).color"
+    assert "cm-light" in light.locator("#comments").get_attribute("class")
+    dark = server.open(browser, EN_POST, color_scheme="dark")
+    assert "cm-dark" in dark.locator("#comments").get_attribute("class")
+    assert light.evaluate(color) != dark.evaluate(color)
+    shot(dark, "en-dark-desktop")
+    forced = server.open(browser, EN_POST + "?theme=dark", viewport=PHONE)
+    assert "cm-solid" in forced.locator("#comments").get_attribute("class")
+    shot(forced, "en-forced-dark-phone")
+    phone = server.open(browser, EN_POST, viewport=PHONE)
+    phone.locator(".cm-reply").first.click()
+    shot(phone, "en-light-phone-reply")
+    assert_clean(server)
+
+
+def test_count_widget_uses_one_request(live: Callable[..., Live], browser: Any) -> None:
+    server = live()
+    page = server.open(browser, "/demo/")
+    links = page.locator("[data-comments-count]")
+    expect(links).to_have_text(["5 comments", "4 comments"])
+    counts = [r for r in server.requests if r.endswith("/api/v1/counts")]
+    assert counts == [f"POST {server.api_origin}/api/v1/counts"]
+    zh = server.open(browser, "/demo/zh/")
+    expect(zh.locator("[data-comments-count]")).to_have_text("4 条评论")
+    shot(page, "en-index-counts")
+    assert_clean(server)
