@@ -47,9 +47,11 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     from . import (
         api,
+        auth,
         classifier,
         cli,
         compat,
+        dashboard,
         db,
         demo,
         embed,
@@ -67,6 +69,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     errors.init_app(app)
     limits.init_app(app)
     classifier.init_app(app)
+    auth.init_app(app)
     cli.init_app(app)
     webhooks.init_app(app)
 
@@ -75,6 +78,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(compat.perspective)
     app.register_blueprint(compat.akismet)
     app.register_blueprint(embed.bp)
+    app.register_blueprint(dashboard.bp)
     if app.config["DEMO"]:
         app.register_blueprint(demo.bp)
     return app

@@ -1,0 +1,212 @@
+"""Moderator accounts: password hashing, session login, permissions, CSRF and the CLI."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import wraps
+from typing import Any, TypeVar
+
+import click
+from flask import Flask, abort, current_app, g, redirect, request, session, url_for
+from flask.cli import AppGroup
+from flask_wtf.csrf import CSRFProtect
+from sqlalchemy import select
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from .db import Moderator, Site, db
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+csrf = CSRFProtect()
+moderator_cli = AppGroup("moderator", help="Manage dashboard accounts.")
+
+MIN_PASSWORD_LENGTH = 10
+# Checked when the email is unknown, so a wrong email costs as long as a wrong password.
+_DUMMY_HASH = generate_password_hash("not-a-password", method="scrypt")
+
+
+@dataclass(frozen=True)
+class Account:
+    """The signed-in moderator as plain values, safe to use after any commit."""
+
+    id: int
+    email: str
+    is_admin: bool
+    site_ids: tuple[int, ...]
+
+    @property
+    def actor(self) -> str:
+        """Return how this moderator is named in the audit trail."""
+        return f"moderator:{self.email}"
+
+    @property
+    def allowed_sites(self) -> tuple[int, ...] | None:
+        """Return the ids of the sites this account may see, or None for every site."""
+        return None if self.is_admin else self.site_ids
+
+    def can_see(self, site_id: int | None) -> bool:
+        """Return whether this account may see and act on a site."""
+        return self.is_admin or (site_id is not None and site_id in self.site_ids)
+
+
+def hash_password(password: str) -> str:
+    """Return the stored form of a password (scrypt, salted)."""
+    return generate_password_hash(password, method="scrypt")
+
+
+def authenticate(email: str, password: str) -> Moderator | None:
+    """Return the moderator with this email and password, or None."""
+    found = db.session.execute(
+        select(Moderator).where(Moderator.email == email.strip().lower())
+    ).scalar_one_or_none()
+    if found is None:
+        check_password_hash(_DUMMY_HASH, password)
+        return None
+    return found if check_password_hash(found.password_hash, password) else None
+
+
+def login(moderator: Moderator) -> None:
+    """Start a fresh session for the moderator (a new session defeats fixation)."""
+    session.clear()
+    session["moderator_id"] = moderator.id
+    # Changing the password ends every session that was opened with the old one.
+    session["pw"] = moderator.password_hash[-16:]
+    session.permanent = True
+
+
+def logout() -> None:
+    """End the moderator's session."""
+    session.clear()
+
+
+def current() -> Account | None:
+    """Return the signed-in moderator, or None."""
+    if "account" in g:
+        return g.account  # type: ignore[no-any-return]
+    account = None
+    ident = session.get("moderator_id")
+    if isinstance(ident, int):
+        moderator = db.session.get(Moderator, ident)
+        if moderator is not None and session.get("pw") == moderator.password_hash[-16:]:
+            account = Account(
+                moderator.id,
+                moderator.email,
+                moderator.is_admin,
+                tuple(sorted(s.id for s in moderator.sites)),
+            )
+    g.account = account
+    return account
+
+
+def require() -> Account:
+    """Return the signed-in moderator or abort with 401 (views use login_required first)."""
+    account = current()
+    if account is None:
+        abort(401)
+    return account
+
+
+def login_required(view: F) -> F:
+    """Send anonymous visitors to the login page, then back."""
+
+    @wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if current() is None:
+            return redirect(url_for("dashboard.login", next=request.full_path.rstrip("?")))
+        return view(*args, **kwargs)
+
+    return wrapped  # type: ignore[return-value]
+
+
+def admin_required(view: F) -> F:
+    """Allow only administrators (others get 403)."""
+
+    @wraps(view)
+    @login_required
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if not require().is_admin:
+            abort(403, "Only administrators may open this page.")
+        return view(*args, **kwargs)
+
+    return wrapped  # type: ignore[return-value]
+
+
+def visible_sites(account: Account) -> list[Site]:
+    """Return the sites this account may see, by name."""
+    query = select(Site).order_by(Site.name, Site.id)
+    if not account.is_admin:
+        query = query.where(Site.id.in_(account.site_ids))
+    return list(db.session.execute(query).scalars())
+
+
+def protect() -> None:
+    """Check the CSRF token of a form post (JSON APIs never call this)."""
+    if current_app.config.get("WTF_CSRF_ENABLED", True):
+        csrf.protect()
+
+
+# -- CLI ------------------------------------------------------------------------------------
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    return str(click.prompt("Password", hide_input=True, confirmation_prompt=True))
+
+
+@moderator_cli.command("add")
+@click.option("--email", required=True, help="Sign-in email, also shown in the audit log.")
+@click.option("--admin", is_flag=True, help="May see every site and change settings.")
+@click.option("--site", "site_keys", multiple=True, help="Key of a site to moderate (repeatable).")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+def moderator_add(
+    email: str, admin: bool, site_keys: tuple[str, ...], password_stdin: bool
+) -> None:
+    """Add a moderator account (or reset its password, admin flag and sites)."""
+    email = email.strip().lower()
+    if email.count("@") != 1:
+        raise click.BadParameter(f"{email!r} is not an email address", param_hint="--email")
+    sites = []
+    for key in site_keys:
+        site = db.session.execute(select(Site).where(Site.key == key)).scalar_one_or_none()
+        if site is None:
+            raise click.BadParameter(f"no site with key {key!r}", param_hint="--site")
+        sites.append(site)
+    if not admin and not sites:
+        raise click.UsageError("a moderator needs --site KEY (or --admin for every site)")
+    password = _read_password(password_stdin)
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise click.UsageError(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
+    moderator = db.session.execute(
+        select(Moderator).where(Moderator.email == email)
+    ).scalar_one_or_none()
+    verb = "Updated" if moderator else "Added"
+    if moderator is None:
+        moderator = Moderator(email=email, password_hash="")
+        db.session.add(moderator)
+    moderator.password_hash = hash_password(password)
+    moderator.is_admin = admin
+    moderator.sites = sites
+    db.session.commit()
+    scope = "every site" if admin else ", ".join(s.name for s in sites)
+    click.echo(f"{verb} {'admin' if admin else 'moderator'} {email} for {scope}")
+
+
+@moderator_cli.command("list")
+def moderator_list() -> None:
+    """List moderator accounts and their sites."""
+    for moderator in db.session.execute(select(Moderator).order_by(Moderator.email)).scalars():
+        scope = "all sites" if moderator.is_admin else " ".join(s.key for s in moderator.sites)
+        role = "admin" if moderator.is_admin else "moderator"
+        click.echo(f"{moderator.email:<40} {role:<10} {scope}")
+
+
+def init_app(app: Flask) -> None:
+    """Set up CSRF so that only dashboard forms are checked, never the JSON APIs."""
+    # Flask-WTF would check every POST by default, the JSON APIs (/api/, /v1alpha1/, /1.1/,
+    # /embed, /demo) included; instead dashboard views call protect() in before_request,
+    # which stays right for blueprints other engineers register later.
+    app.config["WTF_CSRF_CHECK_DEFAULT"] = False
+    csrf.init_app(app)

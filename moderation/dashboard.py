@@ -1,0 +1,794 @@
+"""The moderator dashboard (HTML): queues, actions, bans, audit log, stats and settings."""
+
+from __future__ import annotations
+
+import math
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
+from limits import parse_many
+from markupsafe import Markup, escape
+from sqlalchemy import func, select
+from werkzeug.datastructures import MultiDict
+
+from . import auth, comments, labels, limits, moderation, policy, sanitising, stats
+from . import classifier as model
+from .auth import Account, admin_required, login_required
+from .db import Ban, Comment, ModerationEvent, Moderator, Site, TrustedAuthor, db
+from .exceptions import InvalidField
+
+bp = Blueprint("dashboard", __name__, url_prefix="/dashboard")
+
+ACTIONS = {"approve": "Approve", "reject": "Reject", "spam": "Spam", "delete": "Delete"}
+BAN_DURATIONS = {"": "Permanent", "1": "1 day", "7": "7 days", "30": "30 days", "365": "1 year"}
+LIMIT_NAMES = ("post", "thread", "site", "edit", "report", "read")
+STAT_DAYS = (7, 30, 90)
+
+@bp.before_request
+def check_csrf() -> None:
+    """Check the CSRF token of every form this blueprint receives."""
+    auth.protect()
+
+
+@bp.after_request
+def no_store(response: Response) -> Response:
+    """Keep moderator pages (private data) out of every cache; security.py adds the CSP."""
+    if response.mimetype in ("text/html", "text/csv"):
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.context_processor
+def layout() -> dict[str, Any]:
+    """Give every dashboard template the account, queue sizes and helpers."""
+    account = auth.current()
+    sizes = moderation.queue_sizes(account.allowed_sites) if account else {}
+    return {
+        "account": account,
+        "queue_sizes": sizes,
+        "queues": moderation.QUEUES,
+        "actions": ACTIONS,
+        "ts": _ts,
+    }
+
+
+def _ts(value: datetime | None) -> str:
+    return "" if value is None else value.strftime("%Y-%m-%d %H:%M")
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def _account() -> Account:
+    return auth.require()
+
+
+def _safe_next(default: str) -> str:
+    """Return the form's ``next`` if it is a dashboard path, else the default."""
+    target = request.values.get("next", "")
+    parts = urllib.parse.urlsplit(target)
+    if target.startswith("/dashboard") and not parts.scheme and not parts.netloc:
+        return target
+    return default
+
+
+def _site_for(account: Account, site_id: int) -> Site:
+    site = db.session.get(Site, site_id)
+    if site is None:
+        abort(404, "No such site.")
+    if not account.can_see(site.id):
+        abort(403, "You do not moderate this site.")
+    return site
+
+
+def _int(args: Mapping[str, str], name: str, errors: dict[str, str]) -> int | None:
+    raw = (args.get(name) or "").strip()
+    if not raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        errors[name] = "must be a whole number"
+        return None
+
+
+def _score(args: Mapping[str, str], name: str, errors: dict[str, str]) -> float | None:
+    raw = (args.get(name) or "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        errors[name] = "must be a number between 0 and 1"
+        return None
+    if not 0 <= value <= 1 or math.isnan(value):
+        errors[name] = "must be between 0 and 1"
+        return None
+    return value
+
+
+def _day(args: Mapping[str, str], name: str, errors: dict[str, str], end: bool = False
+         ) -> datetime | None:
+    raw = (args.get(name) or "").strip()
+    if not raw:
+        return None
+    try:
+        value = datetime.strptime(raw, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:
+        errors[name] = "must be a date like 2026-01-31"
+        return None
+    return value + timedelta(days=1) if end else value
+
+
+def queue_filter(
+    account: Account, queue: str, args: Mapping[str, str]
+) -> tuple[moderation.QueueFilter, dict[str, str]]:
+    """Return the filter a query string describes, with a message for each bad field."""
+    errors: dict[str, str] = {}
+    site_id = _int(args, "site", errors)
+    if site_id is not None and not account.can_see(site_id):
+        abort(403, "You do not moderate this site.")
+    sort = args.get("sort") or "priority"
+    if sort not in moderation.SORTS:
+        errors["sort"] = "must be one of " + ", ".join(moderation.SORTS)
+        sort = "priority"
+    search_in = args.get("in") or "all"
+    if search_in not in moderation.SEARCH_FIELDS:
+        errors["in"] = "must be one of " + ", ".join(moderation.SEARCH_FIELDS)
+        search_in = "all"
+    flt = moderation.QueueFilter(
+        queue=queue,
+        allowed_sites=account.allowed_sites,
+        site_id=site_id,
+        thread=(args.get("thread") or "").strip()[:300],
+        reason=(args.get("reason") or "").strip()[:100],
+        score_min=_score(args, "min", errors),
+        score_max=_score(args, "max", errors),
+        since=_day(args, "since", errors),
+        until=_day(args, "until", errors, end=True),
+        q=(args.get("q") or "").strip()[:200],
+        search_in=search_in,
+        sort=sort,
+    )
+    return flt, errors
+
+
+FILTER_KEYS = ("site", "thread", "reason", "min", "max", "since", "until", "q", "in", "sort")
+
+
+def _filter_args(args: Mapping[str, str]) -> dict[str, str]:
+    return {k: args[k] for k in FILTER_KEYS if args.get(k)}
+
+
+def highlight(text: str, explanation: Mapping[str, Sequence[Mapping[str, Any]]]) -> Markup:
+    """Return the plain text escaped, with the spans that drove each score in <mark>."""
+    heads = {name: 1 << i for i, name in enumerate(explanation)}
+    flags = [0] * len(text)
+    for head, terms in explanation.items():
+        for term in terms:
+            if term.get("field") != "text":
+                continue
+            for start, end in term.get("spans", []):
+                for i in range(max(0, int(start)), min(len(text), int(end))):
+                    flags[i] |= heads[head]
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        j = i
+        while j < len(text) and flags[j] == flags[i]:
+            j += 1
+        piece = str(escape(text[i:j]))
+        if flags[i]:
+            names = [name for name, bit in heads.items() if flags[i] & bit]
+            css = " ".join(f"m-{name}" for name in names)
+            out.append(f'<mark class="{css}" title="raises {", ".join(names)}">{piece}</mark>')
+        else:
+            out.append(piece)
+        i = j
+    return Markup("".join(out))
+
+
+def present(items: Sequence[Comment]) -> list[dict[str, Any]]:
+    """Return what a card shows for each comment: highlights, scores, history, reports."""
+    classifier = model.status(current_app).classifier
+    explain = getattr(classifier, "explain", None)
+    reports = moderation.open_reports([c.id for c in items])
+    histories: dict[tuple[int, str], dict[str, int]] = {}
+    keys = {c.author_key for c in items if c.author_key}
+    if keys:
+        for site_id, key, status, n in db.session.execute(
+            select(Comment.site_id, Comment.author_key, Comment.status, func.count(Comment.id))
+            .where(Comment.author_key.in_(keys),
+                   Comment.site_id.in_({c.site_id for c in items}))
+            .group_by(Comment.site_id, Comment.author_key, Comment.status)
+        ).all():
+            histories.setdefault((site_id, key), {})[status] = int(n)
+    out = []
+    for comment in items:
+        plain = sanitising.plain_text(comment.html)
+        marked: Markup | None = None
+        terms: dict[str, list[str]] = {}
+        if explain is not None:
+            try:
+                explanation = explain(model.CommentText(plain, comment.author, comment.website,
+                                                        comment.email))
+            except Exception:  # noqa: BLE001 - a failed explanation must not hide the comment
+                current_app.logger.exception("explain failed for comment %s", comment.id)
+            else:
+                marked = highlight(plain, explanation)
+                terms = {head: [str(t["term"]) for t in found if t.get("field") != "text"]
+                         for head, found in explanation.items()}
+        scores = dict(comment.scores or {})
+        out.append({
+            "c": comment,
+            "marked": marked,
+            "other_terms": {k: v for k, v in terms.items() if v},
+            "scores": sorted(scores.items(), key=lambda kv: (kv[0] not in ("spam", "toxicity"),
+                                                              kv[0])),
+            "reports": reports.get(comment.id, []),
+            "history": histories.get((comment.site_id, comment.author_key), {}),
+            "thread_url": _thread_url(comment),
+        })
+    return out
+
+
+def _thread_url(comment: Comment) -> str:
+    origins = comment.site.origins or []
+    return (origins[0] + comment.thread.uri) if origins else comment.thread.uri
+
+
+def _embed_snippet(site: Site) -> str:
+    root = request.host_url.rstrip("/")
+    return (f'<div id="comments"></div>\n<script src="{root}/embed.js" '
+            f'data-site="{site.key}" async></script>')
+
+
+# -- sign in --------------------------------------------------------------------------------
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@limits.limiter.limit(
+    lambda: current_app.config.get("LIMIT_LOGIN", "5/minute"),
+    key_func=limits.client_key,
+    methods=["POST"],
+    scope="login",
+    override_defaults=False,
+)
+def login() -> Any:
+    """Show the sign-in form and sign a moderator in."""
+    error = ""
+    email = ""
+    if request.method == "POST":
+        email = (request.form.get("email") or "").strip()
+        moderator = auth.authenticate(email, request.form.get("password") or "")
+        if moderator is not None:
+            auth.login(moderator)
+            return redirect(_safe_next(url_for(".index")))
+        error = "Wrong email or password."
+    status = 401 if error else 200
+    return render_template("dashboard/login.html", error=error, email=email,
+                           next=_safe_next("")), status
+
+
+@bp.post("/logout")
+def logout() -> Any:
+    """Sign out."""
+    auth.logout()
+    flash("You are signed out.", "ok")
+    return redirect(url_for(".login"))
+
+
+# -- queues ---------------------------------------------------------------------------------
+
+
+@bp.get("/")
+@login_required
+def index() -> Any:
+    """Open the pending queue."""
+    return redirect(url_for(".queue", name="pending"))
+
+
+@bp.get("/queue/<name>")
+@login_required
+def queue(name: str) -> Any:
+    """List one queue with filters, search, sort and keyset pages."""
+    if name not in moderation.QUEUES:
+        abort(404, "No such queue.")
+    account = _account()
+    flt, errors = queue_filter(account, name, request.args)
+    cursor = request.args.get("after", "")
+    try:
+        page = moderation.queue_page(flt, cursor)
+    except InvalidField:
+        errors["after"] = "is not a page of this list; showing the first page"
+        page = moderation.queue_page(flt)
+    args = _filter_args(request.args)
+    return render_template(
+        "dashboard/queue.html",
+        name=name,
+        page=page,
+        cards=present(page.comments),
+        errors=errors,
+        args=args,
+        filter_query=urllib.parse.urlencode(args),
+        sites=auth.visible_sites(account),
+        model_ok=model.status(current_app).classifier is not None,
+        first=not cursor,
+    )
+
+
+@bp.get("/comments/<int:comment_id>")
+@login_required
+def comment(comment_id: int) -> Any:
+    """Show one comment with everything known about it and its author."""
+    account = _account()
+    found = moderation.get_comment_for(comment_id, account.allowed_sites)
+    events = db.session.execute(
+        select(ModerationEvent).where(ModerationEvent.comment_id == found.id)
+        .order_by(ModerationEvent.id.desc()).limit(50)
+    ).scalars().all()
+    return render_template(
+        "dashboard/comment.html",
+        card=present([found])[0],
+        events=events,
+        trusted=moderation.is_trusted(found.site_id, found.author_key),
+        durations=BAN_DURATIONS,
+        domain=urllib.parse.urlsplit(found.website).hostname or "",
+        model_ok=model.status(current_app).classifier is not None,
+        errors={},
+    )
+
+
+@bp.post("/comments/<int:comment_id>/<action>")
+@login_required
+def act(comment_id: int, action: str) -> Any:
+    """Approve, reject, mark as spam or delete one comment."""
+    if action not in ACTIONS:
+        abort(404, "No such action.")
+    account = _account()
+    found = moderation.get_comment_for(comment_id, account.allowed_sites)
+    comments.moderate_many([found], action, account.actor,
+                           (request.form.get("reason") or "").strip()[:500])
+    flash(f"Comment #{comment_id}: {ACTIONS[action].lower()} done.", "ok")
+    return redirect(_safe_next(url_for(".queue", name="pending")))
+
+
+@bp.post("/comments/<int:comment_id>/edit")
+@login_required
+def edit(comment_id: int) -> Any:
+    """Replace a comment's text; it is sanitised again and the edit is audited."""
+    account = _account()
+    found = moderation.get_comment_for(comment_id, account.allowed_sites)
+    try:
+        moderation.edit(found, request.form.get("text", ""), account.actor,
+                        (request.form.get("reason") or "").strip()[:500])
+    except InvalidField as exc:
+        return _comment_with_error(found, {"text": exc.message})
+    flash(f"Comment #{comment_id} edited.", "ok")
+    return redirect(url_for(".comment", comment_id=comment_id))
+
+
+def _comment_with_error(found: Comment, errors: dict[str, str]) -> tuple[str, int]:
+    events = db.session.execute(
+        select(ModerationEvent).where(ModerationEvent.comment_id == found.id)
+        .order_by(ModerationEvent.id.desc()).limit(50)
+    ).scalars().all()
+    return render_template(
+        "dashboard/comment.html",
+        card=present([found])[0],
+        events=events,
+        trusted=moderation.is_trusted(found.site_id, found.author_key),
+        durations=BAN_DURATIONS,
+        domain=urllib.parse.urlsplit(found.website).hostname or "",
+        model_ok=model.status(current_app).classifier is not None,
+        errors=errors,
+        draft=request.form.get("text", ""),
+    ), 400
+
+
+@bp.post("/comments/<int:comment_id>/trust")
+@login_required
+def trust(comment_id: int) -> Any:
+    """Trust the comment's author on its site."""
+    account = _account()
+    found = moderation.get_comment_for(comment_id, account.allowed_sites)
+    entry = moderation.trust(found, account.actor)
+    flash(f"Trusted {entry.label}: their comments skip holding.", "ok")
+    return redirect(_safe_next(url_for(".comment", comment_id=comment_id)))
+
+
+@bp.post("/bulk")
+@login_required
+def bulk() -> Any:
+    """Apply one action to the selected comments or to all matching the filter, once confirmed."""
+    account = _account()
+    action = request.form.get("action", "")
+    if action not in ACTIONS:
+        abort(400, "Choose an action: approve, reject, spam or delete.")
+    name = request.form.get("queue", "pending")
+    if name not in moderation.QUEUES:
+        abort(400, "Unknown queue.")
+    filter_query = request.form.get("filter", "")
+    back = url_for(".queue", name=name) + (f"?{filter_query}" if filter_query else "")
+    scope = request.form.get("scope", "selected")
+    reason = (request.form.get("reason") or "").strip()[:500]
+    if scope == "matching":
+        args = MultiDict(urllib.parse.parse_qsl(filter_query))
+        flt, errors = queue_filter(account, name, args)
+        if errors:
+            abort(400, "The filter is not valid: " + "; ".join(f"{k} {v}"
+                                                                for k, v in errors.items()))
+        count = moderation.count_matching(flt)
+        ids: list[int] = []
+    else:
+        ids = sorted({int(v) for v in request.form.getlist("ids") if v.isdigit()})
+        if not ids:
+            flash("Select at least one comment first.", "error")
+            return redirect(back)
+        if not account.is_admin:
+            hidden = db.session.execute(
+                select(func.count(Comment.id)).where(
+                    Comment.id.in_(ids), Comment.site_id.not_in(account.site_ids))
+            ).scalar_one()
+            if hidden:
+                abort(404, "Some of the selected comments do not exist on your sites.")
+        count = len(ids)
+    if request.form.get("confirmed") != "yes":
+        return render_template("dashboard/confirm.html", action=action, count=count,
+                               scope=scope, ids=ids, queue=name, filter_query=filter_query,
+                               back=back, reason=reason)
+    if scope == "matching":
+        done = moderation.moderate_matching(flt, action, account.actor, reason)
+    else:
+        done = moderation.moderate_ids(ids, action, account.actor, reason,
+                                       allowed=lambda c: account.can_see(c.site_id))
+    flash(f"{ACTIONS[action]}: {done} comment{'s' if done != 1 else ''} done.", "ok")
+    return redirect(back)
+
+
+# -- bans and trust -------------------------------------------------------------------------
+
+
+@bp.route("/bans", methods=["GET", "POST"])
+@login_required
+def bans() -> Any:
+    """List bans and trusted authors; add a ban."""
+    account = _account()
+    errors: dict[str, str] = {}
+    form = request.form if request.method == "POST" else MultiDict()
+    if request.method == "POST":
+        raw_site = form.get("site", "")
+        site_id: int | None = None
+        if raw_site:
+            site_id = _site_for(account, int(raw_site) if raw_site.isdigit() else -1).id
+        elif not account.is_admin:
+            errors["site"] = "choose one of your sites (only admins ban on every site)"
+        days = form.get("duration", "")
+        if days not in BAN_DURATIONS:
+            errors["duration"] = "choose one of the offered durations"
+        comment_id = form.get("comment", "")
+        if not errors:
+            try:
+                entry = moderation.ban(
+                    site_id, form.get("kind", ""), form.get("value", ""),
+                    actor=account.actor,
+                    reason=(form.get("reason") or "").strip()[:500],
+                    duration=timedelta(days=int(days)) if days else None,
+                    comment_id=int(comment_id) if comment_id.isdigit() else None,
+                )
+            except InvalidField as exc:
+                errors[exc.field] = exc.message
+            else:
+                flash(f"Banned {entry.kind} {entry.value}.", "ok")
+                return redirect(_safe_next(url_for(".bans")))
+    status = 400 if errors else 200
+    sites = auth.visible_sites(account)
+    return render_template(
+        "dashboard/bans.html",
+        bans=moderation.bans(account.allowed_sites),
+        trusted=moderation.trusted(account.allowed_sites),
+        sites=sites,
+        site_names={s.id: s.name for s in sites},
+        kinds=moderation.BAN_KINDS,
+        durations=BAN_DURATIONS,
+        errors=errors,
+        form=form,
+        now=datetime.now(UTC),
+    ), status
+
+
+@bp.post("/bans/<int:ban_id>/lift")
+@login_required
+def lift(ban_id: int) -> Any:
+    """End a ban now."""
+    account = _account()
+    entry = db.session.get(Ban, ban_id)
+    if entry is None or not (account.is_admin or entry.site_id in account.site_ids):
+        abort(404, "No such ban.")
+    moderation.lift_ban(entry, account.actor)
+    flash(f"Lifted the ban on {entry.kind} {entry.value}.", "ok")
+    return redirect(url_for(".bans"))
+
+
+@bp.post("/trusted/<int:entry_id>/remove")
+@login_required
+def untrust(entry_id: int) -> Any:
+    """Stop trusting an author."""
+    account = _account()
+    entry = db.session.get(TrustedAuthor, entry_id)
+    if entry is None or not account.can_see(entry.site_id):
+        abort(404, "No such trusted author.")
+    label = entry.label
+    moderation.untrust(entry, account.actor)
+    flash(f"No longer trusting {label}.", "ok")
+    return redirect(url_for(".bans"))
+
+
+# -- audit, stats, labels -------------------------------------------------------------------
+
+
+@bp.get("/audit")
+@login_required
+def audit() -> Any:
+    """List the audit trail with filters, newest first."""
+    account = _account()
+    args = request.args
+    errors: dict[str, str] = {}
+    site_id = _int(args, "site", errors)
+    if site_id is not None and not account.can_see(site_id):
+        abort(403, "You do not moderate this site.")
+    action = args.get("action", "")
+    if action and action not in moderation.AUDIT_ACTIONS:
+        errors["action"] = "is not a known action"
+        action = ""
+    flt = moderation.AuditFilter(
+        allowed_sites=account.allowed_sites,
+        site_id=site_id,
+        actor=(args.get("actor") or "").strip()[:300],
+        action=action,
+        comment_id=_int(args, "comment", errors),
+        since=_day(args, "since", errors),
+        until=_day(args, "until", errors, end=True),
+    )
+    before = _int(args, "before", errors)
+    events, more = moderation.audit_page(flt, before)
+    sites = auth.visible_sites(account)
+    keep = {k: v for k, v in args.items() if k != "before" and v}
+    return render_template("dashboard/audit.html", events=events, more=more, errors=errors,
+                           args=keep, sites=sites, site_names={s.id: s.name for s in sites},
+                           audit_actions=moderation.AUDIT_ACTIONS)
+
+
+@bp.get("/stats")
+@login_required
+def stats_page() -> Any:
+    """Draw the charts: outcomes, spam and toxic share, queue, time to decision, scores."""
+    account = _account()
+    errors: dict[str, str] = {}
+    site_id = _int(request.args, "site", errors)
+    site = _site_for(account, site_id) if site_id is not None else None
+    days = _int(request.args, "days", errors) or 30
+    if days not in STAT_DAYS:
+        errors["days"] = "must be one of " + ", ".join(map(str, STAT_DAYS))
+        days = 30
+    from .api import pipeline
+
+    pipe = pipeline()
+    if site is not None:
+        settings = comments.site_settings(site, pipe)
+    else:
+        settings = policy.SiteSettings.from_json(
+            {}, {**pipe.default_thresholds, **(pipe.classifier.thresholds
+                                                if pipe.classifier else {})})
+    thresholds = {n: {"hold": b.hold, "reject": b.reject} for n, b in settings.thresholds.items()}
+    window = stats.Window(account.allowed_sites, site_id, days)
+    return render_template(
+        "dashboard/stats.html",
+        charts=stats.charts(window, thresholds),
+        totals=stats.totals(window),
+        sites=auth.visible_sites(account),
+        site=site,
+        days=days,
+        stat_days=STAT_DAYS,
+        errors=errors,
+    )
+
+
+@bp.get("/labels.csv")
+@login_required
+def labels_csv() -> Response:
+    """Download the moderator decisions (labels) of the visible sites as CSV."""
+    account = _account()
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M")
+    return Response(
+        stream_with_context(labels.csv_chunks(account.allowed_sites,
+                                              safe_for_spreadsheets=True)),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="labels-{stamp}.csv"'},
+    )
+
+
+# -- sites, settings, moderators ------------------------------------------------------------
+
+
+@bp.route("/sites", methods=["GET", "POST"])
+@login_required
+def sites() -> Any:
+    """List the visible sites; admins add new ones."""
+    account = _account()
+    errors: dict[str, str] = {}
+    form = request.form if request.method == "POST" else MultiDict()
+    if request.method == "POST":
+        if not account.is_admin:
+            abort(403, "Only administrators may add sites.")
+        name = " ".join((form.get("name") or "").split())[:200]
+        if not name:
+            errors["name"] = "is required"
+        origins, origin_error = _origins(form.get("origins", ""))
+        if origin_error:
+            errors["origins"] = origin_error
+        if not errors:
+            site = Site(name=name, origins=origins, settings={})
+            db.session.add(site)
+            db.session.flush()
+            db.session.add(ModerationEvent(site_id=site.id, actor=account.actor,
+                                           action="settings", reason=f"site {name} added"))
+            db.session.commit()
+            flash(f"Added site {name}.", "ok")
+            return redirect(url_for(".settings", site_id=site.id))
+    return render_template("dashboard/sites.html", sites=auth.visible_sites(account),
+                           errors=errors, form=form), (400 if errors else 200)
+
+
+@bp.get("/moderators")
+@admin_required
+def moderators() -> Any:
+    """List moderator accounts (they are added with `flask moderator add`)."""
+    rows = db.session.execute(select(Moderator).order_by(Moderator.email)).scalars().all()
+    return render_template("dashboard/moderators.html", moderators=rows)
+
+
+def _origins(raw: str) -> tuple[list[str], str]:
+    origins: list[str] = []
+    for line in raw.splitlines():
+        value = line.strip().rstrip("/")
+        if not value:
+            continue
+        parts = urllib.parse.urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
+            return [], f"{value!r} is not an origin like https://blog.example"
+        if value not in origins:
+            origins.append(value)
+    return origins, ""
+
+
+def _words(raw: str) -> list[str]:
+    out: list[str] = []
+    for line in raw.splitlines():
+        word = " ".join(sanitising.normalise(line).split())[:100]
+        if word and word not in out:
+            out.append(word)
+    return out[:1000]
+
+
+def parse_settings(
+    form: Mapping[str, str], current: Mapping[str, Any]
+) -> tuple[dict[str, Any], list[str], dict[str, str]]:
+    """Return new site settings and origins from the form, or the errors per field."""
+    errors: dict[str, str] = {}
+    settings = dict(current)
+    thresholds: dict[str, dict[str, float]] = {}
+    for name in policy.SCORED:
+        band: dict[str, float] = {}
+        for edge in ("hold", "reject"):
+            key = f"{name}_{edge}"
+            value = _score(form, key, errors)
+            if value is None and key not in errors:
+                errors[key] = "is required: a number between 0 and 1"
+            if value is not None:
+                band[edge] = value
+        if len(band) == 2 and band["hold"] >= band["reject"]:
+            errors[f"{name}_hold"] = "must be below the reject threshold"
+        thresholds[name] = band
+    settings["thresholds"] = thresholds
+    settings["banned_words"] = _words(form.get("banned_words", ""))
+    settings["suspect_words"] = _words(form.get("suspect_words", ""))
+    mode = form.get("premoderation", "none")
+    if mode not in policy.PREMODERATION_MODES:
+        errors["premoderation"] = "must be one of " + ", ".join(policy.PREMODERATION_MODES)
+    settings["premoderation"] = mode
+    for key, low, high in (("max_links", 0, 100), ("new_commenter_holds", 0, 100)):
+        value = _int(form, key, errors)
+        if value is None and key not in errors:
+            errors[key] = "is required"
+        elif value is not None and not low <= value <= high:
+            errors[key] = f"must be between {low} and {high}"
+        else:
+            settings[key] = value
+    overrides: dict[str, str] = {}
+    for name in LIMIT_NAMES:
+        raw = (form.get(f"limit_{name}") or "").strip()
+        if not raw:
+            continue
+        try:
+            parse_many(raw)
+        except ValueError as exc:
+            errors[f"limit_{name}"] = f"is not a limit like 5/minute;100/day ({exc})"
+        else:
+            overrides[name] = raw
+    settings["limits"] = overrides
+    origins, origin_error = _origins(form.get("origins", ""))
+    if origin_error:
+        errors["origins"] = origin_error
+    return settings, origins, errors
+
+
+@bp.route("/sites/<int:site_id>/settings", methods=["GET", "POST"])
+@login_required
+def settings(site_id: int) -> Any:
+    """Show a site's moderation settings; admins change them."""
+    account = _account()
+    site = _site_for(account, site_id)
+    from .api import pipeline
+
+    effective = comments.site_settings(site, pipeline())
+    errors: dict[str, str] = {}
+    form: Mapping[str, str] = _settings_form(site, effective)
+    if request.method == "POST":
+        if not account.is_admin:
+            abort(403, "Only administrators may change site settings.")
+        form = request.form
+        new, origins, errors = parse_settings(request.form, site.settings or {})
+        if not errors:
+            changed = sorted(k for k in new if new.get(k) != (site.settings or {}).get(k))
+            if origins != (site.origins or []):
+                changed.append("origins")
+            site.settings, site.origins = new, origins
+            db.session.add(ModerationEvent(site_id=site.id, actor=account.actor,
+                                           action="settings",
+                                           reason="changed " + (", ".join(changed) or "nothing")))
+            db.session.commit()
+            flash("Settings saved.", "ok")
+            return redirect(url_for(".settings", site_id=site.id))
+    return render_template(
+        "dashboard/settings.html",
+        site=site,
+        form=form,
+        errors=errors,
+        modes=policy.PREMODERATION_MODES,
+        limit_names=LIMIT_NAMES,
+        defaults={n: current_app.config[f"LIMIT_{n.upper()}"] for n in LIMIT_NAMES},
+        snippet=_embed_snippet(site),
+        readonly=not account.is_admin,
+    ), (400 if errors else 200)
+
+
+def _settings_form(site: Site, effective: policy.SiteSettings) -> dict[str, str]:
+    form = {
+        "origins": "\n".join(site.origins or []),
+        "banned_words": "\n".join(effective.banned_words),
+        "suspect_words": "\n".join(effective.suspect_words),
+        "premoderation": effective.premoderation,
+        "max_links": str(effective.max_links),
+        "new_commenter_holds": str(effective.new_commenter_holds),
+    }
+    for name, band in effective.thresholds.items():
+        form[f"{name}_hold"], form[f"{name}_reject"] = f"{band.hold:g}", f"{band.reject:g}"
+    for name, value in effective.limits.items():
+        form[f"limit_{name}"] = value
+    return form
+

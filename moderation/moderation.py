@@ -1,0 +1,514 @@
+"""Moderator work beyond one status change: queues, bulk actions, bans, trust, edits, audit."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    String,
+    and_,
+    case,
+    cast,
+    exists,
+    false,
+    func,
+    or_,
+    select,
+)
+
+from . import comments, sanitising
+from .db import (
+    Ban,
+    Comment,
+    ModerationEvent,
+    Report,
+    Status,
+    Thread,
+    TrustedAuthor,
+    db,
+    utcnow,
+)
+from .exceptions import InvalidField, NotFound
+
+QUEUES = {
+    "pending": "Pending",
+    "reported": "Reported",
+    "rejected": "Spam / rejected",
+    "published": "Published",
+}
+SORTS = ("priority", "newest", "oldest")
+SEARCH_FIELDS = ("all", "text", "author", "email", "website")
+BAN_KINDS = {"email": "Email", "addr": "Address (anonymised)", "domain": "Website domain"}
+# Comments loaded and moderated per transaction by "everything matching this filter".
+BATCH_SIZE = 500
+PAGE_SIZE = 25
+_DOMAIN_RE = re.compile(
+    r"^(?=.{1,253}$)([a-z0-9\u00a1-\uffff-]{1,63}\.)+[a-z\u00a1-\uffff-]{2,63}$"
+)
+
+# The higher of the two scores: what the priority sort and the score range look at.
+priority = func.coalesce(
+    case(
+        (Comment.spam_score >= Comment.toxicity_score, Comment.spam_score),
+        else_=Comment.toxicity_score,
+    ),
+    0.0,
+)
+open_report = exists().where(Report.comment_id == Comment.id, Report.resolved_at.is_(None))
+
+
+@dataclass(frozen=True)
+class QueueFilter:
+    """What a moderator asked to see: queue, sites, filters, search and sort."""
+
+    queue: str = "pending"
+    # Sites the moderator may see (None: every site) and the one picked in the filter.
+    allowed_sites: tuple[int, ...] | None = None
+    site_id: int | None = None
+    thread: str = ""
+    reason: str = ""
+    score_min: float | None = None
+    score_max: float | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    q: str = ""
+    search_in: str = "all"
+    sort: str = "priority"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        """Return the WHERE clauses for this filter."""
+        where: list[ColumnElement[bool]] = []
+        if self.queue == "pending":
+            where.append(Comment.status == Status.PENDING)
+        elif self.queue == "reported":
+            where += [Comment.status == Status.PUBLISHED, open_report]
+        elif self.queue == "rejected":
+            where.append(Comment.status.in_([Status.SPAM, Status.REJECTED]))
+        else:
+            where.append(Comment.status == Status.PUBLISHED)
+        if self.allowed_sites is not None:
+            where.append(Comment.site_id.in_(self.allowed_sites) if self.allowed_sites else false())
+        if self.site_id is not None:
+            where.append(Comment.site_id == self.site_id)
+        if self.thread:
+            threads = select(Thread.id).where(Thread.uri.like(_like(self.thread), escape="\\"))
+            where.append(Comment.thread_id.in_(threads))
+        if self.reason:
+            reasons = cast(Comment.reasons, String)
+            where.append(func.lower(reasons).like(_like(self.reason.lower()), escape="\\"))
+        if self.score_min is not None:
+            where.append(priority >= self.score_min)
+        if self.score_max is not None:
+            where.append(priority <= self.score_max)
+        if self.since is not None:
+            where.append(Comment.created_at >= self.since)
+        if self.until is not None:
+            where.append(Comment.created_at < self.until)
+        if self.q:
+            pattern = _like(self.q.lower())
+            columns = {
+                "text": Comment.text,
+                "author": Comment.author,
+                "email": Comment.email,
+                "website": Comment.website,
+            }
+            chosen = list(columns.values()) if self.search_in == "all" else [
+                columns.get(self.search_in, Comment.text)
+            ]
+            where.append(or_(*(func.lower(c).like(pattern, escape="\\") for c in chosen)))
+        return where
+
+    def order(self) -> tuple[Any, ...]:
+        """Return the ORDER BY columns: priority (highest score, then oldest) or time."""
+        if self.sort == "newest":
+            return (Comment.created_at.desc(), Comment.id.desc())
+        if self.sort == "oldest":
+            return (Comment.created_at, Comment.id)
+        return (priority.desc(), Comment.created_at, Comment.id)
+
+    def after(self, cursor: Sequence[Any]) -> ColumnElement[bool]:
+        """Return the keyset condition for rows after the cursor's row in this order."""
+        if self.sort == "newest":
+            created, ident = cursor
+            return or_(
+                Comment.created_at < created,
+                and_(Comment.created_at == created, Comment.id < ident),
+            )
+        if self.sort == "oldest":
+            created, ident = cursor
+            return or_(
+                Comment.created_at > created,
+                and_(Comment.created_at == created, Comment.id > ident),
+            )
+        score, created, ident = cursor
+        return or_(
+            priority < score,
+            and_(
+                priority == score,
+                or_(
+                    Comment.created_at > created,
+                    and_(Comment.created_at == created, Comment.id > ident),
+                ),
+            ),
+        )
+
+    def cursor_of(self, comment: Comment) -> list[Any]:
+        """Return the keyset cursor of a row in this order."""
+        if self.sort in ("newest", "oldest"):
+            return [comment.created_at, comment.id]
+        spam, toxicity = comment.spam_score, comment.toxicity_score
+        # Mirror the SQL expression exactly, NULLs included, so the keyset never skips rows.
+        score = spam if spam is not None and toxicity is not None and spam >= toxicity else toxicity
+        return [0.0 if score is None else score, comment.created_at, comment.id]
+
+
+def _like(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def encode_cursor(values: Sequence[Any]) -> str:
+    """Return an opaque URL-safe cursor for keyset pagination."""
+    plain = [v.isoformat() if isinstance(v, datetime) else v for v in values]
+    return base64.urlsafe_b64encode(json.dumps(plain).encode()).decode().rstrip("=")
+
+
+def decode_cursor(token: str, sort: str) -> list[Any] | None:
+    """Return the values of a cursor, or None if it is malformed."""
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        values = json.loads(raw)
+        if sort in ("newest", "oldest"):
+            created, ident = values
+            return [datetime.fromisoformat(created), int(ident)]
+        score, created, ident = values
+        return [float(score), datetime.fromisoformat(created), int(ident)]
+    except (ValueError, TypeError, binascii.Error, json.JSONDecodeError):
+        return None
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a queue and the cursor of the next, if there is one."""
+
+    comments: list[Comment]
+    next_cursor: str | None
+    total: int
+
+
+def queue_page(flt: QueueFilter, cursor: str = "", size: int = PAGE_SIZE) -> Page:
+    """Return one page of the queue, keyset-paginated so deep pages stay fast."""
+    query = select(Comment).where(*flt.conditions())
+    if cursor:
+        values = decode_cursor(cursor, flt.sort)
+        if values is None:
+            raise InvalidField("cursor", "is not a cursor from this page")
+        query = query.where(flt.after(values))
+    rows = list(db.session.execute(query.order_by(*flt.order()).limit(size + 1)).scalars())
+    more = len(rows) > size
+    rows = rows[:size]
+    nxt = encode_cursor(flt.cursor_of(rows[-1])) if more and rows else None
+    return Page(rows, nxt, count_matching(flt))
+
+
+def count_matching(flt: QueueFilter) -> int:
+    """Return how many comments match the filter."""
+    return db.session.execute(
+        select(func.count(Comment.id)).where(*flt.conditions())
+    ).scalar_one()
+
+
+def queue_sizes(allowed_sites: tuple[int, ...] | None) -> dict[str, int]:
+    """Return the number of comments waiting in the pending and reported queues."""
+    return {
+        name: count_matching(QueueFilter(queue=name, allowed_sites=allowed_sites))
+        for name in ("pending", "reported")
+    }
+
+
+def matching_ids(flt: QueueFilter, batch: int | None = None) -> Iterator[list[int]]:
+    """Yield the ids matching the filter in ascending batches, re-querying after each."""
+    batch = batch or BATCH_SIZE
+    last = 0
+    while True:
+        ids = list(
+            db.session.execute(
+                select(Comment.id)
+                .where(*flt.conditions(), Comment.id > last)
+                .order_by(Comment.id)
+                .limit(batch)
+            ).scalars()
+        )
+        if not ids:
+            return
+        yield ids
+        last = ids[-1]
+
+
+def moderate_ids(
+    ids: Sequence[int],
+    action: str,
+    actor: str,
+    reason: str = "",
+    allowed: Callable[[Comment], bool] = lambda c: True,
+) -> int:
+    """Apply an action to the comments with these ids, in batches; return how many changed."""
+    done = 0
+    for start in range(0, len(ids), BATCH_SIZE):
+        chunk = ids[start : start + BATCH_SIZE]
+        rows = db.session.execute(select(Comment).where(Comment.id.in_(chunk))).scalars().all()
+        targets = [c for c in rows if allowed(c)]
+        if targets:
+            comments.moderate_many(targets, action, actor, reason)
+            done += len(targets)
+        db.session.expunge_all()
+    return done
+
+
+def moderate_matching(flt: QueueFilter, action: str, actor: str, reason: str = "") -> int:
+    """Apply an action to everything matching the filter, one audit row per comment."""
+    if action not in comments.MODERATION_ACTIONS:
+        raise InvalidField("action", "must be one of " + ", ".join(comments.MODERATION_ACTIONS))
+    done = 0
+    for ids in matching_ids(flt):
+        done += moderate_ids(ids, action, actor, reason)
+    return done
+
+
+# -- one comment ----------------------------------------------------------------------------
+
+
+def author_history(site_id: int, key: str) -> dict[str, int]:
+    """Return how many of this author's comments on the site are in each status."""
+    rows = db.session.execute(
+        select(Comment.status, func.count(Comment.id))
+        .where(Comment.site_id == site_id, Comment.author_key == key)
+        .group_by(Comment.status)
+    ).all()
+    return {status: int(n) for status, n in rows}
+
+
+def open_reports(comment_ids: Sequence[int]) -> dict[int, list[Report]]:
+    """Return the unresolved reader reports of these comments."""
+    out: dict[int, list[Report]] = {}
+    if not comment_ids:
+        return out
+    for flag in db.session.execute(
+        select(Report)
+        .where(Report.comment_id.in_(comment_ids), Report.resolved_at.is_(None))
+        .order_by(Report.created_at)
+    ).scalars():
+        out.setdefault(flag.comment_id, []).append(flag)
+    return out
+
+
+def edit(comment: Comment, text: object, actor: str, reason: str = "") -> ModerationEvent:
+    """Replace a comment's text as a moderator: re-sanitise it and record the edit."""
+    clean, html = sanitising.clean_text(text)
+    event = ModerationEvent(
+        site_id=comment.site_id,
+        comment_id=comment.id,
+        actor=actor,
+        action="edit",
+        from_status=comment.status,
+        to_status=comment.status,
+        reason=reason or "edited by a moderator",
+    )
+    comment.text, comment.html, comment.edited_at = clean, html, utcnow()
+    db.session.add(event)
+    db.session.commit()
+    return event
+
+
+# -- bans and trust -------------------------------------------------------------------------
+
+
+def normalise_ban(kind: str, value: str) -> str:
+    """Return the stored form of a ban value, or raise InvalidField naming the field."""
+    value = sanitising.normalise(value or "").strip()
+    if kind not in BAN_KINDS:
+        raise InvalidField("kind", "must be one of " + ", ".join(BAN_KINDS))
+    if not value:
+        raise InvalidField("value", "is required")
+    if kind == "email":
+        value = value.lower()
+        if value.count("@") != 1 or " " in value or len(value) > 254:
+            raise InvalidField("value", "must be an email address like name@example.org")
+        return value
+    if kind == "addr":
+        network = comments.anonymise_addr(value)
+        if not network:
+            raise InvalidField("value", "must be an IP address, e.g. 203.0.113.0")
+        return network
+    host = value.lower()
+    if "://" in host:
+        host = host.split("://", 1)[1]
+    host = host.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0].rsplit("@", 1)[-1]
+    host = host.split(":", 1)[0].strip(".")
+    if not _DOMAIN_RE.match(host):
+        raise InvalidField("value", "must be a domain like spam.example")
+    return host
+
+
+def ban(
+    site_id: int | None,
+    kind: str,
+    value: str,
+    *,
+    actor: str,
+    reason: str = "",
+    duration: timedelta | None = None,
+    comment_id: int | None = None,
+) -> Ban:
+    """Ban an email, anonymised address or domain on a site (or everywhere), maybe for a time."""
+    stored = normalise_ban(kind, value)
+    expires = utcnow() + duration if duration else None
+    entry = Ban(site_id=site_id, kind=kind, value=stored, reason=reason, created_by=actor,
+                expires_at=expires)
+    db.session.add(entry)
+    until = f" until {expires:%Y-%m-%d %H:%M} UTC" if expires else ""
+    db.session.add(
+        ModerationEvent(
+            site_id=site_id,
+            comment_id=comment_id,
+            actor=actor,
+            action="ban",
+            reason=f"{kind} {stored}{until}" + (f": {reason}" if reason else ""),
+        )
+    )
+    db.session.commit()
+    return entry
+
+
+def lift_ban(entry: Ban, actor: str) -> None:
+    """End a ban now, keeping it in the list as expired."""
+    entry.expires_at = utcnow()
+    db.session.add(
+        ModerationEvent(site_id=entry.site_id, actor=actor, action="unban",
+                        reason=f"{entry.kind} {entry.value}")
+    )
+    db.session.commit()
+
+
+def bans(allowed_sites: tuple[int, ...] | None, active_only: bool = False) -> list[Ban]:
+    """Return the bans a moderator may see, newest first."""
+    query = select(Ban).order_by(Ban.created_at.desc(), Ban.id.desc())
+    if allowed_sites is not None:
+        query = query.where(or_(Ban.site_id.in_(allowed_sites), Ban.site_id.is_(None)))
+    if active_only:
+        query = query.where(or_(Ban.expires_at.is_(None), Ban.expires_at > utcnow()))
+    return list(db.session.execute(query.limit(500)).scalars())
+
+
+def trust(comment: Comment, actor: str) -> TrustedAuthor:
+    """Trust the author of a comment on its site: their comments skip holding."""
+    found = db.session.execute(
+        select(TrustedAuthor).where(
+            TrustedAuthor.site_id == comment.site_id,
+            TrustedAuthor.author_key == comment.author_key,
+        )
+    ).scalar_one_or_none()
+    if found is not None:
+        return found
+    label = " · ".join(p for p in (comment.author, comment.email, comment.website) if p)
+    entry = TrustedAuthor(site_id=comment.site_id, author_key=comment.author_key,
+                          label=label or comment.author_key, created_by=actor)
+    db.session.add(entry)
+    db.session.add(
+        ModerationEvent(site_id=comment.site_id, comment_id=comment.id, actor=actor,
+                        action="trust", reason=f"author {entry.label}")
+    )
+    db.session.commit()
+    return entry
+
+
+def untrust(entry: TrustedAuthor, actor: str) -> None:
+    """Stop trusting an author."""
+    db.session.add(
+        ModerationEvent(site_id=entry.site_id, actor=actor, action="untrust",
+                        reason=f"author {entry.label}")
+    )
+    db.session.delete(entry)
+    db.session.commit()
+
+
+def trusted(allowed_sites: tuple[int, ...] | None) -> list[TrustedAuthor]:
+    """Return the trusted authors a moderator may see."""
+    query = select(TrustedAuthor).order_by(TrustedAuthor.created_at.desc())
+    if allowed_sites is not None:
+        query = query.where(TrustedAuthor.site_id.in_(allowed_sites))
+    return list(db.session.execute(query.limit(500)).scalars())
+
+
+def is_trusted(site_id: int, key: str) -> bool:
+    """Return whether an author is trusted on a site."""
+    return db.session.execute(
+        select(TrustedAuthor.id).where(TrustedAuthor.site_id == site_id,
+                                       TrustedAuthor.author_key == key)
+    ).first() is not None
+
+
+# -- audit ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    """Which audit entries to list."""
+
+    allowed_sites: tuple[int, ...] | None = None
+    site_id: int | None = None
+    actor: str = ""
+    action: str = ""
+    comment_id: int | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+def audit_page(
+    flt: AuditFilter, before: int | None = None, size: int = 50
+) -> tuple[list[ModerationEvent], int | None]:
+    """Return audit entries newest first and the id to continue before, if more exist."""
+    query = select(ModerationEvent)
+    if flt.allowed_sites is not None:
+        query = query.where(ModerationEvent.site_id.in_(flt.allowed_sites))
+    if flt.site_id is not None:
+        query = query.where(ModerationEvent.site_id == flt.site_id)
+    if flt.actor:
+        query = query.where(ModerationEvent.actor.like(_like(flt.actor), escape="\\"))
+    if flt.action:
+        query = query.where(ModerationEvent.action == flt.action)
+    if flt.comment_id is not None:
+        query = query.where(ModerationEvent.comment_id == flt.comment_id)
+    if flt.since is not None:
+        query = query.where(ModerationEvent.created_at >= flt.since)
+    if flt.until is not None:
+        query = query.where(ModerationEvent.created_at < flt.until)
+    if before is not None:
+        query = query.where(ModerationEvent.id < before)
+    rows = list(
+        db.session.execute(query.order_by(ModerationEvent.id.desc()).limit(size + 1)).scalars()
+    )
+    more = len(rows) > size
+    rows = rows[:size]
+    return rows, (rows[-1].id if more and rows else None)
+
+
+AUDIT_ACTIONS = ("submit", "approve", "reject", "spam", "delete", "edit", "ban", "unban",
+                 "trust", "untrust", "settings")
+
+
+def get_comment_for(comment_id: int, allowed_sites: tuple[int, ...] | None) -> Comment:
+    """Return a comment the moderator may see, or raise NotFound."""
+    comment = db.session.get(Comment, comment_id)
+    if comment is None or (allowed_sites is not None and comment.site_id not in allowed_sites):
+        raise NotFound("no such comment")
+    return comment

@@ -1,0 +1,357 @@
+"""Numbers for the stats page and the server-rendered SVG charts that draw them."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from markupsafe import Markup, escape
+from sqlalchemy import ColumnElement, Integer, cast, false, func, or_, select
+
+from .db import Comment, Status, db, utcnow
+
+OUTCOMES = (Status.PUBLISHED, Status.PENDING, Status.SPAM, Status.REJECTED, Status.DELETED)
+BINS = 20
+WIDTH, HEIGHT = 640, 240
+PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 48, 12, 16, 40
+
+
+@dataclass(frozen=True)
+class Window:
+    """The days a stats page covers and the sites it counts."""
+
+    allowed_sites: tuple[int, ...] | None
+    site_id: int | None
+    days: int = 30
+
+    @property
+    def first(self) -> date:
+        """Return the first day shown."""
+        return utcnow().date() - timedelta(days=self.days - 1)
+
+    def dates(self) -> list[date]:
+        """Return every day shown, oldest first."""
+        return [self.first + timedelta(days=i) for i in range(self.days)]
+
+    def sites(self) -> list[ColumnElement[bool]]:
+        """Return the site conditions for comment queries."""
+        where: list[ColumnElement[bool]] = []
+        if self.allowed_sites is not None:
+            where.append(Comment.site_id.in_(self.allowed_sites) if self.allowed_sites else false())
+        if self.site_id is not None:
+            where.append(Comment.site_id == self.site_id)
+        return where
+
+
+def _start(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+def _day(value: Any) -> str:
+    return str(value)[:10]
+
+
+def per_day(window: Window) -> dict[str, dict[str, int]]:
+    """Return, per day, how many comments were submitted and where they stand now."""
+    day = func.date(Comment.created_at)
+    rows = db.session.execute(
+        select(day, Comment.status, func.count(Comment.id))
+        .where(*window.sites(), Comment.created_at >= _start(window.first))
+        .group_by(day, Comment.status)
+    ).all()
+    out: dict[str, dict[str, int]] = {d.isoformat(): {} for d in window.dates()}
+    for when, status, n in rows:
+        out.setdefault(_day(when), {})[status] = int(n)
+    return out
+
+
+def shares(
+    window: Window, thresholds: Mapping[str, Mapping[str, float]]
+) -> dict[str, dict[str, float | None]]:
+    """Return, per day, the share of comments scoring at or above each hold threshold."""
+    day = func.date(Comment.created_at)
+    spam_hold = float(thresholds["spam"]["hold"])
+    toxic_hold = float(thresholds["toxicity"]["hold"])
+    rows = db.session.execute(
+        select(
+            day,
+            func.count(Comment.id),
+            func.sum(cast(Comment.spam_score >= spam_hold, Integer)),
+            func.sum(cast(Comment.toxicity_score >= toxic_hold, Integer)),
+        )
+        .where(*window.sites(), Comment.created_at >= _start(window.first),
+               Comment.spam_score.is_not(None))
+        .group_by(day)
+    ).all()
+    out: dict[str, dict[str, float | None]] = {
+        d.isoformat(): {"spam": None, "toxicity": None} for d in window.dates()
+    }
+    for when, total, spam, toxic in rows:
+        if total:
+            out[_day(when)] = {"spam": (spam or 0) / total, "toxicity": (toxic or 0) / total}
+    return out
+
+
+def queue_sizes(window: Window) -> dict[str, int]:
+    """Return how many comments were waiting for a moderator at the end of each day."""
+    out: dict[str, int] = {}
+    for day in window.dates():
+        end = _start(day + timedelta(days=1))
+        out[day.isoformat()] = db.session.execute(
+            select(func.count(Comment.id)).where(
+                *window.sites(),
+                Comment.created_at < end,
+                or_(Comment.decided_at.is_(None), Comment.decided_at >= end),
+            )
+        ).scalar_one()
+    return out
+
+
+def decision_hours(window: Window) -> dict[str, float | None]:
+    """Return, per day, the median hours held comments waited for a moderator's decision."""
+    rows = db.session.execute(
+        select(Comment.created_at, Comment.decided_at).where(
+            *window.sites(),
+            Comment.decided_at >= _start(window.first),
+            Comment.decided_at > Comment.created_at,
+        )
+    ).all()
+    waits: dict[str, list[float]] = {}
+    for created, decided in rows:
+        waits.setdefault(decided.date().isoformat(), []).append(
+            (decided - created).total_seconds() / 3600
+        )
+    return {
+        d.isoformat(): (statistics.median(waits[d.isoformat()]) if d.isoformat() in waits
+                        else None)
+        for d in window.dates()
+    }
+
+
+def histogram(window: Window, column: Any) -> list[int]:
+    """Return the counts of a score in equal bins from 0 to 1 over the window."""
+    scaled = column * BINS
+    if db.session.get_bind().dialect.name == "postgresql":
+        bucket: Any = cast(func.floor(scaled), Integer)
+    else:
+        bucket = cast(scaled, Integer)  # SQLite truncates, and scores are never negative
+    rows = db.session.execute(
+        select(bucket, func.count(Comment.id))
+        .where(*window.sites(), Comment.created_at >= _start(window.first),
+               column.is_not(None))
+        .group_by(bucket)
+    ).all()
+    bins = [0] * BINS
+    for index, n in rows:
+        bins[min(max(int(index), 0), BINS - 1)] += int(n)
+    return bins
+
+
+def decided_outcomes(window: Window) -> dict[str, int]:
+    """Return the totals per status over the window."""
+    totals: dict[str, int] = {}
+    for counts in per_day(window).values():
+        for status, n in counts.items():
+            totals[status] = totals.get(status, 0) + n
+    return totals
+
+
+# -- SVG ------------------------------------------------------------------------------------
+
+
+def _nice_max(value: float) -> float:
+    if value <= 0:
+        return 1.0
+    for step in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 5000, 10000):
+        if value <= step:
+            return float(step)
+    magnitude = 10 ** (len(str(int(value))) - 1)
+    return float(-(-value // magnitude) * magnitude)
+
+
+def _frame(title: str, summary: str, body: list[str], ident: str) -> Markup:
+    return Markup(
+        f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
+        f'aria-labelledby="{ident}-t {ident}-d" preserveAspectRatio="xMidYMid meet">'
+        f'<title id="{ident}-t">{escape(title)}</title>'
+        f'<desc id="{ident}-d">{escape(summary)}</desc>' + "".join(body) + "</svg>"
+    )
+
+
+def _axes(y_max: float, labels: Sequence[str], percent: bool = False) -> list[str]:
+    plot_w, plot_h = WIDTH - PAD_LEFT - PAD_RIGHT, HEIGHT - PAD_TOP - PAD_BOTTOM
+    out = []
+    for i in range(5):
+        value = y_max * i / 4
+        y = PAD_TOP + plot_h - plot_h * i / 4
+        text = f"{value:.0%}" if percent else (f"{value:g}" if value < 10 else f"{value:.0f}")
+        out.append(f'<line class="grid" x1="{PAD_LEFT}" x2="{WIDTH - PAD_RIGHT}" '
+                   f'y1="{y:.1f}" y2="{y:.1f}"/>')
+        out.append(f'<text class="tick" x="{PAD_LEFT - 6}" y="{y + 4:.1f}" '
+                   f'text-anchor="end">{text}</text>')
+    step = max(1, len(labels) // 6)
+    slot = plot_w / max(len(labels), 1)
+    for i, label in enumerate(labels):
+        if i % step == 0 or i == len(labels) - 1:
+            x = PAD_LEFT + slot * (i + 0.5)
+            out.append(f'<text class="tick" x="{x:.1f}" y="{HEIGHT - PAD_BOTTOM + 16}" '
+                       f'text-anchor="middle">{escape(label)}</text>')
+    return out
+
+
+def _legend(items: Sequence[tuple[str, str]]) -> list[str]:
+    out, x = [], PAD_LEFT
+    for name, css in items:
+        out.append(f'<rect class="{css}" x="{x}" y="{HEIGHT - 14}" width="10" height="10"/>')
+        out.append(f'<text class="legend" x="{x + 14}" y="{HEIGHT - 5}">{escape(name)}</text>')
+        x += 24 + 7 * len(name)
+    return out
+
+
+def stacked_bars(
+    ident: str, title: str, days: Sequence[str], series: Sequence[tuple[str, str, list[float]]]
+) -> Markup:
+    """Draw one stacked bar per day, one colour per series."""
+    totals = [sum(values[i] for _, _, values in series) for i in range(len(days))]
+    y_max = _nice_max(max(totals, default=0))
+    plot_w, plot_h = WIDTH - PAD_LEFT - PAD_RIGHT, HEIGHT - PAD_TOP - PAD_BOTTOM
+    slot = plot_w / max(len(days), 1)
+    body = _axes(y_max, [d[5:] for d in days])
+    for i, day in enumerate(days):
+        y = PAD_TOP + plot_h
+        for name, css, values in series:
+            if not values[i]:
+                continue
+            h = plot_h * values[i] / y_max
+            y -= h
+            body.append(
+                f'<rect class="{css}" x="{PAD_LEFT + slot * i + slot * 0.15:.1f}" y="{y:.1f}" '
+                f'width="{slot * 0.7:.1f}" height="{h:.1f}"><title>{day} {escape(name)}: '
+                f'{values[i]:g}</title></rect>'
+            )
+    body += _legend([(name, css) for name, css, _ in series])
+    summary = f"{sum(totals):g} in {len(days)} days; " + ", ".join(
+        f"{name} {sum(values):g}" for name, _, values in series
+    )
+    return _frame(title, summary, body, ident)
+
+
+def lines(
+    ident: str,
+    title: str,
+    days: Sequence[str],
+    series: Sequence[tuple[str, str, list[float | None]]],
+    percent: bool = False,
+    unit: str = "",
+) -> Markup:
+    """Draw one line per series over the days; missing values break the line."""
+    peak = max((v for _, _, vals in series for v in vals if v is not None), default=0.0)
+    y_max = min(1.0, max(0.1, -(-peak * 10 // 1) / 10)) if percent else _nice_max(peak)
+    plot_w, plot_h = WIDTH - PAD_LEFT - PAD_RIGHT, HEIGHT - PAD_TOP - PAD_BOTTOM
+    slot = plot_w / max(len(days), 1)
+    body = _axes(y_max, [d[5:] for d in days], percent)
+    for name, css, values in series:
+        runs: list[list[str]] = [[]]
+        for i, value in enumerate(values):
+            if value is None:
+                runs.append([])
+                continue
+            x = PAD_LEFT + slot * (i + 0.5)
+            y = PAD_TOP + plot_h - plot_h * value / y_max
+            runs[-1].append(f"{x:.1f},{y:.1f}")
+            shown = f"{value:.0%}" if percent else f"{value:.1f}{unit}"
+            body.append(f'<circle class="{css}" cx="{x:.1f}" cy="{y:.1f}" r="3">'
+                        f"<title>{days[i]} {escape(name)}: {shown}</title></circle>")
+        for run in runs:
+            if len(run) > 1:
+                body.append(f'<polyline class="{css} line" points="{" ".join(run)}"/>')
+    body += _legend([(name, css) for name, css, _ in series])
+    summary = "; ".join(
+        f"{name}: latest "
+        + next(((f"{v:.0%}" if percent else f"{v:.1f}{unit}") for v in reversed(vals)
+                if v is not None), "none")
+        for name, _, vals in series
+    )
+    return _frame(title, summary, body, ident)
+
+
+def histogram_chart(
+    ident: str, title: str, bins: Sequence[int], css: str, marks: Sequence[tuple[str, float]]
+) -> Markup:
+    """Draw a score histogram from 0 to 1 with the thresholds as labelled vertical lines."""
+    y_max = _nice_max(max(bins, default=0))
+    plot_w, plot_h = WIDTH - PAD_LEFT - PAD_RIGHT, HEIGHT - PAD_TOP - PAD_BOTTOM
+    slot = plot_w / len(bins)
+    labels = [f"{i / len(bins):.1f}" if i % 2 == 0 else "" for i in range(len(bins))]
+    body = _axes(y_max, labels)
+    for i, n in enumerate(bins):
+        if not n:
+            continue
+        h = plot_h * n / y_max
+        low, high = i / len(bins), (i + 1) / len(bins)
+        body.append(
+            f'<rect class="{css}" x="{PAD_LEFT + slot * i + 1:.1f}" '
+            f'y="{PAD_TOP + plot_h - h:.1f}" width="{slot - 2:.1f}" height="{h:.1f}">'
+            f"<title>{low:.2f}–{high:.2f}: {n}</title></rect>"
+        )
+    for name, value in marks:
+        x = PAD_LEFT + plot_w * value
+        body.append(f'<line class="threshold {escape(name)}" x1="{x:.1f}" x2="{x:.1f}" '
+                    f'y1="{PAD_TOP}" y2="{PAD_TOP + plot_h}"/>')
+        body.append(f'<text class="threshold-label" x="{x + 4:.1f}" y="{PAD_TOP + 12}">'
+                    f"{escape(name)} {value:.2f}</text>")
+    summary = f"{sum(bins)} scored comments; thresholds " + ", ".join(
+        f"{name} {value:.2f}" for name, value in marks
+    )
+    return _frame(title, summary, body, ident)
+
+
+def charts(window: Window, thresholds: Mapping[str, Mapping[str, float]]) -> dict[str, Markup]:
+    """Return every chart of the stats page, keyed by name."""
+    days = [d.isoformat() for d in window.dates()]
+    counts = per_day(window)
+    outcome = [
+        (status.value.capitalize(), f"s-{status.value}",
+         [float(counts.get(d, {}).get(status, 0)) for d in days])
+        for status in OUTCOMES
+    ]
+    share = shares(window, thresholds)
+    queue = queue_sizes(window)
+    waits = decision_hours(window)
+    return {
+        "outcomes": stacked_bars("outcomes", "Comments per day by outcome", days, outcome),
+        "shares": lines(
+            "shares", "Share of comments at or above the hold threshold", days,
+            [("Spam", "s-spam", [share[d]["spam"] for d in days]),
+             ("Toxic", "s-rejected", [share[d]["toxicity"] for d in days])],
+            percent=True,
+        ),
+        "queue": lines("queue", "Comments waiting at the end of each day", days,
+                       [("Waiting", "s-pending", [float(queue[d]) for d in days])]),
+        "decision": lines("decision", "Median hours from submission to decision", days,
+                          [("Hours", "s-published", [waits[d] for d in days])], unit=" h"),
+        "spam_hist": histogram_chart(
+            "spam_hist", "Spam scores", histogram(window, Comment.spam_score), "s-spam",
+            [("hold", float(thresholds["spam"]["hold"])),
+             ("reject", float(thresholds["spam"]["reject"]))],
+        ),
+        "toxicity_hist": histogram_chart(
+            "toxicity_hist", "Toxicity scores", histogram(window, Comment.toxicity_score),
+            "s-rejected",
+            [("hold", float(thresholds["toxicity"]["hold"])),
+             ("reject", float(thresholds["toxicity"]["reject"]))],
+        ),
+    }
+
+
+def totals(window: Window) -> dict[str, int]:
+    """Return the window's totals per status and the current pending count."""
+    out = decided_outcomes(window)
+    out["waiting"] = db.session.execute(
+        select(func.count(Comment.id)).where(*window.sites(), Comment.status == Status.PENDING)
+    ).scalar_one()
+    return out
+

@@ -1,0 +1,731 @@
+"""The moderator dashboard: accounts, permissions, CSRF, queues, bulk actions, bans, exports."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
+
+from moderation import auth, moderation
+from moderation.classifier import CommentText
+from moderation.db import (
+    Ban,
+    Comment,
+    Label,
+    ModerationEvent,
+    Moderator,
+    Site,
+    Status,
+    TrustedAuthor,
+    db,
+    utcnow,
+)
+from tests import fakes
+from tests.conftest import clear_tables, make_app
+
+PASSWORD = "correct horse battery"
+
+
+class ExplainingClassifier(fakes.KeywordClassifier):
+    """The keyword classifier, also telling which words drove each score."""
+
+    def explain(self, item: CommentText, top: int = 8) -> dict[str, list[dict[str, object]]]:
+        out: dict[str, list[dict[str, object]]] = {"spam": [], "toxicity": []}
+        for head, word in (("spam", "viagra"), ("toxicity", "idiot"), ("toxicity", "borderline")):
+            spans = [[m.start(), m.end()] for m in re.finditer(word, item.text.lower())]
+            if spans:
+                out[head].append({"term": word, "field": "text", "weight": 1.0, "spans": spans})
+        return out
+
+
+def add_site(app: Flask, name: str, **settings: Any) -> Site:
+    with app.app_context():
+        site = Site(name=name, origins=[], settings=settings)
+        db.session.add(site)
+        db.session.commit()
+        db.session.refresh(site)
+        db.session.expunge(site)
+    return site
+
+
+def add_moderator(app: Flask, email: str, *sites: Site, admin: bool = False) -> None:
+    with app.app_context():
+        chosen = [db.session.get(Site, s.id) for s in sites]
+        db.session.add(Moderator(email=email, password_hash=auth.hash_password(PASSWORD),
+                                 is_admin=admin, sites=chosen))
+        db.session.commit()
+
+
+def login(client: FlaskClient, email: str, password: str = PASSWORD) -> Any:
+    return client.post("/dashboard/login", data={"email": email, "password": password})
+
+
+def post(client: FlaskClient, site: Site, text: str, addr: str = "198.51.100.7",
+         **fields: Any) -> Any:
+    body = {"site": site.key, "uri": "/posts/one", "text": text, **fields}
+    return client.post("/api/v1/comments", json=body, environ_base={"REMOTE_ADDR": addr})
+
+
+def status_of(app: Flask, comment_id: int) -> str:
+    with app.app_context():
+        comment = db.session.get(Comment, comment_id)
+        assert comment is not None
+        return comment.status
+
+
+def events(app: Flask, action: str) -> list[ModerationEvent]:
+    with app.app_context():
+        rows = db.session.execute(
+            select(ModerationEvent).where(ModerationEvent.action == action)
+            .order_by(ModerationEvent.id)
+        ).scalars().all()
+        db.session.expunge_all()
+        return list(rows)
+
+
+@pytest.fixture
+def world(app: Flask) -> dict[str, Any]:
+    """Two sites, an admin, a moderator of each site, and the explaining classifier."""
+    app.extensions["classifier"] = fakes.ModelStatus(ExplainingClassifier(), None)  # type: ignore[arg-type]
+    a = add_site(app, "Alpha")
+    b = add_site(app, "Beta")
+    add_moderator(app, "admin@example.org", admin=True)
+    add_moderator(app, "alice@example.org", a)
+    add_moderator(app, "bob@example.org", b)
+    return {"a": a, "b": b}
+
+
+def held(client: FlaskClient, site: Site, text: str = "a borderline remark", **kw: Any) -> int:
+    response = post(client, site, text, **kw)
+    assert response.status_code == 202, response.json
+    return int(response.json["comment"]["id"])
+
+
+# -- accounts -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", [
+    "/dashboard/", "/dashboard/queue/pending", "/dashboard/audit", "/dashboard/stats",
+    "/dashboard/bans", "/dashboard/sites", "/dashboard/labels.csv", "/dashboard/comments/1",
+    "/dashboard/sites/1/settings", "/dashboard/moderators",
+])
+def test_anonymous_visitors_are_sent_to_login(client: FlaskClient, path: str) -> None:
+    response = client.get(path)
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("/dashboard/login?next=")
+
+
+def test_anonymous_posts_change_nothing(
+    app: Flask, client: FlaskClient, world: dict[str, Any]
+) -> None:
+    comment_id = held(client, world["a"])
+    response = client.post(f"/dashboard/comments/{comment_id}/approve")
+    assert response.status_code == 302
+    assert "/dashboard/login" in response.headers["Location"]
+    assert status_of(app, comment_id) == Status.PENDING
+
+
+def test_login_logout_and_wrong_password(client: FlaskClient, world: dict[str, Any]) -> None:
+    page = client.get("/dashboard/login")
+    assert page.status_code == 200
+    assert b'<label for="email">Email</label>' in page.data
+    wrong = login(client, "alice@example.org", "not the password")
+    assert wrong.status_code == 401
+    assert b"Wrong email or password." in wrong.data
+    assert login(client, "nobody@example.org").status_code == 401
+    ok = client.post("/dashboard/login", data={"email": "Alice@Example.org",
+                                                "password": PASSWORD,
+                                                "next": "/dashboard/audit"})
+    assert ok.status_code == 302 and ok.headers["Location"] == "/dashboard/audit"
+    assert client.get("/dashboard/queue/pending").status_code == 200
+    client.post("/dashboard/logout")
+    assert client.get("/dashboard/queue/pending").status_code == 302
+
+
+def test_login_never_redirects_off_site(client: FlaskClient, world: dict[str, Any]) -> None:
+    response = client.post("/dashboard/login", data={
+        "email": "alice@example.org", "password": PASSWORD, "next": "//evil.example/x"})
+    assert response.headers["Location"] == "/dashboard/"
+
+
+def test_password_is_stored_as_scrypt_hash(app: Flask, world: dict[str, Any]) -> None:
+    with app.app_context():
+        stored = db.session.execute(
+            select(Moderator.password_hash).where(Moderator.email == "alice@example.org")
+        ).scalar_one()
+    assert stored.startswith("scrypt:") and PASSWORD not in stored
+
+
+def test_moderator_cli_adds_accounts(app: Flask, world: dict[str, Any]) -> None:
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["moderator", "add", "--email", "Carol@Example.org",
+                                 "--site", world["a"].key, "--password-stdin"],
+                           input="a long enough password\n")
+    assert result.exit_code == 0, result.output
+    assert "Added moderator carol@example.org for Alpha" in result.output
+    short = runner.invoke(args=["moderator", "add", "--email", "dan@example.org", "--admin",
+                                "--password-stdin"], input="short\n")
+    assert short.exit_code != 0 and "at least" in short.output
+    nosite = runner.invoke(args=["moderator", "add", "--email", "dan@example.org",
+                                 "--password-stdin"], input="a long enough password\n")
+    assert nosite.exit_code != 0 and "--site" in nosite.output
+    client = app.test_client()
+    assert login(client, "carol@example.org", "a long enough password").status_code == 302
+    listed = runner.invoke(args=["moderator", "list"])
+    assert "carol@example.org" in listed.output and world["a"].key in listed.output
+
+
+# -- permissions ----------------------------------------------------------------------------
+
+
+def test_a_moderator_cannot_see_or_act_on_another_site(
+    app: Flask, client: FlaskClient, world: dict[str, Any]
+) -> None:
+    theirs = held(client, world["a"], "a borderline remark on alpha")
+    mine = held(client, world["b"], "a borderline remark on beta")
+    login(client, "bob@example.org")
+
+    queue = client.get("/dashboard/queue/pending").get_data(as_text=True)
+    assert "remark on beta" in queue and "remark on alpha" not in queue
+    assert client.get(f"/dashboard/queue/pending?site={world['a'].id}").status_code == 403
+    assert client.get(f"/dashboard/comments/{theirs}").status_code == 404
+    assert client.post(f"/dashboard/comments/{theirs}/approve").status_code == 404
+    assert client.post(f"/dashboard/comments/{theirs}/edit", data={"text": "x y"}).status_code \
+        == 404
+    bulk = client.post("/dashboard/bulk", data={"action": "approve", "ids": [theirs, mine],
+                                                "confirmed": "yes"})
+    assert bulk.status_code == 404
+    assert status_of(app, theirs) == status_of(app, mine) == Status.PENDING
+    assert client.get(f"/dashboard/sites/{world['a'].id}/settings").status_code == 403
+    assert client.get(f"/dashboard/stats?site={world['a'].id}").status_code == 403
+    assert client.get("/dashboard/moderators").status_code == 403
+    banned = client.post("/dashboard/bans", data={"kind": "email", "value": "x@y.example",
+                                                  "site": world["a"].id, "duration": ""})
+    assert banned.status_code == 403
+    nosite = client.post("/dashboard/bans", data={"kind": "email", "value": "x@y.example",
+                                                  "site": "", "duration": ""})
+    assert nosite.status_code == 400
+    assert b"only admins ban on every site" in nosite.data
+    # "Everything matching" only ever reaches the moderator's own sites.
+    client.post("/dashboard/bulk", data={"action": "reject", "scope": "matching",
+                                         "queue": "pending", "filter": "", "confirmed": "yes"})
+    assert status_of(app, theirs) == Status.PENDING
+    assert status_of(app, mine) == Status.REJECTED
+
+
+def test_moderators_read_settings_and_only_admins_change_them(
+    app: Flask, client: FlaskClient, world: dict[str, Any]
+) -> None:
+    login(client, "alice@example.org")
+    page = client.get(f"/dashboard/sites/{world['a'].id}/settings")
+    assert page.status_code == 200
+    assert b"Only administrators change settings" in page.data
+    assert b"<fieldset disabled>" in page.data
+    response = client.post(f"/dashboard/sites/{world['a'].id}/settings",
+                           data=settings_form(premoderation="all"))
+    assert response.status_code == 403
+    with app.app_context():
+        assert db.session.get(Site, world["a"].id).settings == {}  # type: ignore[union-attr]
+
+
+def test_dashboard_errors_are_readable_pages(client: FlaskClient, world: dict[str, Any]) -> None:
+    login(client, "alice@example.org")
+    missing = client.get("/dashboard/comments/999999")
+    assert missing.status_code == 404 and missing.mimetype == "text/html"
+    assert b"404" in missing.data and b"no such comment" in missing.data.lower()
+    forbidden = client.get("/dashboard/moderators")
+    assert forbidden.status_code == 403 and b"Only administrators" in forbidden.data
+
+
+# -- CSRF -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def csrf_app(database_url: str) -> Iterator[Flask]:
+    app = make_app(database_url, WTF_CSRF_ENABLED=True)
+    fakes.install(app)
+    yield app
+    clear_tables(app)
+
+
+def token_from(html: str) -> str:
+    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert found, "no CSRF token in the page"
+    return found.group(1)
+
+
+def test_forms_without_a_csrf_token_are_refused(csrf_app: Flask) -> None:
+    site = add_site(csrf_app, "Alpha")
+    add_moderator(csrf_app, "alice@example.org", site)
+    client = csrf_app.test_client()
+    # The JSON API is exempt: readers post without any token.
+    comment_id = held(client, site)
+
+    assert login(client, "alice@example.org").status_code == 400  # no token on the login form
+    page = client.get("/dashboard/login").get_data(as_text=True)
+    signed_in = client.post("/dashboard/login", data={"email": "alice@example.org",
+                                                      "password": PASSWORD,
+                                                      "csrf_token": token_from(page)})
+    assert signed_in.status_code == 302
+
+    refused = client.post(f"/dashboard/comments/{comment_id}/approve")
+    assert refused.status_code == 400 and refused.mimetype == "text/html"
+    assert b"CSRF" in refused.data
+    forged = client.post(f"/dashboard/comments/{comment_id}/approve",
+                         data={"csrf_token": "forged"})
+    assert forged.status_code == 400
+    assert status_of(csrf_app, comment_id) == Status.PENDING
+
+    queue = client.get("/dashboard/queue/pending").get_data(as_text=True)
+    done = client.post(f"/dashboard/comments/{comment_id}/approve",
+                       data={"csrf_token": token_from(queue)})
+    assert done.status_code == 302
+    assert status_of(csrf_app, comment_id) == Status.PUBLISHED
+
+
+# -- throttled login ------------------------------------------------------------------------
+
+
+def test_login_attempts_are_throttled_per_address(database_url: str) -> None:
+    app = make_app(database_url, RATELIMIT_ENABLED=True)
+    try:
+        add_moderator(app, "admin@example.org", admin=True)
+        client = app.test_client()
+        attacker = {"REMOTE_ADDR": "203.0.113.50"}
+        for _ in range(5):
+            response = client.post("/dashboard/login", environ_base=attacker,
+                                   data={"email": "admin@example.org", "password": "guess"})
+            assert response.status_code == 401
+        sixth = client.post("/dashboard/login", environ_base=attacker,
+                            data={"email": "admin@example.org", "password": PASSWORD})
+        assert sixth.status_code == 429
+        assert sixth.mimetype == "text/html"
+        assert b"Too many requests" in sixth.data
+        # Reading the form is not throttled, and another address may still sign in.
+        assert client.get("/dashboard/login", environ_base=attacker).status_code == 200
+        other = client.post("/dashboard/login", environ_base={"REMOTE_ADDR": "192.0.2.1"},
+                            data={"email": "admin@example.org", "password": PASSWORD})
+        assert other.status_code == 302
+    finally:
+        clear_tables(app)
+
+
+# -- queues and single actions --------------------------------------------------------------
+
+
+def test_approving_a_held_comment_publishes_it_and_records_a_label(
+    app: Flask, client: FlaskClient, world: dict[str, Any]
+) -> None:
+    comment_id = held(client, world["a"], "a borderline but fair point", author="Reader",
+                      email="reader@example.org")
+    login(client, "alice@example.org")
+    page = client.get("/dashboard/queue/pending").get_data(as_text=True)
+    assert "Reader" in page and "toxicity 0.60 ≥ hold threshold 0.50" in page
+    assert '<mark class="m-toxicity" title="raises toxicity">borderline</mark>' in page
+    assert "198.51.100.0" in page  # the anonymised address, never the raw one
+    assert "198.51.100.7" not in page
+
+    response = client.post(f"/dashboard/comments/{comment_id}/approve",
+                           data={"next": "/dashboard/queue/pending"})
+    assert response.status_code == 302
+    public = client.get("/api/v1/comments",
+                        query_string={"site": world["a"].key, "uri": "/posts/one"}).json
+    assert [c["id"] for c in public["comments"]] == [comment_id]
+    [event] = events(app, "approve")
+    assert event.actor == "moderator:alice@example.org"
+    assert (event.from_status, event.to_status) == ("pending", "published")
+    with app.app_context():
+        label = db.session.execute(select(Label)).scalar_one()
+        assert (label.label, label.email, label.model_version) == (
+            "ham", "reader@example.org", "test-keywords-1")
+
+
+def test_without_a_model_the_text_is_shown_unhighlighted(
+    app: Flask, client: FlaskClient, world: dict[str, Any]
+) -> None:
+    app.extensions["classifier"] = fakes.ModelStatus(None, "no model")
+    held(client, world["a"], "*held* <script>alert(1)</script> text")
+    login(client, "alice@example.org")
+    page = client.get("/dashboard/queue/pending").get_data(as_text=True)
+    assert "model unavailable" in page
+    assert "<p><em>held</em>" in page
+    assert "<script>alert(1)</script>" not in page
+
+
+def test_highlighting_escapes_the_text(
+    app: Flask, client: FlaskClient, world: dict[str, Any]
+) -> None:
+    held(client, world["a"], "borderline `<img src=x onerror=alert(1)>` & more")
+    login(client, "alice@example.org")
+    page = client.get("/dashboard/queue/pending").get_data(as_text=True)
+    assert "<img src=x" not in page
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page
+    assert "<mark class=\"m-toxicity\"" in page
+
+
+def test_reported_queue_and_dismissing_reports(
+    app: Flask, client: FlaskClient, world: dict[str, Any]
+) -> None:
+    response = post(client, world["a"], "A perfectly fine comment")
+    comment_id = response.json["comment"]["id"]
+    assert client.post(f"/api/v1/comments/{comment_id}/report",
+                       json={"reason": "abuse", "note": "rude"}).status_code in (201, 202)
+    login(client, "alice@example.org")
+    page = client.get("/dashboard/queue/reported").get_data(as_text=True)
+    assert "A perfectly fine comment" in page and "rude" in page
+    assert "Keep (dismiss reports)" in page
+    client.post(f"/dashboard/comments/{comment_id}/approve")
+    page = client.get("/dashboard/queue/reported").get_data(as_text=True)
+    assert "A perfectly fine comment" not in page
+    assert status_of(app, comment_id) == Status.PUBLISHED
+
+
+def test_filters_search_sort_and_keyset_pages(
+    app: Flask, client: FlaskClient, world: dict[str, Any]
+) -> None:
+    for i in range(30):
+        held(client, world["a"], f"borderline number {i:02d}", author=f"Author {i:02d}")
+    spammy = post(client, world["a"], "buy viagra now").json
+    assert spammy["error"]["code"] == "rejected"
+    login(client, "admin@example.org")
+    first = client.get("/dashboard/queue/pending?sort=oldest").get_data(as_text=True)
+    assert "30 matching" in first
+    ids_first = re.findall(r'data-id="(\d+)"', first)
+    assert len(ids_first) == moderation.PAGE_SIZE
+    after = re.search(r'rel="next" href="([^"]+)"', first)
+    assert after
+    second = client.get(after.group(1).replace("&amp;", "&")).get_data(as_text=True)
+    ids_second = re.findall(r'data-id="(\d+)"', second)
+    assert len(ids_second) == 5 and not set(ids_first) & set(ids_second)
+    assert sorted(map(int, ids_first + ids_second)) == list(map(int, ids_first + ids_second))
+
+    newest = client.get("/dashboard/queue/pending?sort=newest").get_data(as_text=True)
+    assert re.findall(r'data-id="(\d+)"', newest)[0] == ids_second[-1]
+    search = client.get("/dashboard/queue/pending?q=number+07").get_data(as_text=True)
+    assert "1 matching" in search and "Author 07" in search
+    by_author = client.get("/dashboard/queue/pending?q=author+1&in=author").get_data(as_text=True)
+    assert "10 matching" in by_author
+    rejected = client.get("/dashboard/queue/rejected?min=0.9&reason=spam").get_data(as_text=True)
+    assert "1 matching" in rejected and "viagra" in rejected
+    assert '<mark class="m-spam"' in rejected
+    none = client.get("/dashboard/queue/pending?min=0.7").get_data(as_text=True)
+    assert "0 matching" in none
+    bad = client.get("/dashboard/queue/pending?min=2&since=yesterday").get_data(as_text=True)
+    assert "must be between 0 and 1" in bad and "must be a date like" in bad
+    thread = client.get("/dashboard/queue/pending?thread=/posts/none").get_data(as_text=True)
+    assert "0 matching" in thread
+    garbage = client.get("/dashboard/queue/pending?after=garbage")
+    assert garbage.status_code == 200 and b"not a page of this list" in garbage.data
+
+
+def test_moderator_edit_is_sanitised_and_audited(
+    app: Flask, client: FlaskClient, world: dict[str, Any]
+) -> None:
+    comment_id = held(client, world["a"])
+    login(client, "alice@example.org")
+    response = client.post(f"/dashboard/comments/{comment_id}/edit",
+                           data={"text": "Fixed <script>x()</script> **text**",
+                                 "reason": "removed a slur"})
+    assert response.status_code == 302
+    with app.app_context():
+        comment = db.session.get(Comment, comment_id)
+        assert comment is not None
+        assert "<script>" not in comment.html and "<strong>text</strong>" in comment.html
+        assert comment.edited_at is not None
+    [event] = events(app, "edit")
+    assert event.actor == "moderator:alice@example.org" and event.reason == "removed a slur"
+    empty = client.post(f"/dashboard/comments/{comment_id}/edit", data={"text": ""})
+    assert empty.status_code == 400 and b'class="field-error"' in empty.data
+
+
+# -- bulk actions ---------------------------------------------------------------------------
+
+
+def test_bulk_reject_asks_for_confirmation_first(
+    app: Flask, client: FlaskClient, world: dict[str, Any]
+) -> None:
+    ids = [held(client, world["a"], f"borderline {i}") for i in range(4)]
+    login(client, "alice@example.org")
+    chosen = ids[:3]
+    confirm = client.post("/dashboard/bulk", data={"action": "reject", "ids": chosen,
+                                                   "queue": "pending"})
+    assert confirm.status_code == 200 and b"Reject 3 comments?" in confirm.data
+    assert all(status_of(app, i) == Status.PENDING for i in ids)
+    done = client.post("/dashboard/bulk", data={"action": "reject", "ids": chosen,
+                                                "queue": "pending", "confirmed": "yes",
+                                                "reason": "pile-on"})
+    assert done.status_code == 302
+    assert [status_of(app, i) for i in ids] == ["rejected"] * 3 + ["pending"]
+    rejections = events(app, "reject")
+    assert sorted(e.comment_id for e in rejections) == chosen
+    assert {e.reason for e in rejections} == {"pile-on"}
+    nothing = client.post("/dashboard/bulk", data={"action": "reject", "queue": "pending"})
+    assert nothing.status_code == 302
+    assert client.post("/dashboard/bulk", data={"action": "nuke", "ids": ids}).status_code == 400
+
+
+def test_bulk_on_everything_matching_a_filter_works_in_batches(
+    app: Flask, client: FlaskClient, world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(moderation, "BATCH_SIZE", 4)
+    spam = [held(client, world["a"], f"borderline offer {i}", author="Promo") for i in range(11)]
+    keep = [held(client, world["a"], f"borderline opinion {i}", author="Reader")
+            for i in range(3)]
+    login(client, "alice@example.org")
+    confirm = client.post("/dashboard/bulk", data={
+        "action": "spam", "scope": "matching", "queue": "pending", "filter": "q=offer"})
+    assert b"Spam 11 comments?" in confirm.data and b"every comment matching" in confirm.data
+    done = client.post("/dashboard/bulk", data={
+        "action": "spam", "scope": "matching", "queue": "pending", "filter": "q=offer",
+        "confirmed": "yes"})
+    assert done.status_code == 302 and done.headers["Location"].endswith("?q=offer")
+    assert {status_of(app, i) for i in spam} == {"spam"}
+    assert {status_of(app, i) for i in keep} == {"pending"}
+    assert sorted(e.comment_id for e in events(app, "spam")) == spam
+    with app.app_context():
+        assert db.session.execute(
+            select(func.count(Label.id)).where(Label.label == "spam")).scalar_one() == 11
+    bad = client.post("/dashboard/bulk", data={
+        "action": "spam", "scope": "matching", "queue": "pending", "filter": "min=7",
+        "confirmed": "yes"})
+    assert bad.status_code == 400
+
+
+# -- bans and trust -------------------------------------------------------------------------
+
+
+def test_banning_an_email_rejects_their_next_post(
+    app: Flask, client: FlaskClient, world: dict[str, Any]
+) -> None:
+    comment_id = held(client, world["a"], email="Troll@Example.org")
+    login(client, "alice@example.org")
+    page = client.get(f"/dashboard/comments/{comment_id}").get_data(as_text=True)
+    assert "Ban this author" in page and "troll@example.org" in page.lower()
+    response = client.post("/dashboard/bans", data={
+        "kind": "email", "value": "TROLL@example.org", "site": world["a"].id,
+        "duration": "", "reason": "abuse", "comment": comment_id})
+    assert response.status_code == 302
+    again = post(client, world["a"], "Totally nice words", email="troll@example.org")
+    assert again.status_code == 422
+    elsewhere = post(client, world["b"], "Totally nice words", email="troll@example.org")
+    assert elsewhere.status_code == 201
+    [event] = events(app, "ban")
+    assert event.reason == "email troll@example.org: abuse" and event.comment_id == comment_id
+    bans_page = client.get("/dashboard/bans").get_data(as_text=True)
+    assert "troll@example.org" in bans_page and "permanent" in bans_page
+
+
+def test_timed_bans_expire_and_bans_can_be_lifted(
+    app: Flask, client: FlaskClient, world: dict[str, Any]
+) -> None:
+    login(client, "admin@example.org")
+    client.post("/dashboard/bans", data={"kind": "domain", "value": "https://spam.example/x",
+                                         "site": "", "duration": "1"})
+    client.post("/dashboard/bans", data={"kind": "addr", "value": "203.0.113.77",
+                                         "site": world["a"].id, "duration": ""})
+    with app.app_context():
+        stored = {b.kind: b for b in db.session.execute(select(Ban)).scalars()}
+        assert stored["domain"].value == "spam.example" and stored["domain"].site_id is None
+        assert stored["domain"].expires_at is not None
+        assert stored["addr"].value == "203.0.113.0"
+        domain_ban, addr_ban = stored["domain"].id, stored["addr"].id
+    by_domain = post(client, world["b"], "Nice post", website="https://www.spam.example/")
+    assert by_domain.status_code == 422
+    by_addr = post(client, world["a"], "Nice post", addr="203.0.113.5")
+    assert by_addr.status_code == 422
+    with app.app_context():
+        entry = db.session.get(Ban, domain_ban)
+        assert entry is not None
+        entry.expires_at = utcnow() - timedelta(seconds=1)
+        db.session.commit()
+    assert post(client, world["b"], "Nice post", website="https://www.spam.example/") \
+        .status_code == 201
+    assert client.post(f"/dashboard/bans/{addr_ban}/lift").status_code == 302
+    assert post(client, world["a"], "Nice post", addr="203.0.113.5").status_code == 201
+    assert [e.reason for e in events(app, "unban")] == ["addr 203.0.113.0"]
+    page = client.get("/dashboard/bans").get_data(as_text=True)
+    assert "(ended)" in page
+
+
+def test_invalid_bans_name_the_field_and_store_nothing(
+    app: Flask, client: FlaskClient, world: dict[str, Any]
+) -> None:
+    login(client, "alice@example.org")
+    for kind, value in (("email", "not-an-email"), ("addr", "999.1.1.1"),
+                        ("domain", "no spaces.example"), ("email", "")):
+        response = client.post("/dashboard/bans", data={
+            "kind": kind, "value": value, "site": world["a"].id, "duration": ""})
+        assert response.status_code == 400
+        assert b'id="value-error"' in response.data
+    odd = client.post("/dashboard/bans", data={"kind": "email", "value": "a@b.example",
+                                               "site": world["a"].id, "duration": "9999"})
+    assert odd.status_code == 400 and b'id="duration-error"' in odd.data
+    with app.app_context():
+        assert db.session.execute(select(func.count(Ban.id))).scalar_one() == 0
+
+
+def test_trusted_authors_skip_holding(
+    app: Flask, client: FlaskClient, world: dict[str, Any]
+) -> None:
+    comment_id = held(client, world["a"], author="Regular", email="regular@example.org")
+    login(client, "alice@example.org")
+    assert client.post(f"/dashboard/comments/{comment_id}/trust").status_code == 302
+    again = post(client, world["a"], "another borderline take", author="Regular",
+                 email="regular@example.org")
+    assert again.status_code == 201
+    assert [e.action for e in events(app, "trust")] == ["trust"]
+    with app.app_context():
+        entry = db.session.execute(select(TrustedAuthor)).scalar_one()
+        entry_id = entry.id
+    client.post(f"/dashboard/trusted/{entry_id}/remove")
+    assert post(client, world["a"], "one more borderline take", author="Regular",
+                email="regular@example.org").status_code == 202
+
+
+# -- audit, stats, labels -------------------------------------------------------------------
+
+
+def test_audit_log_lists_and_filters_actions(
+    app: Flask, client: FlaskClient, world: dict[str, Any]
+) -> None:
+    first = held(client, world["a"])
+    second = held(client, world["a"])
+    login(client, "alice@example.org")
+    client.post(f"/dashboard/comments/{first}/approve")
+    client.post(f"/dashboard/comments/{second}/spam")
+    page = client.get("/dashboard/audit").get_data(as_text=True)
+    assert "moderator:alice@example.org" in page and "pending → published" in page
+    only_spam = client.get("/dashboard/audit?action=spam").get_data(as_text=True)
+    assert f"#{second}" in only_spam and f"#{first}<" not in only_spam
+    by_comment = client.get(f"/dashboard/audit?comment={first}").get_data(as_text=True)
+    assert "submit" in by_comment and "approve" in by_comment
+    assert b"is not a known action" in client.get("/dashboard/audit?action=nuke").data
+
+
+def test_stats_page_draws_charts(
+    app: Flask, client: FlaskClient, world: dict[str, Any]
+) -> None:
+    held(client, world["a"])
+    post(client, world["a"], "buy viagra")
+    post(client, world["a"], "fine words")
+    login(client, "alice@example.org")
+    page = client.get(f"/dashboard/stats?site={world['a'].id}&days=7").get_data(as_text=True)
+    assert page.count('<svg class="chart"') == 6
+    assert 'class="threshold hold"' in page and "hold 0.50" in page and "reject 0.90" in page
+    assert '<rect class="s-published"' in page and '<rect class="s-spam"' in page
+    assert client.get("/dashboard/stats?days=3").status_code == 200
+
+
+def test_labels_export_from_the_cli_and_the_dashboard(
+    app: Flask, client: FlaskClient, world: dict[str, Any]
+) -> None:
+    mine = held(client, world["a"], "=HYPERLINK(borderline)", author="Ann",
+                email="ann@example.org")
+    other = held(client, world["b"], "borderline on beta")
+    login(client, "admin@example.org")
+    client.post(f"/dashboard/comments/{mine}/spam")
+    client.post(f"/dashboard/comments/{other}/approve")
+
+    result = app.test_cli_runner().invoke(args=["model", "export-labels"])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(io.StringIO(result.output)))
+    assert [(r["text"], r["label"]) for r in rows] == [
+        ("=HYPERLINK(borderline)", "spam"), ("borderline on beta", "ham")]
+    assert rows[0]["author"] == "Ann" and rows[0]["email"] == "ann@example.org"
+    assert rows[0]["toxicity"] == "0.6" and rows[0]["model_version"] == "test-keywords-1"
+    assert rows[0]["source"] == "moderator:admin@example.org"
+
+    client.post("/dashboard/logout")
+    login(client, "alice@example.org")
+    download = client.get("/dashboard/labels.csv")
+    assert download.status_code == 200 and download.mimetype == "text/csv"
+    assert "attachment" in download.headers["Content-Disposition"]
+    rows = list(csv.DictReader(io.StringIO(download.get_data(as_text=True))))
+    assert [(r["text"], r["label"]) for r in rows] == [("'=HYPERLINK(borderline)", "spam")]
+
+
+# -- settings -------------------------------------------------------------------------------
+
+
+def settings_form(**overrides: str) -> dict[str, str]:
+    form = {
+        "spam_hold": "0.5", "spam_reject": "0.9", "toxicity_hold": "0.5",
+        "toxicity_reject": "0.9", "premoderation": "none", "max_links": "3",
+        "new_commenter_holds": "1", "banned_words": "", "suspect_words": "",
+        "origins": "https://blog.example",
+    }
+    form.update(overrides)
+    return form
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("limit_post", "5 per fortnight", "is not a limit like"),
+    ("spam_hold", "0.95", "must be below the reject threshold"),
+    ("toxicity_reject", "1.5", "must be between 0 and 1"),
+    ("max_links", "-1", "must be between 0 and 100"),
+    ("origins", "blog.example/path", "is not an origin"),
+    ("premoderation", "sometimes", "must be one of"),
+])
+def test_invalid_settings_show_the_error_by_the_field_and_save_nothing(
+    app: Flask, client: FlaskClient, world: dict[str, Any], field: str, value: str,
+    message: str,
+) -> None:
+    login(client, "admin@example.org")
+    response = client.post(f"/dashboard/sites/{world['a'].id}/settings",
+                           data=settings_form(**{field: value}))
+    assert response.status_code == 400
+    page = response.get_data(as_text=True)
+    assert f'id="{field}-error">' in page and message in page
+    assert "Nothing was saved" in page
+    with app.app_context():
+        site = db.session.get(Site, world["a"].id)
+        assert site is not None and site.settings == {} and site.origins == []
+
+
+def test_saved_settings_change_what_happens_to_new_comments(
+    app: Flask, client: FlaskClient, world: dict[str, Any]
+) -> None:
+    login(client, "admin@example.org")
+    page = client.get(f"/dashboard/sites/{world['a'].id}/settings").get_data(as_text=True)
+    assert f'data-site=&#34;{world["a"].key}&#34;' in page  # the embed snippet, escaped
+    response = client.post(f"/dashboard/sites/{world['a'].id}/settings", data=settings_form(
+        premoderation="all", banned_words="scam\n骗子\n", limit_post="5/minute;50/day"))
+    assert response.status_code == 302
+    with app.app_context():
+        site = db.session.get(Site, world["a"].id)
+        assert site is not None
+        assert site.settings["premoderation"] == "all"
+        assert site.settings["banned_words"] == ["scam", "骗子"]
+        assert site.settings["limits"] == {"post": "5/minute;50/day"}
+        assert site.origins == ["https://blog.example"]
+    assert post(client, world["a"], "A lovely post").status_code == 202
+    assert post(client, world["a"], "你是骗子").status_code == 422
+    [event] = events(app, "settings")
+    assert event.actor == "moderator:admin@example.org" and "premoderation" in event.reason
+
+
+def test_admins_list_sites_and_moderators_and_add_sites(
+    app: Flask, client: FlaskClient, world: dict[str, Any]
+) -> None:
+    login(client, "admin@example.org")
+    people = client.get("/dashboard/moderators").get_data(as_text=True)
+    assert "bob@example.org" in people and "Beta" in people
+    added = client.post("/dashboard/sites", data={"name": "Gamma",
+                                                  "origins": "https://gamma.example"})
+    assert added.status_code == 302
+    listing = client.get("/dashboard/sites").get_data(as_text=True)
+    assert "Gamma" in listing and "https://gamma.example" in listing
+    bad = client.post("/dashboard/sites", data={"name": "", "origins": "nope"})
+    assert bad.status_code == 400 and b'id="name-error"' in bad.data
+    client.post("/dashboard/logout")
+    login(client, "bob@example.org")
+    assert client.post("/dashboard/sites", data={"name": "Delta"}).status_code == 403
+    assert "Gamma" not in client.get("/dashboard/sites").get_data(as_text=True)
