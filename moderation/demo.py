@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import urllib.parse
 from dataclasses import dataclass
 from datetime import timedelta
@@ -19,6 +20,8 @@ demo_cli = AppGroup("demo", help="Serve and seed the demo blog posts.")
 
 DEMO_SITE_NAME = "Demo blog"
 LOOPBACK_TWINS = {"localhost": "127.0.0.1", "127.0.0.1": "localhost"}
+# data-* options of the snippet a demo post takes from its query string (?max_depth=2 ...).
+WIDGET_OPTIONS = ("lang", "sort", "max-depth", "theme", "per-page")
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,16 @@ def _page(template: str, **context: object) -> Response:
     return response
 
 
+def widget_options() -> dict[str, str]:
+    """Return the widget options given in the query string, to try them on a demo post."""
+    options = {}
+    for name in WIDGET_OPTIONS:
+        value = request.args.get(name.replace("-", "_"), "")
+        if re.fullmatch(r"[\w-]{1,10}", value):
+            options[name] = value
+    return options
+
+
 @bp.get("/")
 def index() -> Response:
     """Show the English demo blog's front page, with comment counts."""
@@ -93,8 +106,7 @@ def post(slug: str) -> Response:
     """Show a demo post with the embed snippet under it."""
     for item in POSTS.values():
         if item.uri == request.path:
-            return _page(item.template, post=item, lang=item.lang,
-                         theme=request.args.get("theme", ""))
+            return _page(item.template, post=item, lang=item.lang, options=widget_options())
     abort(404)
 
 

@@ -294,6 +294,26 @@ def test_too_many_comments_shows_when_to_retry(live: Callable[..., Live], browse
     shot(page, "en-light-429")
 
 
+def test_load_more_sort_and_depth_cap(live: Callable[..., Live], browser: Any) -> None:
+    server = live()
+    page = server.open(browser, EN_POST + "?per_page=2&max_depth=2")
+    roots = page.locator(".cm-list > .cm-item > .cm-comment .cm-author")
+    expect(roots).to_have_text(["Maria Okafor", "Daniel Reyes"])
+    more = page.get_by_role("button", name="Load more comments")
+    more.click()
+    expect(roots).to_have_text(["Maria Okafor", "Daniel Reyes", "Priya S."])
+    expect(more).to_be_hidden()
+    # Level 3 is beyond max-depth 2: it is listed flat at level 2, saying whom it answers.
+    deep = item(page, "Staples have thinner margins")
+    expect(deep.locator(".cm-replyto")).to_have_text("in reply to Tom H.")
+    expect(page.locator(".cm-replies .cm-replies")).to_have_count(0)
+    assert deep.locator("xpath=..").get_attribute("class") == "cm-replies"
+
+    page.get_by_label("Sort").select_option("newest")
+    expect(roots).to_have_text(["Priya S.", "Daniel Reyes"])
+    assert_clean(server)
+
+
 XSS = [
     '<img src=x onerror="window.__xss=1;alert(1)">',
     "<script>window.__xss=1;alert(2)</script>",
