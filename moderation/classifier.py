@@ -204,8 +204,8 @@ def _is_word(codes: np.ndarray) -> np.ndarray:
 
 
 def _add_ngrams(entries: _Entries, enc: tuple[Any, ...], n_docs: int, fld: int, bits: int,
-                char_range: Sequence[int], salt: int) -> None:
-    """Add character n-grams and word uni/bigrams of one field, scaled to unit length per doc."""
+                char_range: Sequence[int], salt: int, idf: np.ndarray | None) -> None:
+    """Add character n-grams and word uni/bigrams of one field, each set scaled to unit length."""
     import numpy as np
 
     _, codes, _, starts, doc = enc
@@ -228,6 +228,8 @@ def _add_ngrams(entries: _Entries, enc: tuple[Any, ...], n_docs: int, fld: int, 
         if entries.spans:
             s_l.append(pos)
             e_l.append(pos + n)
+    _add_block(entries, n_docs, fld, starts, idf, rows_l, cols_l, s_l, e_l)
+    rows_l, cols_l, s_l, e_l = [], [], [], []
     mask = _is_word(codes).astype(np.int8)
     edge = np.diff(mask, prepend=np.int8(0), append=np.int8(0))
     ws = np.flatnonzero(edge == 1)
@@ -245,17 +247,31 @@ def _add_ngrams(entries: _Entries, enc: tuple[Any, ...], n_docs: int, fld: int, 
         if entries.spans:
             s_l += [ws, ws[same]]
             e_l += [we, we[same + 1]]
+    _add_block(entries, n_docs, fld, starts, idf, rows_l, cols_l, s_l, e_l)
+
+
+def _add_block(entries: _Entries, n_docs: int, fld: int, starts: np.ndarray,
+               idf: np.ndarray | None, rows_l: list[np.ndarray], cols_l: list[np.ndarray],
+               s_l: list[np.ndarray], e_l: list[np.ndarray]) -> None:
+    """Add one block of n-gram entries with TF-IDF values scaled to unit length per doc."""
+    import numpy as np
+
+    if not rows_l:
+        return
     rows = np.concatenate(rows_l)
     if not len(rows):
         return
-    counts = np.bincount(rows, minlength=n_docs).astype(np.float32)
-    scale = (1.0 / np.sqrt(np.maximum(counts, 1.0)))[rows]
+    cols = np.concatenate(cols_l)
+    # Each occurrence counts once, so the length is taken over occurrences; that equals the
+    # usual L2 norm when no n-gram repeats and stays cheap (no per-document grouping).
+    w = idf[cols] if idf is not None else np.ones(len(cols), dtype=np.float32)
+    norm = np.sqrt(np.bincount(rows, weights=w * w, minlength=n_docs))
+    vals = w / np.maximum(norm, 1e-6)[rows]
     if entries.spans:
         base = starts[rows]
-        entries.add(rows, np.concatenate(cols_l), scale, fld,
-                    np.concatenate(s_l) - base, np.concatenate(e_l) - base)
+        entries.add(rows, cols, vals, fld, np.concatenate(s_l) - base, np.concatenate(e_l) - base)
     else:
-        entries.add(rows, np.concatenate(cols_l), scale, fld)
+        entries.add(rows, cols, vals, fld)
 
 
 def _url_tokens(url: str) -> list[str]:
@@ -342,8 +358,8 @@ def _pattern_spans(joined: str, pattern: re.Pattern[str]) -> list[tuple[int, int
     return [m.span() for m in pattern.finditer(joined)]
 
 
-def featurize(items: Sequence[CommentText], cfg: dict[str, Any],
-              spans: bool = False) -> tuple[np.ndarray, ...]:
+def featurize(items: Sequence[CommentText], cfg: dict[str, Any], spans: bool = False,
+              idf: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
     """Turn comments into sparse hashed entries (rows, cols, vals[, fields, starts, ends])."""
     import numpy as np
 
@@ -354,12 +370,13 @@ def featurize(items: Sequence[CommentText], cfg: dict[str, Any],
         return entries.concat()
     texts = [it.text for it in items]
     enc = _encode(texts)
-    _add_ngrams(entries, enc, n_docs, _F_TEXT, bits, cfg["char_range"], 1000)
+    _add_ngrams(entries, enc, n_docs, _F_TEXT, bits, cfg["char_range"], 1000, idf)
     authors = [it.author for it in items]
     a_enc = None
     if any(authors):
         a_enc = _encode(authors)
-        _add_ngrams(entries, a_enc, n_docs, _F_AUTHOR, bits, cfg["author_char_range"], 2000)
+        _add_ngrams(entries, a_enc, n_docs, _F_AUTHOR, bits, cfg["author_char_range"], 2000,
+                    idf)
 
     joined, _, raw, starts, doc = enc
     lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=n_docs)
@@ -450,6 +467,7 @@ class Classifier:
         self.config: dict[str, Any] = dict(artifact["features"])
         # float16 on disk keeps the file small; float32 in memory keeps sums exact enough.
         self.weights = np.ascontiguousarray(artifact["weights"], dtype=np.float32)
+        self.idf = np.asarray(artifact["idf"], dtype=np.float32)
         self.intercept = np.asarray(artifact["intercept"], dtype=np.float64)
         self.calib_a = np.asarray(artifact["calib_a"], dtype=np.float64)
         self.calib_b = np.asarray(artifact["calib_b"], dtype=np.float64)
@@ -459,7 +477,8 @@ class Classifier:
         }
         n_cols = 1 << int(self.config["bits"])
         h = len(self.heads)
-        if (self.weights.shape != (n_cols, h) or self.intercept.shape != (h,)
+        if (self.weights.shape != (n_cols, h) or self.idf.shape != (n_cols,)
+                or self.intercept.shape != (h,)
                 or self.calib_a.shape != (h,) or self.calib_b.shape != (h,)
                 or "spam" not in self.heads or "toxicity" not in self.heads):
             raise ModelError("corrupt model: array shapes do not match the feature configuration")
@@ -468,7 +487,7 @@ class Classifier:
         """Return the uncalibrated decision values, one row per comment."""
         import numpy as np
 
-        rows, cols, vals, _, _, _ = featurize(items, self.config)
+        rows, cols, vals, _, _, _ = featurize(items, self.config, idf=self.idf)
         n = len(items)
         contrib = self.weights[cols] * vals[:, None]
         out = np.empty((n, len(self.heads)), dtype=np.float64)
@@ -504,7 +523,8 @@ class Classifier:
         """Return, per score, the terms that pushed it up most, with character spans."""
         import numpy as np
 
-        rows, cols, vals, flds, starts, ends = featurize([item], self.config, spans=True)
+        rows, cols, vals, flds, starts, ends = featurize([item], self.config, spans=True,
+                                                          idf=self.idf)
         contrib = self.weights[cols] * vals[:, None] * self.calib_a
         sources = {_F_TEXT: item.text, _F_AUTHOR: item.author, _F_WEBSITE: item.website}
         out: dict[str, list[dict[str, object]]] = {}
