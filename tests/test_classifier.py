@@ -1,0 +1,353 @@
+"""Tests for training, loading, scoring and explaining the moderation model."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import logging
+import random
+import shutil
+from pathlib import Path
+
+import flask
+import pytest
+
+from moderation import classifier
+from moderation.classifier import (
+    ARTIFACT_NAME,
+    MANIFEST_NAME,
+    Classifier,
+    CommentText,
+    ModelError,
+    ModelStatus,
+    Scores,
+)
+from moderation.training import DEFAULT_DATA_DIR, model_cli, parse_label, train
+
+SHIPPED = Path(__file__).resolve().parents[1] / "models"
+
+SPAM = [
+    "Check out my channel http://bit.ly/free-money subscribe now!!!",
+    "FREE iPhone giveaway, click www.win-prize.example to claim",
+    "Earn $500 a day from home, call 555 123 4567 now",
+    "Buy cheap followers at cheap-followers.example best price",
+    "Subscribe to my channel please, I make music videos, check it out",
+]
+HAM = [
+    "I really enjoyed this article about gardening.",
+    "Thanks for the clear explanation of list comprehensions.",
+    "Great song, it reminds me of summer holidays.",
+    "I disagree with the second point, but well argued.",
+    "The recipe worked, although I used less sugar.",
+]
+TOXIC = [
+    "You are a stupid idiot and everyone hates you.",
+    "Shut up, moron, nobody cares about your garbage opinion.",
+    "What a pathetic loser, go to hell.",
+    "fuck off you worthless piece of shit",
+]
+ZH_TOXIC = ["你就是个傻逼，滚", "这些人都是垃圾，滚出去", "脑残一个，闭嘴吧"]
+ZH_OK = ["谢谢分享，这篇文章写得很好", "我同意你的看法，学到了很多", "今天天气不错，出去走走"]
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[object]]) -> None:
+    with gzip.open(path, "wt", encoding="utf-8", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(rows)
+
+
+def _tiny_dataset(folder: Path) -> Path:
+    """Write a small synthetic dataset with the real file layout."""
+    rng = random.Random(7)
+    folder.mkdir(parents=True, exist_ok=True)
+    for video in ("psy", "katyperry", "lmfao", "eminem"):
+        rows: list[list[object]] = []
+        for i in range(30):
+            spam = i % 2
+            text = rng.choice(SPAM if spam else HAM) + f" {rng.randint(0, 9)}"
+            author = "Free Money Now" if spam else rng.choice(["Anna", "Li Wei", "Tom"])
+            rows.append([f"{video}{i}", author, "2014-01-01T00:00:00", text, spam])
+        _write_csv(folder / f"youtube_spam_{video}.csv.gz",
+                   ["COMMENT_ID", "AUTHOR", "DATE", "CONTENT", "CLASS"], rows)
+    _write_csv(folder / "sms_spam.csv.gz", ["Label", "SMS"],
+               [["spam" if i % 3 == 0 else "ham",
+                 rng.choice(SPAM if i % 3 == 0 else HAM)] for i in range(60)])
+    header = ["id", "comment_text", "toxic", "severe_toxic", "obscene", "threat", "insult",
+              "identity_hate"]
+    rows = []
+    for i in range(120):
+        bad = i % 3 == 0
+        text = rng.choice(TOXIC if bad else HAM) + f" {i}"
+        rows.append([f"j{i}", text, int(bad), 0, int(bad and i % 2 == 0), 0, int(bad), 0])
+    _write_csv(folder / "jigsaw_train_sample.csv.gz", header, rows)
+    for name, n in (("cold_train", 120), ("cold_dev", 40)):
+        rows = [[i, "train", "region", i % 2, rng.choice(ZH_TOXIC if i % 2 else ZH_OK)]
+                for i in range(n)]
+        _write_csv(folder / f"{name}.csv.gz", ["", "split", "topic", "label", "TEXT"], rows)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Train a model on the tiny dataset once per module."""
+    base = tmp_path_factory.mktemp("tiny")
+    data = _tiny_dataset(base / "data")
+    out = base / "model"
+    train(data, out, quick=True, progress=lambda s: None)
+    return out
+
+
+@pytest.fixture
+def model_copy(tiny_model: Path, tmp_path: Path) -> Path:
+    """Return a private copy of the tiny model that a test may damage."""
+    dest = tmp_path / "model"
+    shutil.copytree(tiny_model, dest)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def shipped() -> Classifier:
+    """Load the shipped model once per module."""
+    return classifier.load(SHIPPED)
+
+
+# Training and loading ----------------------------------------------------------------------
+
+
+def test_training_end_to_end(tiny_model: Path) -> None:
+    manifest = json.loads((tiny_model / MANIFEST_NAME).read_text())
+    assert (tiny_model / ARTIFACT_NAME).is_file()
+    assert (tiny_model / "MODEL_CARD.md").is_file()
+    assert manifest["artifacts"][0]["sha256"] == classifier.sha256_file(tiny_model / ARTIFACT_NAME)
+    assert set(manifest["thresholds"]) == {"spam", "toxicity"}
+    assert "youtube_spam_eminem.csv.gz" in manifest["data_files"]
+    clf = classifier.load(tiny_model)
+    scores = clf.score([CommentText(SPAM[0], author="Free Money Now"), CommentText(HAM[0])])
+    assert all(0.0 <= v <= 1.0 for s in scores for v in s.as_dict().values())
+    assert scores[0].spam > scores[1].spam
+
+
+def test_flipped_byte_is_refused(model_copy: Path) -> None:
+    path = model_copy / ARTIFACT_NAME
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="sha256 mismatch"):
+        classifier.load(model_copy)
+
+
+def test_edited_manifest_hash_is_refused(model_copy: Path) -> None:
+    path = model_copy / MANIFEST_NAME
+    manifest = json.loads(path.read_text())
+    manifest["artifacts"][0]["sha256"] = "0" * 64
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match="sha256 mismatch"):
+        classifier.load(model_copy)
+
+
+def test_missing_directory_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="does not exist"):
+        classifier.load(tmp_path / "nowhere")
+
+
+def test_missing_artifact_is_refused(model_copy: Path) -> None:
+    (model_copy / ARTIFACT_NAME).unlink()
+    with pytest.raises(ModelError, match="missing artifact"):
+        classifier.load(model_copy)
+
+
+def test_sklearn_version_mismatch_is_refused(model_copy: Path) -> None:
+    path = model_copy / MANIFEST_NAME
+    manifest = json.loads(path.read_text())
+    manifest["versions"]["sklearn"] = "0.0.1"
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match="scikit-learn 0.0.1"):
+        classifier.load(model_copy)
+
+
+def test_untrusted_types_are_refused(model_copy: Path) -> None:
+    import operator
+
+    import skops.io as sio
+
+    path = model_copy / ARTIFACT_NAME
+    sio.dump({"format": 1, "hook": operator.add}, path)
+    manifest_path = model_copy / MANIFEST_NAME
+    manifest = json.loads(manifest_path.read_text())
+    manifest["artifacts"][0]["sha256"] = classifier.sha256_file(path)
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match="untrusted types"):
+        classifier.load(model_copy)
+
+
+def test_init_app_records_errors_without_raising(tmp_path: Path,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    app = flask.Flask(__name__)
+    assert classifier.status(app).error == "not initialised"
+    classifier.init_app(app)
+    assert classifier.status(app) == ModelStatus(None, "no model configured")
+
+    app.config["MODEL_DIR"] = str(tmp_path / "missing")
+    with caplog.at_level(logging.ERROR):
+        classifier.init_app(app)
+    state = classifier.status(app)
+    assert not state.ok and state.classifier is None
+    assert "does not exist" in (state.error or "")
+    assert "does not exist" in caplog.text
+
+
+def test_init_app_loads_a_good_model(tiny_model: Path) -> None:
+    app = flask.Flask(__name__)
+    app.config["MODEL_DIR"] = tiny_model
+    classifier.init_app(app)
+    state = classifier.status(app)
+    assert state.ok and state.error is None
+    assert state.classifier is not None and state.classifier.version
+
+
+# Evaluate command --------------------------------------------------------------------------
+
+
+def _runner() -> flask.testing.FlaskCliRunner:
+    app = flask.Flask(__name__)
+    app.cli.add_command(model_cli)
+    return app.test_cli_runner()
+
+
+@pytest.mark.parametrize("pos, neg", [("1", "0"), ("spam", "ham"), ("TRUE", "false")])
+def test_evaluate_command(tiny_model: Path, tmp_path: Path, pos: str, neg: str) -> None:
+    path = tmp_path / "mine.csv"
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["body", "is_spam", "name"])
+        for t in SPAM:
+            w.writerow([t, pos, "Free Money Now"])
+        for t in HAM:
+            w.writerow([t, neg, "Anna"])
+    args = ["model", "evaluate", "--input", str(path), "--text-column", "body",
+            "--label-column", "is_spam", "--score", "spam", "--author-column", "name",
+            "--model", str(tiny_model)]
+    result = _runner().invoke(args=args)
+    assert result.exit_code == 0, result.output
+    for word in ("n ", "positives", "ROC-AUC", "average precision", "hold", "reject", "F1"):
+        assert word in result.output
+    result = _runner().invoke(args=[*args, "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["n"] == 10 and data["positives"] == 5
+    assert 0.0 <= data["roc_auc"] <= 1.0
+    assert set(data["hold"]) >= {"precision", "recall", "f1"}
+
+
+def test_evaluate_reads_gzip_and_rejects_unknown_labels(tiny_model: Path, tmp_path: Path) -> None:
+    path = tmp_path / "mine.csv.gz"
+    _write_csv(path, ["text", "verdict"], [[HAM[0], "OFF"], [HAM[1], "NOT"], [HAM[2], "maybe"]])
+    result = _runner().invoke(args=["model", "evaluate", "--input", str(path), "--text-column",
+                                    "text", "--label-column", "verdict", "--score", "toxicity",
+                                    "--model", str(tiny_model)])
+    assert result.exit_code != 0
+    assert "'verdict'" in result.output and "'maybe'" in result.output
+
+
+def test_parse_label() -> None:
+    assert [parse_label(v, "c") for v in ("1", "spam", "toxic", "OFF", "true", "0.8")] == [1] * 6
+    assert [parse_label(v, "c") for v in ("0", "ham", "ok", "NOT", "False", "0.1")] == [0] * 6
+
+
+# Scores and explanations -------------------------------------------------------------------
+
+
+def test_explanations_slice_to_their_terms(tiny_model: Path) -> None:
+    clf = classifier.load(tiny_model)
+    item = CommentText("You are a STUPID idiot, visit http://bit.ly/free-money",
+                       author="Free Money Now", website="http://free-money.example")
+    fields = {"text": item.text, "author": item.author, "website": item.website}
+    explained = clf.explain(item, top=20)
+    assert set(explained) == set(clf.heads)
+    seen_fields = set()
+    for terms in explained.values():
+        weights = [t["weight"] for t in terms]
+        assert weights == sorted(weights, reverse=True)
+        assert all(w > 0 for w in weights)
+        for t in terms:
+            seen_fields.add(t["field"])
+            src = fields[str(t["field"])]
+            for start, end in t["spans"]:  # type: ignore[union-attr]
+                assert src[start:end].lower() == str(t["term"]).lower()
+    assert "text" in seen_fields
+
+
+def test_explanations_work_for_chinese(shipped: Classifier) -> None:
+    item = CommentText("你就是个傻逼，滚")
+    terms = shipped.explain(item)["toxicity"]
+    assert terms, "a Chinese insult should have terms pushing toxicity up"
+    for t in terms:
+        for start, end in t["spans"]:  # type: ignore[union-attr]
+            assert item.text[start:end] == t["term"]
+    assert any("傻逼" in str(t["term"]) or "傻" in str(t["term"]) for t in terms)
+
+
+def test_scores_as_dict_rounds() -> None:
+    s = Scores(spam=0.123456, toxicity=0.9, attributes={"insult": 0.333333})
+    assert s.as_dict() == {"spam": 0.1235, "toxicity": 0.9, "insult": 0.3333}
+
+
+def test_shipped_model_batch_equals_single(shipped: Classifier) -> None:
+    items = [CommentText(t) for t in HAM + TOXIC + ZH_TOXIC]
+    batch = shipped.score(items)
+    for item, s in zip(items, batch, strict=True):
+        one = shipped.score_one(item)
+        assert one.as_dict() == pytest.approx(s.as_dict(), abs=1e-6)
+    assert shipped.score([]) == []
+
+
+def test_shipped_model_thresholds_and_attributes(shipped: Classifier) -> None:
+    assert shipped.version
+    for head in ("spam", "toxicity"):
+        t = shipped.thresholds[head]
+        assert 0.0 < t["hold"] <= t["reject"] < 1.0
+    attrs = shipped.score_one(CommentText("hello")).attributes
+    assert {"insult", "obscene", "threat", "identity_attack"} <= set(attrs)
+
+
+@pytest.mark.parametrize("bad, good", [
+    ("You are a stupid idiot, shut up and go away.", "Thank you for the thoughtful article."),
+    ("What a pathetic moron, nobody wants your garbage here.",
+     "I see your point, though I read the study differently."),
+    ("你就是个傻逼，滚", "谢谢分享，这篇文章写得很好"),
+    ("你们这些脑残滚出去", "我同意你的看法，学到了很多"),
+])
+def test_shipped_model_ranks_toxicity(shipped: Classifier, bad: str, good: str) -> None:
+    b, g = shipped.score([CommentText(bad), CommentText(good)])
+    assert b.toxicity > g.toxicity
+    assert b.toxicity > 0.5 > g.toxicity
+
+
+def test_shipped_model_ranks_spam(shipped: Classifier) -> None:
+    spam = CommentText("Buy cheap viagra at http://cheap-pills.example", author="Cheap Viagra")
+    ham = CommentText("Nice write-up. The part about caching matched what I saw in production.",
+                      author="Maria")
+    s, h = shipped.score([spam, ham])
+    assert s.spam > h.spam
+    assert s.spam > 0.5 > h.spam
+
+
+def test_shipped_model_uses_author_and_website(shipped: Classifier) -> None:
+    text = "Great post, thanks for sharing."
+    plain = shipped.score_one(CommentText(text, author="Maria"))
+    spammy = shipped.score_one(CommentText(text, author="Cheap Viagra Online Pharmacy",
+                                           website="http://cheap-viagra-pills.example"))
+    assert spammy.spam > plain.spam
+
+
+@pytest.mark.skipif(not (DEFAULT_DATA_DIR / "youtube_spam_eminem.csv.gz").is_file(),
+                    reason="needs ../shared/data")
+def test_shipped_model_on_unseen_video() -> None:
+    result = _runner().invoke(args=[
+        "model", "evaluate", "--input", str(DEFAULT_DATA_DIR / "youtube_spam_eminem.csv.gz"),
+        "--text-column", "CONTENT", "--label-column", "CLASS", "--author-column", "AUTHOR",
+        "--score", "spam", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["roc_auc"] >= 0.98
