@@ -116,9 +116,31 @@ def storage_ok() -> bool:
     if not limiter.enabled:
         return True
     try:
-        return bool(limiter.storage.check())
+        ok = bool(limiter.storage.check())
     except Exception:  # noqa: BLE001 - any storage failure means "not ok"
-        return False
+        ok = False
+    # flask-limiter only retries a dead storage on rate-limited requests, with backoff; a
+    # successful check here ends the fallback at once (its own recovery step, done earlier).
+    if ok and limiter._storage_dead:
+        limiter._storage_dead = False
+    _log_transition(ok)
+    return ok
+
+
+def _log_transition(ok: bool) -> None:
+    """Log once each time this process sees the shared counter storage go down or come back."""
+    state = current_app.extensions.setdefault("limiter_storage", {"ok": True})
+    if state["ok"] == ok:
+        return
+    state["ok"] = ok
+    uri = current_app.config["RATELIMIT_STORAGE_URI"].split(":", 1)[0]
+    if ok:
+        current_app.logger.warning("rate-limit storage (%s) is back: shared limits again", uri)
+    else:
+        current_app.logger.error(
+            "rate-limit storage (%s) unreachable: per-process in-memory limits, health degraded",
+            uri,
+        )
 
 
 def init_app(app: Flask) -> None:

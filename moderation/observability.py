@@ -25,11 +25,11 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select, text
+from sqlalchemy import and_, func, select, text
 
 from . import classifier as model
 from . import comments, limits
-from .db import Comment, Status, db
+from .db import Comment, Site, Status, db
 
 log = logging.getLogger(__name__)
 request_log = logging.getLogger("moderation.request")
@@ -143,19 +143,21 @@ class StateCollector(Collector):
     def collect(self) -> Iterator[Any]:
         """Yield the current queue size, model state and limiter storage state."""
         pending = GaugeMetricFamily(
-            "moderation_queue_pending", "Comments held for a moderator.", labels=["site"]
+            "moderation_queue_pending", "Comments held for a moderator, by site key.",
+            labels=["site"],
         )
         try:
             rows = db.session.execute(
-                select(Comment.site_id, func.count(Comment.id))
-                .where(Comment.status == Status.PENDING)
-                .group_by(Comment.site_id)
+                select(Site.key, func.count(Comment.id))
+                .outerjoin(Comment, and_(Comment.site_id == Site.id,
+                                         Comment.status == Status.PENDING))
+                .group_by(Site.key)
             ).all()
         except Exception:  # noqa: BLE001 - a scrape must not fail because the database did
             db.session.rollback()
             rows = []
-        for site_id, count in rows:
-            pending.add_metric([str(site_id)], count)
+        for key, count in rows:
+            pending.add_metric([str(key)], count)
         yield pending
         state = model.status(self.app)
         info = InfoMetricFamily("moderation_model", "The loaded classifier.")

@@ -1,0 +1,231 @@
+"""Failures of Redis, PostgreSQL and the model, against private servers stopped and started."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
+
+from moderation.db import Comment, ModerationEvent, Site, Thread, db
+from moderation.limits import limiter
+from moderation.observability import JsonFormatter
+from tests import fakes
+from tests.conftest import make_app
+from tests.services import PrivatePostgres, PrivateRedis
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def logs() -> Iterator[io.StringIO]:
+    """Capture the app's log lines as JSON."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logging.getLogger().addHandler(handler)
+    yield stream
+    logging.getLogger().removeHandler(handler)
+
+
+def messages(stream: io.StringIO) -> list[str]:
+    return [json.loads(line)["message"] for line in stream.getvalue().splitlines() if line]
+
+
+def add_site(app: Flask) -> str:
+    with app.app_context():
+        site = Site(name="Blog", origins=[], settings={})
+        db.session.add(site)
+        db.session.commit()
+        return site.key
+
+
+def post(client: FlaskClient, key: str, text: str = "Nice post", addr: str = "198.51.100.1",
+         uri: str = "/p") -> Any:
+    return client.post("/api/v1/comments", json={"site": key, "uri": uri, "text": text},
+                       headers={"X-Forwarded-For": addr})
+
+
+# -- Redis ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    server = PrivateRedis()
+    server.start()
+    yield server
+    server.stop()
+    # The limiter is one object per process: leave it healthy for the next test.
+    limiter._storage_dead = False
+
+
+def test_redis_down_falls_back_to_per_process_limits_and_recovers(
+    private_redis: PrivateRedis, logs: io.StringIO
+) -> None:
+    app = make_app(RATELIMIT_ENABLED=True, RATELIMIT_STORAGE_URI=private_redis.url,
+                   RATELIMIT_KEY_PREFIX="faults", LIMIT_POST="3/minute", PROXY_COUNT=1)
+    fakes.install(app)
+    key = add_site(app)
+    client = app.test_client()
+    shared = redis.Redis.from_url(private_redis.url)
+
+    assert post(client, key, addr="198.51.100.1").status_code == 201
+    assert shared.keys("*faults*"), "the counter lives in Redis while it is up"
+    assert client.get("/api/v1/health").json["status"] == "ok"
+
+    private_redis.stop()
+    # Posting continues, counted in this process's memory with the same limits.
+    statuses = [post(client, key, addr="198.51.100.2").status_code for _ in range(4)]
+    assert statuses == [201, 201, 201, 429]
+    assert post(client, key, addr="198.51.100.3").status_code == 201
+    for _ in range(3):
+        health = client.get("/api/v1/health")
+        assert health.status_code == 200
+        assert health.json["status"] == "degraded"
+        assert health.json["checks"]["limiter"] == {"ok": False, "storage": "redis"}
+    down = [m for m in messages(logs) if "unreachable" in m and "rate-limit storage" in m]
+    assert len(down) == 1, messages(logs)
+
+    private_redis.start()
+    health = client.get("/api/v1/health")
+    assert health.json["status"] == "ok"
+    assert health.json["checks"]["limiter"]["ok"] is True
+    back = [m for m in messages(logs) if "is back" in m]
+    assert len(back) == 1
+    # Counting is shared again: the fresh Redis counts this address from zero.
+    assert post(client, key, addr="198.51.100.4").status_code == 201
+    assert shared.keys("*faults*")
+    with app.app_context():
+        assert db.session.execute(select(func.count(Comment.id))).scalar_one() == 6
+
+
+# -- PostgreSQL -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def private_postgres() -> Iterator[PrivatePostgres]:
+    server = PrivatePostgres()
+    server.start()
+    yield server
+    server.remove()
+
+
+def test_postgres_down_answers_503_writes_nothing_and_recovers_without_restart(
+    private_postgres: PrivatePostgres,
+) -> None:
+    app = make_app(
+        private_postgres.url,
+        SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True, "connect_args": {"connect_timeout": 3}},
+    )
+    fakes.install(app)
+    key = add_site(app)
+    client = app.test_client()
+    assert post(client, key, text="before").status_code == 201
+
+    private_postgres.stop()
+    for response in (
+        post(client, key, text="during the outage"),
+        client.get("/api/v1/comments", query_string={"site": key, "uri": "/p"}),
+        client.post("/api/v1/counts", json={"site": key, "uris": ["/p"]}),
+    ):
+        assert response.status_code == 503, response.data
+        assert response.json["error"]["code"] == "service_unavailable"
+    assert client.get("/readyz").status_code == 503
+    assert client.get("/api/v1/health").status_code == 503
+    assert client.get("/livez").status_code == 200
+
+    private_postgres.start()
+    assert client.get("/readyz").status_code == 200
+    assert post(client, key, text="after").status_code == 201
+    listing = client.get("/api/v1/comments", query_string={"site": key, "uri": "/p"}).json
+    assert [c["html"] for c in listing["comments"]] == ["<p>before</p>", "<p>after</p>"]
+    with app.app_context():
+        assert db.session.execute(select(func.count(Comment.id))).scalar_one() == 2
+        assert db.session.execute(select(func.count(ModerationEvent.id))).scalar_one() == 2
+        assert db.session.execute(select(func.count(Thread.id))).scalar_one() == 1
+        db.session.remove()  # end the open transaction: DROP would wait for its locks
+        db.drop_all()
+        db.engine.dispose()
+
+
+def test_postgres_down_in_the_middle_of_a_submission_leaves_no_partial_rows(
+    private_postgres: PrivatePostgres,
+) -> None:
+    """Stop the server after the thread row is flushed but before the commit."""
+    app = make_app(private_postgres.url)
+    fakes.install(app)
+    key = add_site(app)
+    client = app.test_client()
+    fake = app.extensions["classifier"].classifier
+    original = fake.score_one
+
+    def stop_then_score(item: Any) -> Any:
+        private_postgres.stop()  # the new thread row is flushed in the open transaction
+        return original(item)
+
+    fake.score_one = stop_then_score  # type: ignore[method-assign]
+    response = post(client, key, text="cut off", uri="/new-thread")
+    assert response.status_code == 503
+    assert response.json["error"]["code"] == "service_unavailable"
+    fake.score_one = original  # type: ignore[method-assign]
+
+    private_postgres.start()
+    with app.app_context():
+        assert db.session.execute(select(func.count(Thread.id))).scalar_one() == 0
+        assert db.session.execute(select(func.count(Comment.id))).scalar_one() == 0
+    assert post(client, key, text="retried", uri="/new-thread").status_code == 201
+    with app.app_context():
+        assert db.session.execute(select(func.count(Thread.id))).scalar_one() == 1
+        db.session.remove()  # end the open transaction: DROP would wait for its locks
+        db.drop_all()
+        db.engine.dispose()
+
+
+# -- the model --------------------------------------------------------------------------------
+
+
+def _model_dir(tmp_path: Path, kind: str) -> Path:
+    path = tmp_path / kind
+    path.mkdir()
+    if kind == "corrupt-manifest":
+        (path / "manifest.json").write_text("{not json", encoding="utf-8")
+    elif kind == "corrupt-artifact":
+        import sklearn
+
+        (path / "classifier.skops").write_bytes(b"PK\x03\x04 this is not a zip file")
+        manifest = {"versions": {"sklearn": sklearn.__version__},
+                    "artifacts": [{"file": "classifier.skops", "sha256": "0" * 64}]}
+        (path / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [("empty", "missing"), ("corrupt-manifest", "corrupt manifest"),
+     ("corrupt-artifact", "sha256 mismatch")],
+)
+def test_missing_or_corrupt_model_holds_everything_and_degrades_health(
+    tmp_path: Path, logs: io.StringIO, kind: str, reason: str
+) -> None:
+    app = make_app(MODEL_DIR=str(_model_dir(tmp_path, kind)))
+    key = add_site(app)
+    client = app.test_client()
+    for text in ("A thoughtful, friendly comment.", "viagra viagra cheap pills"):
+        response = post(client, key, text=text)
+        assert response.status_code == 202
+        assert response.json["comment"]["status"] == "pending"
+    health = client.get("/api/v1/health")
+    assert health.status_code == 200
+    assert health.json["status"] == "degraded"
+    assert reason in health.json["checks"]["model"]["error"]
+    assert client.get("/readyz").status_code == 200  # still taking comments, for moderators
+    assert any("classifier not loaded" in m for m in messages(logs))
+    assert 'moderation_model_loaded 0.0' in client.get("/metrics").text

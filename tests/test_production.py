@@ -1,0 +1,263 @@
+"""Production concerns seen from outside: security headers, cookies, logs, metrics, probes."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask, session
+from flask.testing import FlaskClient
+from sqlalchemy import select
+
+from moderation import comments, create_app
+from moderation.db import Comment, Site, db
+from moderation.observability import JsonFormatter
+from tests import fakes
+from tests.conftest import base_config, make_app
+
+ORIGIN = "https://blog.example"
+
+
+@pytest.fixture
+def logs() -> Iterator[io.StringIO]:
+    """Capture every log line the app writes, formatted as in production."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    yield stream
+    root.removeHandler(handler)
+
+
+def lines(stream: io.StringIO) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
+
+
+def post(client: FlaskClient, site: Site, text: str = "Nice post", **extra: Any) -> Any:
+    body = {"site": site.key, "uri": "/posts/hello", "text": text, **extra}
+    return client.post("/api/v1/comments", json=body, headers=extra.pop("headers", {}))
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """Return the value of one sample in a Prometheus text exposition (0 if absent)."""
+    for line in text.splitlines():
+        if line.startswith("#") or not line.startswith(name):
+            continue
+        head, _, value = line.rpartition(" ")
+        sample, _, label_text = head.partition("{")
+        if sample != name:
+            continue
+        found = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', label_text))
+        if all(found.get(k) == v for k, v in labels.items()):
+            return float(value)
+    return 0.0
+
+
+# -- security headers and cookies -------------------------------------------------------------
+
+
+def test_html_pages_carry_a_strict_csp_whose_nonce_matches_the_inline_style(
+    client: FlaskClient,
+) -> None:
+    response = client.get("/no-such-page", headers={"Accept": "text/html"})
+    assert response.status_code == 404
+    assert response.mimetype == "text/html"
+    csp = response.headers["Content-Security-Policy"]
+    directives = dict(d.strip().split(" ", 1) for d in csp.split(";"))
+    assert "'unsafe-inline'" not in directives["script-src"]
+    assert "'unsafe-eval'" not in directives["script-src"]
+    assert directives["frame-ancestors"] == "'none'"
+    assert directives["object-src"] == "'none'"
+    nonce = re.search(r"'nonce-([^']+)'", directives["style-src"]).group(1)  # type: ignore[union-attr]
+    assert f'<style nonce="{nonce}">' in response.text
+    assert response.headers["X-Frame-Options"] == "DENY"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Referrer-Policy"] == "strict-origin-when-cross-origin"
+    assert "camera=()" in response.headers["Permissions-Policy"]
+    assert "Strict-Transport-Security" not in response.headers  # plain http
+    other = client.get("/no-such-page", headers={"Accept": "text/html"})
+    assert other.headers["Content-Security-Policy"] != csp  # a fresh nonce per response
+
+
+def test_json_answers_are_nosniff_without_html_only_headers(client: FlaskClient) -> None:
+    response = client.get("/api/v1/health")
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert "Content-Security-Policy" not in response.headers
+    assert "X-Frame-Options" not in response.headers
+
+
+def test_hsts_only_over_https(client: FlaskClient) -> None:
+    response = client.get("/livez", base_url="https://comments.example")
+    assert response.headers["Strict-Transport-Security"].startswith("max-age=31536000")
+
+
+def _cookie_app(**config: Any) -> Flask:
+    app = create_app(base_config(**config))
+
+    @app.get("/set-session")
+    def set_session() -> str:
+        session["moderator"] = 1
+        return "ok"
+
+    return app
+
+
+def test_session_cookie_is_secure_httponly_and_lax_outside_testing() -> None:
+    app = _cookie_app(TESTING=False, SECRET_KEY="a-real-secret")
+    cookie = app.test_client().get("/set-session", base_url="https://c.example")
+    header = cookie.headers["Set-Cookie"]
+    assert "Secure" in header and "HttpOnly" in header and "SameSite=Lax" in header
+    # In tests and debug the cookie must also travel over plain http.
+    assert _cookie_app().config["SESSION_COOKIE_SECURE"] is False
+    assert _cookie_app(SESSION_COOKIE_SECURE=True).config["SESSION_COOKIE_SECURE"] is True
+
+
+def test_refuses_to_start_with_the_default_secret_outside_debug() -> None:
+    with pytest.raises(RuntimeError, match="default SECRET_KEY"):
+        create_app(base_config(TESTING=False, SECRET_KEY="dev"))
+
+
+# -- request ids and logs ---------------------------------------------------------------------
+
+
+def test_request_id_is_echoed_when_sane_and_generated_otherwise(client: FlaskClient) -> None:
+    sane = client.get("/livez", headers={"X-Request-ID": "edge-42.abc"})
+    assert sane.headers["X-Request-ID"] == "edge-42.abc"
+    for bad in ("x" * 200, "a b", "<script>", ""):
+        response = client.get("/livez", headers={"X-Request-ID": bad})
+        assert re.fullmatch(r"[0-9a-f]{32}", response.headers["X-Request-ID"]), bad
+    assert client.get("/livez").headers["X-Request-ID"] != client.get("/livez").headers[
+        "X-Request-ID"]
+
+
+def test_logs_are_json_with_request_id_and_no_raw_address_or_secrets(
+    logs: io.StringIO,
+) -> None:
+    app = make_app(PROXY_COUNT=1)
+    fakes.install(app)
+    with app.app_context():
+        site = Site(name="Blog", origins=[ORIGIN], settings={})
+        db.session.add(site)
+        db.session.commit()
+        key = site.key
+    client = app.test_client()
+    response = client.post(
+        "/api/v1/comments",
+        json={"site": key, "uri": "/p", "text": "Hello there", "email": "ann@mail.example"},
+        headers={"X-Forwarded-For": "203.0.113.77", "X-Request-ID": "req-123"},
+    )
+    assert response.status_code == 201
+    token = response.json["edit_token"]
+    with app.test_request_context(headers={"X-Request-ID": "x"}):
+        pass
+    entries = lines(logs)
+    mine = [e for e in entries if e.get("request_id") == "req-123"]
+    assert mine, entries
+    access = [e for e in mine if e["logger"] == "moderation.request"]
+    assert access[0]["route"] == "/api/v1/comments"
+    assert access[0]["status"] == 201
+    assert access[0]["client"] == "203.0.113.0"
+    raw = logs.getvalue()
+    assert "203.0.113.77" not in raw
+    assert "ann@mail.example" not in raw
+    assert token not in raw
+    assert "test-secret" not in raw
+
+
+# -- metrics ----------------------------------------------------------------------------------
+
+
+def test_metrics_count_routes_decisions_queue_model_and_limit_hits(database_url: str) -> None:
+    app = make_app(database_url, RATELIMIT_ENABLED=True, LIMIT_POST="3/minute")
+    try:
+        fakes.install(app)
+        with app.app_context():
+            site = Site(name="Blog", origins=[ORIGIN], settings={})
+            db.session.add(site)
+            db.session.commit()
+            key = site.key
+        client = app.test_client()
+        body = {"site": key, "uri": "/p"}
+        assert client.post("/api/v1/comments", json={**body, "text": "fine"}).status_code == 201
+        held = client.post("/api/v1/comments", json={**body, "text": "borderline take"})
+        assert held.status_code == 202
+        assert client.post("/api/v1/comments", json={**body, "text": "viagra"}).status_code == 422
+        assert client.post("/api/v1/comments", json={**body, "text": "more"}).status_code == 429
+        comment_id = held.json["comment"]["id"]
+        assert client.get(f"/api/v1/comments/{comment_id}").status_code == 404
+
+        text = client.get("/metrics").text
+        assert metric(text, "moderation_comment_decisions_total", outcome="publish") == 1
+        assert metric(text, "moderation_comment_decisions_total", outcome="hold") == 1
+        assert metric(text, "moderation_comment_decisions_total", outcome="reject") == 1
+        assert metric(text, "moderation_rate_limited_total", route="/api/v1/comments") == 1
+        assert metric(text, "moderation_http_requests_total", route="/api/v1/comments",
+                      method="POST", status="429") == 1
+        # The route is the URL rule, so ids do not explode the label set.
+        assert metric(text, "moderation_http_requests_total",
+                      route="/api/v1/comments/<int:comment_id>", status="404") == 1
+        assert f"/api/v1/comments/{comment_id}" not in text
+        assert metric(text, "moderation_http_request_duration_seconds_count",
+                      route="/api/v1/comments", method="POST") == 4
+        assert metric(text, "moderation_queue_pending", site=key) == 1
+        assert metric(text, "moderation_model_info", version="test-keywords-1") == 1
+        assert metric(text, "moderation_model_loaded") == 1
+
+        with app.app_context():
+            pending = db.session.execute(
+                select(Comment).where(Comment.id == comment_id)
+            ).scalars().all()
+            comments.moderate_many(pending, "approve", actor="moderator:ann")
+        after = client.get("/metrics").text
+        assert metric(after, "moderation_moderation_actions_total", action="approve") == 1
+        assert metric(after, "moderation_queue_pending", site=key) == 0
+    finally:
+        from tests.conftest import clear_tables
+
+        clear_tables(app)
+
+
+def test_metrics_are_not_served_to_the_public_internet() -> None:
+    app = make_app(PROXY_COUNT=1)
+    client = app.test_client()
+    outside = client.get("/metrics", headers={"X-Forwarded-For": "198.51.100.9"})
+    assert outside.status_code == 404
+    inside = client.get("/metrics", headers={"X-Forwarded-For": "10.1.2.3"})
+    assert inside.status_code == 200
+    assert inside.mimetype == "text/plain"
+
+
+# -- probes -----------------------------------------------------------------------------------
+
+
+def test_readiness_follows_the_database_and_liveness_does_not() -> None:
+    app = make_app()
+    client = app.test_client()
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json["status"] == "ready"
+    assert ready.json["checks"]["model"]["ok"] is False  # no model: held, degraded, ready
+
+    down = create_app(base_config(
+        SQLALCHEMY_DATABASE_URI="postgresql+psycopg://postgres@127.0.0.1:9/none",
+        SQLALCHEMY_ENGINE_OPTIONS={"connect_args": {"connect_timeout": 2}},
+    ))
+    client = down.test_client()
+    not_ready = client.get("/readyz")
+    assert not_ready.status_code == 503
+    assert not_ready.json["checks"]["database"] == {"ok": False, "error": "OperationalError"}
+    assert client.get("/livez").status_code == 200
+
+
+def test_readiness_can_require_the_model() -> None:
+    app = make_app(READY_REQUIRES_MODEL=True)
+    client = app.test_client()
+    assert client.get("/readyz").status_code == 503
+    fakes.install(app)
+    assert client.get("/readyz").status_code == 200
