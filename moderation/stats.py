@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from markupsafe import Markup, escape
-from sqlalchemy import ColumnElement, Integer, cast, false, func, or_, select
+from sqlalchemy import ColumnElement, Integer, and_, cast, false, func, or_, select
 
 from .db import Comment, Status, db, utcnow
 
@@ -97,16 +97,23 @@ def shares(
 
 def queue_sizes(window: Window) -> dict[str, int]:
     """Return how many comments were waiting for a moderator at the end of each day."""
+    first_end = _start(window.first + timedelta(days=1))
+    last_end = _start(window.dates()[-1] + timedelta(days=1))
+    # Only held comments matter: the rest were decided the moment they were stored.
+    rows = db.session.execute(
+        select(Comment.created_at, Comment.decided_at).where(
+            *window.sites(),
+            Comment.created_at < last_end,
+            or_(Comment.decided_at.is_(None),
+                and_(Comment.decided_at >= first_end, Comment.decided_at > Comment.created_at)),
+        )
+    ).all()
     out: dict[str, int] = {}
     for day in window.dates():
         end = _start(day + timedelta(days=1))
-        out[day.isoformat()] = db.session.execute(
-            select(func.count(Comment.id)).where(
-                *window.sites(),
-                Comment.created_at < end,
-                or_(Comment.decided_at.is_(None), Comment.decided_at >= end),
-            )
-        ).scalar_one()
+        out[day.isoformat()] = sum(
+            1 for created, decided in rows if created < end and (decided is None or decided >= end)
+        )
     return out
 
 
@@ -163,13 +170,15 @@ def decided_outcomes(window: Window) -> dict[str, int]:
 
 
 def _nice_max(value: float) -> float:
+    """Return a round axis maximum at or above value whose quarters are round too."""
     if value <= 0:
         return 1.0
-    for step in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 5000, 10000):
-        if value <= step:
-            return float(step)
-    magnitude = 10 ** (len(str(int(value))) - 1)
-    return float(-(-value // magnitude) * magnitude)
+    magnitude = 0.1
+    while True:
+        for step in (4, 8, 12, 16, 20, 40, 60, 80):
+            if value <= step * magnitude:
+                return round(step * magnitude, 6)
+        magnitude *= 10
 
 
 def _frame(title: str, summary: str, body: list[str], ident: str) -> Markup:
@@ -181,7 +190,9 @@ def _frame(title: str, summary: str, body: list[str], ident: str) -> Markup:
     )
 
 
-def _axes(y_max: float, labels: Sequence[str], percent: bool = False) -> list[str]:
+def _axes(
+    y_max: float, labels: Sequence[str], percent: bool = False, every: int | None = None
+) -> list[str]:
     plot_w, plot_h = WIDTH - PAD_LEFT - PAD_RIGHT, HEIGHT - PAD_TOP - PAD_BOTTOM
     out = []
     for i in range(5):
@@ -192,10 +203,10 @@ def _axes(y_max: float, labels: Sequence[str], percent: bool = False) -> list[st
                    f'y1="{y:.1f}" y2="{y:.1f}"/>')
         out.append(f'<text class="tick" x="{PAD_LEFT - 6}" y="{y + 4:.1f}" '
                    f'text-anchor="end">{text}</text>')
-    step = max(1, len(labels) // 6)
+    step = every or max(1, len(labels) // 6)
     slot = plot_w / max(len(labels), 1)
     for i, label in enumerate(labels):
-        if i % step == 0 or i == len(labels) - 1:
+        if label and (i % step == 0 or (every is None and i == len(labels) - 1)):
             x = PAD_LEFT + slot * (i + 0.5)
             out.append(f'<text class="tick" x="{x:.1f}" y="{HEIGHT - PAD_BOTTOM + 16}" '
                        f'text-anchor="middle">{escape(label)}</text>')
@@ -216,7 +227,7 @@ def stacked_bars(
 ) -> Markup:
     """Draw one stacked bar per day, one colour per series."""
     totals = [sum(values[i] for _, _, values in series) for i in range(len(days))]
-    y_max = _nice_max(max(totals, default=0))
+    y_max = _nice_max(max(max(totals, default=0), 4))
     plot_w, plot_h = WIDTH - PAD_LEFT - PAD_RIGHT, HEIGHT - PAD_TOP - PAD_BOTTOM
     slot = plot_w / max(len(days), 1)
     body = _axes(y_max, [d[5:] for d in days])
@@ -249,7 +260,10 @@ def lines(
 ) -> Markup:
     """Draw one line per series over the days; missing values break the line."""
     peak = max((v for _, _, vals in series for v in vals if v is not None), default=0.0)
-    y_max = min(1.0, max(0.1, -(-peak * 10 // 1) / 10)) if percent else _nice_max(peak)
+    if percent:
+        y_max = next(m for m in (0.2, 0.4, 0.8, 1.0) if peak <= m)  # quarters stay round
+    else:
+        y_max = _nice_max(max(peak, 4 if not unit else peak))
     plot_w, plot_h = WIDTH - PAD_LEFT - PAD_RIGHT, HEIGHT - PAD_TOP - PAD_BOTTOM
     slot = plot_w / max(len(days), 1)
     body = _axes(y_max, [d[5:] for d in days], percent)
@@ -285,8 +299,12 @@ def histogram_chart(
     y_max = _nice_max(max(bins, default=0))
     plot_w, plot_h = WIDTH - PAD_LEFT - PAD_RIGHT, HEIGHT - PAD_TOP - PAD_BOTTOM
     slot = plot_w / len(bins)
-    labels = [f"{i / len(bins):.1f}" if i % 2 == 0 else "" for i in range(len(bins))]
-    body = _axes(y_max, labels)
+    # Ticks at the bin edges 0, 0.2, ..., 1.0 rather than at bin centres.
+    body = _axes(y_max, [""] * len(bins))
+    for i in range(0, len(bins) + 1, max(1, len(bins) // 5)):
+        x = PAD_LEFT + slot * i
+        body.append(f'<text class="tick" x="{x:.1f}" y="{HEIGHT - PAD_BOTTOM + 16}" '
+                    f'text-anchor="middle">{i / len(bins):.1f}</text>')
     for i, n in enumerate(bins):
         if not n:
             continue

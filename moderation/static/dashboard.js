@@ -27,6 +27,7 @@
 
   function typing(target) {
     var tag = (target && target.tagName) || "";
+    if (tag === "INPUT" && (target.type === "checkbox" || target.type === "radio")) { return false; }
     return tag === "INPUT" || tag === "TEXTAREA" || tag === "SELECT" || (target && target.isContentEditable);
   }
 

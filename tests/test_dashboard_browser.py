@@ -1,0 +1,286 @@
+"""The moderator dashboard in real Chromium: sign in, moderate, ban, audit, stats, screenshots."""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from playwright.sync_api import expect
+from sqlalchemy import select
+from werkzeug.serving import make_server
+
+from moderation.db import Comment, ModerationEvent, Site, Status, Thread, db, utcnow
+from tests import fakes
+from tests.conftest import IN_CI, make_app
+from tests.test_dashboard import PASSWORD, ExplainingClassifier, add_moderator
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update"]
+SHOTS = Path(__file__).parent / "screenshots"
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1280, "height": 900}
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Return a headless Debian chromium driven by Playwright."""
+    if not os.path.exists(CHROMIUM):
+        message = f"{CHROMIUM} is not installed"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        yield chromium
+        chromium.close()
+
+
+@dataclass
+class Live:
+    """A running server with one site, its moderator and what the browser reported."""
+
+    app: Flask
+    port: int
+    site: Site
+    console: list[str] = field(default_factory=list)
+
+    @property
+    def origin(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def open(self, browser: Any, path: str = "/dashboard/", sign_in: bool = True,
+             **context: Any) -> Any:
+        """Open a page in a fresh context, signing in first."""
+        ctx = browser.new_context(viewport=context.pop("viewport", DESKTOP), **context)
+        page = ctx.new_page()
+        page.on("console", lambda m: self.console.append(f"{m.type}: {m.text}"))
+        page.on("pageerror", lambda e: self.console.append(f"pageerror: {e}"))
+        page.on("dialog", lambda d: d.accept())
+        if sign_in:
+            page.goto(self.origin + "/dashboard/login")
+            page.get_by_label("Email").fill("mod@example.org")
+            page.get_by_label("Password").fill(PASSWORD)
+            page.get_by_role("button", name="Sign in").click()
+            page.wait_for_url("**/dashboard/queue/pending")
+        page.goto(self.origin + path)
+        return page
+
+    def post(self, text: str, **fields: Any) -> Any:
+        """Post a comment through the public API, as a reader would."""
+        body = {"site": self.site.key, "uri": "/posts/one", "text": text, **fields}
+        return self.app.test_client().post("/api/v1/comments", json=body,
+                                           environ_base={"REMOTE_ADDR": "198.51.100.7"})
+
+    def status(self, comment_id: int) -> str:
+        with self.app.app_context():
+            comment = db.session.get(Comment, comment_id)
+            assert comment is not None
+            return comment.status
+
+
+def seed_history(app: Flask, site: Site, days: int = 21) -> None:
+    """Store a few weeks of comments, so the charts have something to draw."""
+    rng = random.Random(5)
+    now = utcnow()
+    with app.app_context():
+        thread = Thread(site_id=site.id, uri="/posts/archive", title="Archive post")
+        db.session.add(thread)
+        db.session.flush()
+        for day in range(days, 0, -1):
+            for _ in range(rng.randint(4, 14)):
+                created = now - timedelta(days=day, hours=rng.uniform(0, 20))
+                spam, toxic = rng.betavariate(0.6, 3), rng.betavariate(0.7, 3)
+                status = (Status.SPAM if spam > 0.9 else Status.REJECTED if toxic > 0.9
+                          else Status.PUBLISHED)
+                held = status == Status.PUBLISHED and (spam > 0.5 or toxic > 0.5)
+                decided = created + timedelta(hours=rng.uniform(0.2, 9)) if held else created
+                db.session.add(Comment(
+                    site_id=site.id, thread_id=thread.id, author=f"Reader {rng.randint(1, 40)}",
+                    text="An older comment.", html="<p>An older comment.</p>", status=status,
+                    spam_score=round(spam, 4), toxicity_score=round(toxic, 4),
+                    scores={"spam": round(spam, 4), "toxicity": round(toxic, 4)},
+                    created_at=created, decided_at=decided, author_key=f"k{rng.randint(1, 40)}",
+                ))
+        db.session.commit()
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[Live]:
+    """Start the app on a temp-file SQLite with one site, a moderator and some history."""
+    app = make_app(f"sqlite:///{tmp_path}/dashboard.db")
+    app.extensions["classifier"] = fakes.ModelStatus(ExplainingClassifier(), None)  # type: ignore[arg-type]
+    with app.app_context():
+        site = Site(name="Civic Notes", origins=["https://civic.example"], settings={})
+        db.session.add(site)
+        db.session.commit()
+        db.session.refresh(site)
+        db.session.expunge(site)
+    add_moderator(app, "mod@example.org", site)
+    seed_history(app, site)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    running = Live(app, server.port, site)
+    yield running
+    server.shutdown()
+    server.server_close()
+    problems = [m for m in running.console
+                if "Content Security Policy" in m or m.startswith("pageerror")]
+    assert problems == []
+
+
+def shot(page: Any, name: str) -> None:
+    """Save a full-page screenshot for people to look at."""
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"dashboard-{name}.png"), full_page=True)
+
+
+def card(page: Any, text: str) -> Any:
+    return page.locator("article.card", has_text=text)
+
+
+def test_moderate_ban_audit_and_stats_end_to_end(live: Live, browser: Any) -> None:
+    fair = live.post("A borderline but fair point about the budget", author="Mei",
+                     email="mei@example.org").json["comment"]["id"]
+    first = live.post("borderline pile-on number one", author="Crowd").json["comment"]["id"]
+    second = live.post("borderline pile-on number two", author="Crowd").json["comment"]["id"]
+    troll = live.post("you are a borderline clown, go away", author="Troll",
+                      email="troll@example.org").json["comment"]["id"]
+
+    # Anonymous visitors land on the sign-in page.
+    page = live.open(browser, sign_in=False)
+    expect(page.get_by_role("heading", name="Sign in to moderate")).to_be_visible()
+    page.close()
+
+    page = live.open(browser, "/dashboard/queue/pending")
+    expect(page.get_by_role("heading", name="Pending")).to_contain_text("4 matching")
+    held = card(page, "fair point about the budget")
+    expect(held.locator("mark.m-toxicity")).to_have_text("borderline")
+    expect(held).to_contain_text("toxicity 0.60 ≥ hold threshold 0.50")
+    shot(page, "queue")
+
+    # Approve one: it is then in the public API.
+    held.get_by_role("button", name="Approve").click()
+    expect(page.locator(".flash")).to_contain_text(f"Comment #{fair}: approve done.")
+    public = live.app.test_client().get(
+        "/api/v1/comments", query_string={"site": live.site.key, "uri": "/posts/one"}).json
+    assert [c["id"] for c in public["comments"]] == [fair]
+
+    # Bulk-reject a selection, one by click and one with the keyboard.
+    card(page, "pile-on number one").get_by_label("Select comment").check()
+    page.locator("body").press("j")
+    page.keyboard.press("j")
+    expect(page.locator("article.card.current")).to_contain_text("pile-on number two")
+    page.keyboard.press("x")
+    expect(page.locator(".selected-count")).to_have_text("(2)")
+    page.get_by_label("Action").select_option("reject")
+    page.get_by_role("button", name="Apply to selected").click()
+    expect(page.locator(".flash")).to_contain_text("Reject: 2 comments done.")
+    assert live.status(first) == live.status(second) == Status.REJECTED
+    assert live.status(troll) == Status.PENDING
+
+    # Ban the troll by email: their next post through the API is rejected.
+    card(page, "clown").get_by_role("link", name="Edit, ban, trust").click()
+    expect(page.get_by_role("heading", name=f"Comment #{troll}")).to_be_visible()
+    shot(page, "comment")
+    page.get_by_role("textbox", name="Reason", exact=True).fill("repeat insults")
+    page.get_by_role("button", name="Ban on Civic Notes").click()
+    expect(page.locator(".flash")).to_contain_text("Banned email troll@example.org.")
+    assert live.post("Hello again, friends", author="Troll",
+                     email="troll@example.org").status_code == 422
+
+    # The audit log shows all of it.
+    page.get_by_role("link", name="Audit log").click()
+    log = page.locator("table.events")
+    expect(log).to_contain_text("moderator:mod@example.org")
+    def rows(action: str) -> Any:
+        return log.locator("tr", has=page.locator(f"span.action-{action}"))
+
+    expect(rows("approve")).to_contain_text("pending → published")
+    expect(rows("ban")).to_contain_text("email troll@example.org: repeat insults")
+    expect(rows("reject")).to_have_count(2)
+    expect(log.locator("tr", has_text="banned: email troll@example.org")).to_contain_text(
+        "→ rejected")
+    shot(page, "audit")
+
+    # Stats: six charts, drawn with real size.
+    page.get_by_role("link", name="Stats").click()
+    charts = page.locator("svg.chart")
+    expect(charts).to_have_count(6)
+    for i in range(6):
+        box = charts.nth(i).bounding_box()
+        assert box and box["width"] > 200 and box["height"] > 80
+    assert page.locator("svg.chart rect.s-published").count() > 10
+    assert page.locator("svg.chart line.threshold").count() == 4
+    bar = page.locator("svg.chart rect.s-published").first.bounding_box()
+    assert bar and bar["height"] > 0 and bar["width"] > 0
+    shot(page, "stats")
+
+    with live.app.app_context():
+        actors = set(db.session.execute(
+            select(ModerationEvent.actor).where(ModerationEvent.action != "submit")
+        ).scalars())
+    assert actors == {"moderator:mod@example.org"}
+
+
+def test_keyboard_approve_and_bulk_confirmation_dialog(live: Live, browser: Any) -> None:
+    ids = [live.post(f"borderline comment {i}").json["comment"]["id"] for i in range(3)]
+    page = live.open(browser, "/dashboard/queue/pending?sort=oldest")
+    page.locator("body").press("j")
+    page.keyboard.press("a")
+    expect(page.locator(".flash")).to_contain_text(f"Comment #{ids[0]}: approve done.")
+    assert live.status(ids[0]) == Status.PUBLISHED
+    # The focus comes back to where it was, so "a" again takes the next comment.
+    expect(page.locator("article.card.current")).to_contain_text("borderline comment 1")
+    page.keyboard.press("s")
+    expect(page.locator(".flash")).to_contain_text(f"Comment #{ids[1]}: spam done.")
+    assert live.status(ids[1]) == Status.SPAM
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+@pytest.mark.parametrize("width", ["desktop", "phone"])
+def test_pages_in_light_and_dark_at_desktop_and_phone_width(
+    live: Live, browser: Any, scheme: str, width: str
+) -> None:
+    live.post("Buy cheap viagra at https://spam.example now", author="Promo",
+              website="https://spam.example")
+    live.post("A borderline take on the bus lanes, 公交专用道 seems fine", author="李明",
+              email="li@example.org")
+    with live.app.app_context():
+        site_id = live.site.id
+    viewport = PHONE if width == "phone" else DESKTOP
+    page = live.open(browser, "/dashboard/queue/pending", viewport=viewport,
+                     color_scheme=scheme)
+    name = f"{width}-{scheme}"
+    pages = {
+        "queue": "/dashboard/queue/pending",
+        "rejected": "/dashboard/queue/rejected",
+        "stats": "/dashboard/stats",
+        "bans": "/dashboard/bans",
+        "audit": "/dashboard/audit",
+        "settings": f"/dashboard/sites/{site_id}/settings",
+        "error": "/dashboard/comments/999999",
+    }
+    for label, path in pages.items():
+        response = page.goto(live.origin + path)
+        assert response.status == (404 if label == "error" else 200)
+        # Nothing may be wider than the screen.
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"{label} overflows by {overflow}px at {width} width"
+        shot(page, f"{label}-{name}")
+    page.goto(live.origin + "/dashboard/logout")  # a GET: 405 page
+    shot(page, f"405-{name}")
+    login = live.open(browser, sign_in=False, viewport=viewport, color_scheme=scheme)
+    shot(login, f"login-{name}")
