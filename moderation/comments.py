@@ -46,6 +46,8 @@ SUBMIT_FIELDS = frozenset(
 EDIT_FIELDS = frozenset({"text", "author", "website"})
 REPORT_REASONS = ("spam", "abuse", "off-topic", "other")
 MAX_URI = 1024
+# Largest id an Integer column holds on PostgreSQL (and so on every database we support).
+MAX_ID = 2**31 - 1
 MAX_TITLE = 300
 
 
@@ -158,7 +160,8 @@ def get_site(key: object) -> Site:
 
 def get_comment(comment_id: int) -> Comment:
     """Return a comment by id, or raise NotFound."""
-    comment = db.session.get(Comment, comment_id)
+    # Ids past the integer column's range cannot exist (and would make the driver raise).
+    comment = db.session.get(Comment, comment_id) if 0 < comment_id <= MAX_ID else None
     if comment is None:
         raise NotFound("no such comment")
     return comment
@@ -559,7 +562,7 @@ def report(comment: Comment, payload: Mapping[str, Any], client: Client) -> Repo
     reason = payload.get("reason", "other")
     if reason not in REPORT_REASONS:
         raise InvalidField("reason", "must be one of " + ", ".join(REPORT_REASONS))
-    note = payload.get("note") or ""
+    note = payload.get("note", "")
     if not isinstance(note, str):
         raise InvalidField("note", "must be a string")
     note = " ".join(sanitising.normalise(note).split())

@@ -39,7 +39,7 @@ EDIT_TOKEN = {
     "schema": {"type": "string"},
 }
 COMMENT_ID = {"name": "comment_id", "in": "path", "required": True,
-              "schema": {"type": "integer", "minimum": 1}}
+              "schema": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}}
 
 SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -301,6 +301,414 @@ PATHS: dict[str, Any] = {
 }
 
 
+# -- the server-to-server API, authenticated by a site API key -------------------------------
+
+BEARER = [{"bearerAuth": []}]
+_KEY_ERRORS = {
+    400: "Invalid input; `error.field` names the field.",
+    401: "Missing or invalid API key (`unauthorized`).",
+    403: "The key lacks the scope this route needs (`insufficient_scope`).",
+    404: "No such comment or webhook on the key's site.",
+    413: "Body too large.",
+    415: "Body is not application/json.",
+    429: "Too many requests for this key; see Retry-After.",
+    503: "The model is not loaded (`model_unavailable`) or the database is unavailable.",
+}
+
+
+def _key_errors(*codes: int) -> dict[str, Any]:
+    return {str(code): _error(_KEY_ERRORS[code]) for code in (401, 403, 429, 503, *codes)}
+
+
+def _body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+def _page_params(default: int = 50) -> list[dict[str, Any]]:
+    return [
+        {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+        {"name": "per_page", "in": "query",
+         "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": default}},
+    ]
+
+
+_STATUS_ENUM = ["published", "pending", "spam", "rejected", "deleted"]
+_NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+_READER = {
+    "type": "object",
+    "required": ["addr"],
+    "additionalProperties": False,
+    "description": "The reader the site server posts for: their IP (stored as /24 or /48) "
+    "and user agent. Per-reader limits (LIMIT_POST) apply to this address.",
+    "properties": {"addr": {"type": "string", "format": "ip"},
+                   "user_agent": {"type": "string", "maxLength": 300}},
+}
+# Lengths are checked after normalisation (control and invisible characters removed, spaces
+# collapsed), so they are stated in words: a raw string may be longer and still pass.
+_COMMENT_FIELDS = {
+    "uri": {"type": "string", "description": "Page path, e.g. /posts/hello."},
+    "title": {"type": "string", "description": "Kept to 300 characters."},
+    "parent": {"type": ["integer", "null"], "description": "Comment replied to."},
+    "author": {"type": "string", "description": "At most 64 characters."},
+    "email": {"type": "string", "description": "At most 254 characters."},
+    "website": {"type": "string", "description": "An http(s) URL, at most 254 characters."},
+    "text": {"type": "string", "description": "Markdown subset, 2 to 10000 characters."},
+}
+_BAN = {
+    "type": "object",
+    "additionalProperties": False,
+    "description": "Also ban the author: by e-mail (default when the comment has one), "
+    "anonymised address (default otherwise) or website domain; for `days`, else for good.",
+    "properties": {"by": {"enum": ["email", "addr", "domain", None]},
+                   "days": {"type": ["integer", "null"], "minimum": 1, "maximum": 3650}},
+}
+_ACTION = {"type": "string", "enum": ["approve", "reject", "spam", "delete", "ban"],
+           "description": "`ban` bans the author (see `ban`) without changing the status."}
+
+SCHEMAS.update({
+    "ManagedComment": {
+        "type": "object",
+        "required": ["id", "uri", "parent", "status", "author", "email", "website", "text",
+                     "html", "client_addr", "user_agent", "spam_score", "toxicity_score",
+                     "scores", "reasons", "model_version", "created", "edited", "decided"],
+        "properties": {
+            "id": {"type": "integer"},
+            "uri": {"type": "string"},
+            "parent": {"type": ["integer", "null"]},
+            "status": {"type": "string", "enum": _STATUS_ENUM},
+            "author": {"type": "string"},
+            "email": {"type": "string"},
+            "website": {"type": "string"},
+            "text": {"type": "string"},
+            "html": {"type": "string"},
+            "client_addr": {"type": "string", "description": "Anonymised: /24 or /48."},
+            "user_agent": {"type": "string"},
+            "spam_score": {"type": ["number", "null"]},
+            "toxicity_score": {"type": ["number", "null"]},
+            "scores": {"type": "object", "additionalProperties": {"type": "number"}},
+            "reasons": {"type": "array", "items": {"type": "string"}},
+            "model_version": {"type": ["string", "null"]},
+            "created": {"type": "string", "format": "date-time"},
+            "edited": _NULLABLE_TIME,
+            "decided": _NULLABLE_TIME,
+        },
+    },
+    "Decision": {
+        "type": "object",
+        "required": ["action", "status", "reasons"],
+        "properties": {
+            "action": {"type": "string", "enum": ["publish", "hold", "reject"]},
+            "status": {"type": "string", "enum": _STATUS_ENUM},
+            "reasons": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "ManagedNewComment": {
+        "type": "object",
+        "required": ["uri", "text", "reader"],
+        "additionalProperties": False,
+        "properties": {**_COMMENT_FIELDS, "reader": _READER,
+                       "hp": {"type": "string"}, "elapsed_ms": {"type": "number", "minimum": 0}},
+    },
+    "ManagedSubmitted": {
+        "type": "object",
+        "required": ["comment", "decision", "edit_token"],
+        "properties": {"comment": _ref("ManagedComment"), "decision": _ref("Decision"),
+                       "edit_token": {"type": "string",
+                                      "description": "Lets the reader edit via X-Edit-Token."}},
+    },
+    "ManagedRejected": {
+        "type": "object",
+        "required": ["error", "comment", "decision"],
+        "properties": {"error": SCHEMAS["Error"]["properties"]["error"],
+                       "comment": _ref("ManagedComment"), "decision": _ref("Decision")},
+    },
+    "ManagedPage": {
+        "type": "object",
+        "required": ["comments", "total", "page", "per_page", "pages"],
+        "properties": {"comments": {"type": "array", "items": _ref("ManagedComment")},
+                       "total": {"type": "integer"}, "page": {"type": "integer"},
+                       "per_page": {"type": "integer"}, "pages": {"type": "integer"}},
+    },
+    "Moderated": {
+        "type": "object",
+        "required": ["comments", "bans"],
+        "properties": {
+            "comments": {"type": "array", "items": _ref("ManagedComment")},
+            "bans": {"type": "array", "items": {
+                "type": "object", "required": ["id", "kind", "value", "expires"],
+                "properties": {"id": {"type": "integer"}, "kind": {"type": "string"},
+                               "value": {"type": "string"}, "expires": _NULLABLE_TIME}}},
+        },
+    },
+    "AnalyzeRequest": {
+        "type": "object",
+        "required": ["text"],
+        "additionalProperties": False,
+        "properties": {
+            **_COMMENT_FIELDS,
+            "lang": {"type": "string", "enum": ["en", "zh"],
+                     "description": "Language of the text; detected when absent."},
+            "store": {"type": "boolean", "default": False,
+                      "description": "Also store it as a comment on `uri` (needs write)."},
+            "reader": _READER,
+        },
+    },
+    "Analysis": {
+        "type": "object",
+        "required": ["scores", "decision", "spans", "text", "lang", "model_version", "stored"],
+        "properties": {
+            "scores": {"type": "object", "additionalProperties": {"type": "number"},
+                       "description": "spam, toxicity and the model's attributes (0–1)."},
+            "decision": _ref("Decision"),
+            "spans": {"type": "object", "description": "Per score, the terms that pushed it "
+                      "up: {term, field, weight, spans: [[start, end]]}; spans index `text`.",
+                      "additionalProperties": {"type": "array", "items": {"type": "object"}}},
+            "text": {"type": "string", "description": "The plain text the model scored."},
+            "lang": {"type": "string"},
+            "model_version": {"type": "string"},
+            "stored": {"anyOf": [_ref("ManagedComment"), {"type": "null"}]},
+        },
+    },
+    "FeedbackRequest": {
+        "type": "object",
+        "required": ["label"],
+        "additionalProperties": False,
+        "description": "Either `comment` (an id on the key's site) or `text`.",
+        "properties": {
+            "label": {"type": "string", "enum": ["spam", "ham", "toxic", "ok"]},
+            "comment": {"type": "integer"},
+            "text": _COMMENT_FIELDS["text"],
+            "author": _COMMENT_FIELDS["author"],
+            "website": _COMMENT_FIELDS["website"],
+            "email": _COMMENT_FIELDS["email"],
+        },
+    },
+    "Webhook": {
+        "type": "object",
+        "required": ["id", "url", "events", "active", "created"],
+        "properties": {
+            "id": {"type": "integer"},
+            "url": {"type": "string"},
+            "events": {"type": "array", "items": {"type": "string"}},
+            "active": {"type": "boolean"},
+            "created": {"type": "string", "format": "date-time"},
+            "secret": {"type": "string", "description": "Signing secret, shown on creation only."},
+        },
+    },
+    "Delivery": {
+        "type": "object",
+        "required": ["id", "event", "state", "attempts", "last_status", "last_error",
+                     "next_attempt", "created", "delivered"],
+        "properties": {
+            "id": {"type": "integer"},
+            "event": {"type": "string"},
+            "state": {"type": "string", "enum": ["pending", "delivered", "failed"]},
+            "attempts": {"type": "integer"},
+            "last_status": {"type": ["integer", "null"]},
+            "last_error": {"type": "string"},
+            "next_attempt": {"type": "string", "format": "date-time"},
+            "created": {"type": "string", "format": "date-time"},
+            "delivered": _NULLABLE_TIME,
+        },
+    },
+})
+
+_WEBHOOK_ID = {"name": "webhook_id", "in": "path", "required": True,
+               "schema": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}}
+_MODERATION_FIELDS = {"action": _ACTION, "reason": {"type": "string", "maxLength": 1000},
+                      "ban": _BAN}
+
+PATHS.update({
+    "/api/v1/manage/key": {
+        "get": {
+            "summary": "Describe the calling key (any scope).",
+            "operationId": "keyInfo",
+            "security": BEARER,
+            "responses": {
+                "200": _json({"type": "object", "required": ["key"], "properties": {"key": {
+                    "type": "object",
+                    "required": ["prefix", "scopes", "site", "site_name", "created"],
+                    "properties": {"prefix": {"type": "string"},
+                                   "scopes": {"type": "array", "items": {"type": "string"}},
+                                   "site": {"type": "string"}, "site_name": {"type": "string"},
+                                   "created": {"type": "string", "format": "date-time"}}}}},
+                    "The key's site, prefix and scopes."),
+                **_key_errors(),
+            },
+        }
+    },
+    "/api/v1/manage/comments": {
+        "get": {
+            "summary": "List the site's comments of any status (scope read).",
+            "operationId": "manageListComments",
+            "security": BEARER,
+            "parameters": [
+                {"name": "status", "in": "query", "schema": {"type": "string"},
+                 "description": "Comma-separated statuses; default all but deleted."},
+                {"name": "uri", "in": "query", "schema": {"type": "string"}},
+                {"name": "order", "in": "query",
+                 "schema": {"type": "string", "enum": ["newest", "oldest"]}},
+                *_page_params(),
+            ],
+            "responses": {"200": _json(_ref("ManagedPage"), "One page of comments."),
+                          **_key_errors(400)},
+        },
+        "post": {
+            "summary": "Post a comment on behalf of a reader (scope write).",
+            "operationId": "manageCreateComment",
+            "security": BEARER,
+            "requestBody": _body(_ref("ManagedNewComment")),
+            "responses": {
+                "201": _json(_ref("ManagedSubmitted"), "Published."),
+                "202": _json(_ref("ManagedSubmitted"), "Held for review."),
+                "422": _json(_ref("ManagedRejected"), "Rejected; stored in the Spam/Rejected "
+                             "queue."),
+                **_key_errors(400, 413, 415),
+            },
+        },
+    },
+    "/api/v1/manage/comments/{comment_id}": {
+        "parameters": [COMMENT_ID],
+        "get": {
+            "summary": "Read one of the site's comments in any status (scope read).",
+            "operationId": "manageGetComment",
+            "security": BEARER,
+            "responses": {
+                "200": _json({"type": "object", "required": ["comment"],
+                              "properties": {"comment": _ref("ManagedComment")}}, "The comment."),
+                **_key_errors(404),
+            },
+        },
+    },
+    "/api/v1/manage/comments/{comment_id}/moderation": {
+        "parameters": [COMMENT_ID],
+        "post": {
+            "summary": "Approve, reject, mark spam, delete or ban (scope moderate).",
+            "operationId": "manageModerateComment",
+            "security": BEARER,
+            "requestBody": _body({"type": "object", "required": ["action"],
+                                  "additionalProperties": False,
+                                  "properties": _MODERATION_FIELDS}),
+            "responses": {"200": _json(_ref("Moderated"), "Done; written to the audit trail."),
+                          **_key_errors(400, 404, 413, 415)},
+        },
+    },
+    "/api/v1/manage/moderation": {
+        "post": {
+            "summary": "Apply one moderation action to many comments (scope moderate).",
+            "operationId": "manageModerateMany",
+            "security": BEARER,
+            "requestBody": _body({
+                "type": "object", "required": ["ids", "action"], "additionalProperties": False,
+                "properties": {"ids": {"type": "array", "minItems": 1, "maxItems": 200,
+                                       "items": {"type": "integer"}},
+                               **_MODERATION_FIELDS}}),
+            "responses": {"200": _json(_ref("Moderated"), "Done; written to the audit trail."),
+                          **_key_errors(400, 404, 413, 415)},
+        },
+    },
+    "/api/v1/analyze": {
+        "post": {
+            "summary": "Score a text and say what the site's policy would do (scope analyze).",
+            "operationId": "analyze",
+            "security": BEARER,
+            "requestBody": _body(_ref("AnalyzeRequest")),
+            "responses": {
+                "200": _json(_ref("Analysis"), "Scores, decision, reasons and spans."),
+                "201": _json(_ref("Analysis"), "Also stored as a comment (`store: true`)."),
+                **_key_errors(400, 404, 413, 415),
+            },
+        },
+    },
+    "/api/v1/feedback": {
+        "post": {
+            "summary": "Label a comment or a text for retraining (scope analyze).",
+            "operationId": "feedback",
+            "security": BEARER,
+            "requestBody": _body(_ref("FeedbackRequest")),
+            "responses": {
+                "201": _json({"type": "object", "required": ["label"], "properties": {
+                    "label": {"type": "object",
+                              "required": ["id", "label", "comment", "source", "created"],
+                              "properties": {"id": {"type": "integer"},
+                                             "label": {"type": "string"},
+                                             "comment": {"type": ["integer", "null"]},
+                                             "source": {"type": "string"},
+                                             "created": {"type": "string",
+                                                         "format": "date-time"}}}}},
+                    "Kept with the moderators' labels."),
+                **_key_errors(400, 404, 413, 415),
+            },
+        },
+    },
+    "/api/v1/manage/webhooks": {
+        "get": {
+            "summary": "List the site's webhooks (scope moderate).",
+            "operationId": "listWebhooks",
+            "security": BEARER,
+            "responses": {
+                "200": _json({"type": "object", "required": ["webhooks"], "properties": {
+                    "webhooks": {"type": "array", "items": _ref("Webhook")}}}, "Webhooks."),
+                **_key_errors(),
+            },
+        },
+        "post": {
+            "summary": "Add a webhook; the answer holds its signing secret (scope moderate).",
+            "operationId": "createWebhook",
+            "security": BEARER,
+            "requestBody": _body({
+                "type": "object", "required": ["url"], "additionalProperties": False,
+                "properties": {
+                    "url": {"type": "string", "format": "uri", "maxLength": 1000},
+                    "events": {"type": "array", "minItems": 1, "items": {
+                        "type": "string",
+                        "enum": ["comment.created", "comment.held", "comment.moderated"]}},
+                }}),
+            "responses": {
+                "201": _json({"type": "object", "required": ["webhook"],
+                              "properties": {"webhook": _ref("Webhook")}}, "Created."),
+                **_key_errors(400, 413, 415),
+            },
+        },
+    },
+    "/api/v1/manage/webhooks/{webhook_id}": {
+        "parameters": [_WEBHOOK_ID],
+        "delete": {
+            "summary": "Delete a webhook and its delivery log (scope moderate).",
+            "operationId": "deleteWebhook",
+            "security": BEARER,
+            "responses": {"204": {"description": "Deleted."}, **_key_errors(404)},
+        },
+    },
+    "/api/v1/manage/webhooks/{webhook_id}/deliveries": {
+        "parameters": [_WEBHOOK_ID],
+        "get": {
+            "summary": "A webhook's delivery log, newest first (scope moderate).",
+            "operationId": "listDeliveries",
+            "security": BEARER,
+            "parameters": [
+                {"name": "state", "in": "query",
+                 "schema": {"type": "string", "enum": ["pending", "delivered", "failed"]}},
+                *_page_params(),
+            ],
+            "responses": {
+                "200": _json({"type": "object", "required": ["deliveries", "page", "per_page"],
+                              "properties": {"deliveries": {"type": "array",
+                                                            "items": _ref("Delivery")},
+                                             "page": {"type": "integer"},
+                                             "per_page": {"type": "integer"}}},
+                             "Deliveries with attempts and last outcome."),
+                **_key_errors(400, 404),
+            },
+        },
+    },
+})
+SECURITY_SCHEMES = {
+    "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "mk_<prefix>_<secret>",
+                   "description": "A site API key from `flask site add` or `site rotate-key`."},
+}
+
+
 def build_document(server_url: str = "") -> dict[str, Any]:
     """Return the OpenAPI document, with this server's URL when given."""
     return {
@@ -312,5 +720,5 @@ def build_document(server_url: str = "") -> dict[str, Any]:
         },
         "servers": [{"url": server_url or "/"}],
         "paths": PATHS,
-        "components": {"schemas": SCHEMAS},
+        "components": {"schemas": SCHEMAS, "securitySchemes": SECURITY_SCHEMES},
     }

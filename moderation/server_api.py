@@ -99,7 +99,7 @@ def manage_view(comment: Comment) -> dict[str, Any]:
 
 
 def _site_comment(comment_id: int) -> Comment:
-    comment = db.session.get(Comment, comment_id)
+    comment = db.session.get(Comment, comment_id) if 0 < comment_id <= comments.MAX_ID else None
     if comment is None or comment.site_id != key().site_id:
         raise NotFound("no such comment on this site")
     return comment
@@ -212,14 +212,15 @@ def manage_get(comment_id: int) -> Response:
     return jsonify(comment=manage_view(_site_comment(comment_id)))
 
 
-def _ban_spec(value: object) -> dict[str, Any] | None:
-    if value is None:
+def _ban_spec(data: dict[str, Any]) -> dict[str, Any] | None:
+    if "ban" not in data:
         return None
+    value = data["ban"]
     if not isinstance(value, dict):
         raise InvalidField("ban", 'must be an object like {"by": "email", "days": 30}')
     _reject_unknown(value, {"by", "days"})
     by = value.get("by")
-    if by is not None and by not in moderating.BAN_KINDS:
+    if by is not None and (not isinstance(by, str) or by not in moderating.BAN_KINDS):
         raise InvalidField("ban.by", "must be one of " + ", ".join(moderating.BAN_KINDS))
     days = value.get("days")
     if days is not None and (isinstance(days, bool) or not isinstance(days, int)
@@ -248,7 +249,7 @@ def _moderate(ids: list[int], data: dict[str, Any]) -> Response:
         raise InvalidField("action", "must be one of " + ", ".join(ACTIONS))
     if not isinstance(reason, str) or len(reason) > 1000:
         raise InvalidField("reason", "must be a string of at most 1000 characters")
-    spec = _ban_spec(data.get("ban"))
+    spec = _ban_spec(data)
     if action == "ban" and spec is None:
         spec = {"by": None, "days": None}
     found = [_site_comment(i) for i in ids]
@@ -310,6 +311,13 @@ def analyze() -> tuple[Response, int]:
     if lang is not None and (not isinstance(lang, str)
                              or lang.split("-")[0].lower() not in LANGUAGES):
         raise InvalidField("lang", "must be one of " + ", ".join(LANGUAGES))
+    if "uri" in data:
+        comments.normalise_uri(data["uri"])
+    if "title" in data and not isinstance(data["title"], str):
+        raise InvalidField("title", "must be a string")
+    parent = data.get("parent")
+    if parent is not None and (isinstance(parent, bool) or not isinstance(parent, int)):
+        raise InvalidField("parent", "must be the id of a comment in this thread")
     classifier = _classifier()
     found = key()
     reader = (_reader(data) if "reader" in data else comments.Client(""))
@@ -407,7 +415,7 @@ def delivery_view(delivery: WebhookDelivery) -> dict[str, Any]:
 
 
 def _site_webhook(webhook_id: int) -> Webhook:
-    hook = db.session.get(Webhook, webhook_id)
+    hook = db.session.get(Webhook, webhook_id) if 0 < webhook_id <= comments.MAX_ID else None
     if hook is None or hook.site_id != key().site_id:
         raise NotFound("no such webhook on this site")
     return hook
@@ -432,7 +440,8 @@ def webhooks_create() -> tuple[Response, int]:
     url = webhooks.check_url(data.get("url"),
                              bool(current_app.config["WEBHOOK_ALLOW_PRIVATE_TARGETS"]))
     hook = Webhook(site_id=key().site_id, url=url, secret=webhooks.new_secret(),
-                   events=webhooks.check_events(data.get("events")), active=True)
+                   events=webhooks.check_events(data["events"]) if "events" in data
+                   else list(webhooks.EVENTS), active=True)
     db.session.add(hook)
     db.session.commit()
     return jsonify(webhook=webhook_view(hook, secret=True)), 201

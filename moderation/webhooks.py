@@ -78,9 +78,7 @@ def check_url(url: object, allow_private: bool) -> str:
 
 
 def check_events(events: object) -> list[str]:
-    """Return the subscribed events (all when absent), or raise naming the field."""
-    if events is None:
-        return list(EVENTS)
+    """Return the subscribed events, or raise naming the field."""
     if not isinstance(events, list) or not events or not all(e in EVENTS for e in events):
         raise InvalidField("events", "must be a non-empty list of " + ", ".join(EVENTS))
     return list(dict.fromkeys(events))

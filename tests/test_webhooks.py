@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,11 +32,13 @@ class Receiver:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.statuses: list[int] = []
+        self.delay = 0.0
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                time.sleep(receiver.delay)
                 receiver.requests.append({"headers": dict(self.headers), "body": body,
                                           "path": self.path})
                 status = receiver.statuses.pop(0) if receiver.statuses else 200
@@ -202,25 +205,30 @@ def test_unreachable_receiver_is_recorded_and_retried(hooked: Flask) -> None:
 
 
 def test_background_worker_delivers_without_blocking_the_request(
-    database_url: str, receiver: Receiver
+    database_url: str, receiver: Receiver, tmp_path: Path
 ) -> None:
     from tests.conftest import clear_tables
 
-    app = make_app(database_url, WEBHOOKS_WORKER=True, WEBHOOK_ALLOW_PRIVATE_TARGETS=True)
+    if database_url == "sqlite://":
+        # A file, not the one shared in-memory connection: the worker thread uses its own.
+        database_url = f"sqlite:///{tmp_path / 'worker.sqlite3'}"
+    receiver.delay = 3.0  # a slow receiver must not slow down the request that caused the event
+    app = make_app(database_url, WEBHOOKS_WORKER=True, WEBHOOK_ALLOW_PRIVATE_TARGETS=True,
+                   WEBHOOK_TIMEOUT_SECONDS=10)
     fakes.install(app)
     try:
         key, client = setup_site(app)
         add_hook(client, key, receiver.url)
         started = time.monotonic()
         assert post(client, key, "hello from the worker").status_code == 201
-        assert time.monotonic() - started < 1.0
-        deadline = time.monotonic() + 10
+        assert time.monotonic() - started < 2.0
+        deadline = time.monotonic() + 15
         while not receiver.requests and time.monotonic() < deadline:
             time.sleep(0.05)
         assert [r["headers"]["X-Moderation-Event"] for r in receiver.requests] == [
             "comment.created"]
     finally:
-        webhooks.stop_worker(app)
+        webhooks.stop_worker(app, timeout=10)
         clear_tables(app)
 
 
