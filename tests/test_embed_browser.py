@@ -314,6 +314,26 @@ def test_load_more_sort_and_depth_cap(live: Callable[..., Live], browser: Any) -
     assert_clean(server)
 
 
+def test_widget_sends_honeypot_and_fill_time(live: Callable[..., Live], browser: Any) -> None:
+    server = live(MIN_FILL_MS=60_000)  # no test reader spends a minute on the form
+    page = server.open(browser, EN_POST)
+    post(page, "Posted faster than any person types.")
+    status = page.locator(".cm-widget > .cm-form .cm-status")
+    expect(status).to_have_text("Your comment was not accepted.")
+    assert server.comments()[-1].status == "spam"
+    assert server.comments()[-1].reasons[0].startswith("bot: form filled in")
+
+    server.app.config["MIN_FILL_MS"] = 0
+    hidden = page.locator("input[name=homepage]")
+    expect(hidden).not_to_be_in_viewport()
+    assert hidden.get_attribute("tabindex") == "-1"
+    hidden.evaluate("el => { el.value = 'http://spam.example'; }")  # what a form-filling bot does
+    post(page, "A bot that fills in every field.")
+    expect(status).to_have_text("Your comment was not accepted.")
+    assert server.comments()[-1].reasons[0] == "bot: honeypot field filled in"
+    expect(page.locator(".cm-title")).to_have_text("5 comments")
+
+
 XSS = [
     '<img src=x onerror="window.__xss=1;alert(1)">',
     "<script>window.__xss=1;alert(2)</script>",

@@ -157,10 +157,12 @@
     s = s.replace(/\[([^\]]+)\]\(((?:https?:\/\/|mailto:)[^\s()]+)\)/g, function (m, label, url) {
       return hold('<a href="' + url + '"' + LINK_ATTRS + ">" + emphasis(label) + "</a>");
     });
-    s = s.replace(/\bhttps?:\/\/[^\s<]*[^\s<.,:;!?)&]/g, function (url) {
+    s = s.replace(/\bhttps?:\/\/(?:[^\s<&]|&amp;)*[^\s<&.,:;!?)]/g, function (url) {
       return hold('<a href="' + url + '"' + LINK_ATTRS + ">" + url + "</a>");
     });
-    return emphasis(s).replace(/\u0001(\d+)\u0002/g, function (m, i) { return keep[+i]; });
+    return (function restore(t) {
+      return t.replace(/\u0001(\d+)\u0002/g, function (m, i) { return restore(keep[+i] || ""); });
+    })(emphasis(s));
   }
 
   function emphasis(s) {
