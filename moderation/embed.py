@@ -71,4 +71,5 @@ def serve(name: str) -> Response:
     response.headers["Access-Control-Allow-Origin"] = "*"
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Cross-Origin-Resource-Policy"] = "cross-origin"
-    return response.make_conditional(request)
+    response.make_conditional(request)  # 304 when the ETag matches; updates in place
+    return response
