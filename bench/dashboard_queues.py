@@ -43,7 +43,8 @@ def seed(app, n: int) -> None:
         site = Site(name="Bench", origins=[], settings={})
         db.session.add(site)
         db.session.flush()
-        threads = [Thread(site_id=site.id, uri=f"/posts/{i}", title=f"Post {i}") for i in range(500)]
+        threads = [Thread(site_id=site.id, uri=f"/posts/{i}", title=f"Post {i}")
+                   for i in range(500)]
         db.session.add_all(threads)
         db.session.add(Moderator(email="admin@example.org", is_admin=True,
                                  password_hash=auth.hash_password("benchmark password")))
@@ -58,7 +59,8 @@ def seed(app, n: int) -> None:
             created = now - timedelta(minutes=rng.uniform(0, 60 * 24 * 60))
             body = " ".join(rng.choice(words) for _ in range(12))
             rows.append({
-                "site_id": site.id, "thread_id": threads[i % 500].id, "author": f"Reader {i % 5000}",
+                "site_id": site.id, "thread_id": threads[i % 500].id,
+                "author": f"Reader {i % 5000}",
                 "email": f"r{i % 5000}@example.org", "website": "", "author_key": f"k{i % 5000}",
                 "client_addr": "198.51.100.0", "user_agent": "", "text": body,
                 "html": f"<p>{body}</p>", "status": status, "spam_score": round(spam, 4),

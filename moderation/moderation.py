@@ -23,6 +23,7 @@ from sqlalchemy import (
     or_,
     select,
 )
+from sqlalchemy.orm import selectinload
 
 from . import comments, sanitising
 from .db import (
@@ -217,7 +218,12 @@ def queue_page(flt: QueueFilter, cursor: str = "", size: int = PAGE_SIZE) -> Pag
     # large queue is what made deep queues slow.
     ids = list(db.session.execute(query.order_by(*flt.order()).limit(size + 1)).scalars())
     loaded = {
-        c.id: c for c in db.session.execute(select(Comment).where(Comment.id.in_(ids))).scalars()
+        c.id: c
+        for c in db.session.execute(
+            select(Comment)
+            .where(Comment.id.in_(ids))
+            .options(selectinload(Comment.site), selectinload(Comment.thread))
+        ).scalars()
     }
     rows = [loaded[i] for i in ids if i in loaded]
     more = len(rows) > size

@@ -729,3 +729,28 @@ def test_admins_list_sites_and_moderators_and_add_sites(
     login(client, "bob@example.org")
     assert client.post("/dashboard/sites", data={"name": "Delta"}).status_code == 403
     assert "Gamma" not in client.get("/dashboard/sites").get_data(as_text=True)
+
+
+def test_database_and_server_failures_are_readable_pages(
+    app: Flask, client: FlaskClient, world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    login(client, "alice@example.org")
+
+    def down(*args: Any, **kwargs: Any) -> Any:
+        raise OperationalError("SELECT 1", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(moderation, "queue_page", down)
+    unavailable = client.get("/dashboard/queue/pending")
+    assert unavailable.status_code == 503 and unavailable.mimetype == "text/html"
+    assert b"The database is unavailable" in unavailable.data
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(moderation, "queue_page", broken)
+    app.config["PROPAGATE_EXCEPTIONS"] = False
+    failed = client.get("/dashboard/queue/pending")
+    assert failed.status_code == 500 and failed.mimetype == "text/html"
+    assert b"500 \xe2\x80\x94 Server error" in failed.data and b"bug" not in failed.data

@@ -260,6 +260,8 @@ def test_pages_in_light_and_dark_at_desktop_and_phone_width(
               email="li@example.org")
     with live.app.app_context():
         site_id = live.site.id
+        held = db.session.execute(
+            select(Comment.id).where(Comment.status == Status.PENDING)).scalar_one()
     viewport = PHONE if width == "phone" else DESKTOP
     page = live.open(browser, "/dashboard/queue/pending", viewport=viewport,
                      color_scheme=scheme)
@@ -270,16 +272,18 @@ def test_pages_in_light_and_dark_at_desktop_and_phone_width(
         "stats": "/dashboard/stats",
         "bans": "/dashboard/bans",
         "audit": "/dashboard/audit",
+        "comment": f"/dashboard/comments/{held}",
         "settings": f"/dashboard/sites/{site_id}/settings",
+        "sites": "/dashboard/sites",
         "error": "/dashboard/comments/999999",
     }
     for label, path in pages.items():
         response = page.goto(live.origin + path)
         assert response.status == (404 if label == "error" else 200)
+        shot(page, f"{label}-{name}")
         # Nothing may be wider than the screen.
         overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 0, f"{label} overflows by {overflow}px at {width} width"
-        shot(page, f"{label}-{name}")
     page.goto(live.origin + "/dashboard/logout")  # a GET: 405 page
     shot(page, f"405-{name}")
     login = live.open(browser, sign_in=False, viewport=viewport, color_scheme=scheme)
