@@ -11,6 +11,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import csv  # noqa: E402
 import gzip  # noqa: E402
+import importlib.util  # noqa: E402
 import random  # noqa: E402
 import resource  # noqa: E402
 import statistics  # noqa: E402
@@ -130,13 +131,12 @@ def main() -> int:
           f"batches of {args.batch}, {args.singles} single calls, 1 thread")
     ours = measure("ours", lambda: load(args.model), lambda m, b: m.score(b),
                    lambda m, x: m.score_one(x), items, args.batch, args.singles)
-    try:
-        import profanity_check  # noqa: F401  (import time is its load time)
-    except ImportError:
+    if importlib.util.find_spec("profanity_check") is None:
         print("alt-profanity-check is not installed; no comparison")
         return 0
 
     def load_theirs() -> Any:
+        # Importing the package unpickles its model, so import time is its load time.
         import profanity_check
 
         return profanity_check.predict_prob
