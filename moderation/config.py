@@ -57,6 +57,8 @@ LIMIT_EDIT = "10/minute"
 LIMIT_REPORT = "5/minute;50/day"
 # Reads (thread listings, counts) per client address.
 LIMIT_READ = "300/minute"
+# Dashboard sign-in attempts (POSTs) per client address.
+LIMIT_LOGIN = "5/minute"
 # Requests per server-to-server API key (all /api/v1 key routes, Perspective and Akismet).
 LIMIT_API_KEY = "600/minute"
 
