@@ -72,6 +72,9 @@ WEBHOOK_MAX_ATTEMPTS = 6
 WEBHOOK_BACKOFF_SECONDS = 10
 # Allow webhook URLs that resolve to loopback/private/link-local addresses (off: no SSRF).
 WEBHOOK_ALLOW_PRIVATE_TARGETS = False
+# Spam probability from which Akismet comment-check answers "true" (or the site's spam hold
+# threshold when that is higher); "discard" from the site's spam reject threshold.
+AKISMET_SPAM_PROBABILITY = 0.5
 
 # Number of reverse proxies in front of the app whose X-Forwarded-* headers are trusted.
 PROXY_COUNT = 0
