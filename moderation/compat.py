@@ -30,7 +30,7 @@ ATTRIBUTE_HEADS = {
     "SPAM": "spam",
 }
 # Languages each attribute is trained for; the attribute heads saw English only.
-ATTRIBUTE_LANGUAGES = {name: ("en",) for name in ATTRIBUTE_HEADS}
+ATTRIBUTE_LANGUAGES: dict[str, tuple[str, ...]] = {name: ("en",) for name in ATTRIBUTE_HEADS}
 ATTRIBUTE_LANGUAGES.update(TOXICITY=("en", "zh"), SPAM=("en", "zh"))
 GOOGLE_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
                  404: "NOT_FOUND", 405: "INVALID_ARGUMENT", 413: "INVALID_ARGUMENT",
@@ -110,7 +110,9 @@ def analyze() -> Response:
     if not isinstance(data, dict):
         raise PerspectiveError(400, "Invalid JSON payload received.")
     comment = data.get("comment")
-    text = comment.get("text") if isinstance(comment, dict) else None
+    if not isinstance(comment, dict):
+        comment = {}
+    text = comment.get("text")
     if not isinstance(text, str) or not text.strip():
         raise PerspectiveError(400, "Comment must be specified with non-empty comment.text.")
     if len(text.encode()) > MAX_TEXT:
@@ -180,22 +182,22 @@ def analyze() -> Response:
 SUBMITTED = "Thanks for making the web a better place."
 
 
-def _text(body: str, status: int = 200, **headers: str) -> Response:
+def _text(body: str, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     response = Response(body, status=status, mimetype="text/plain")
-    response.headers.update(headers)
+    response.headers.update(headers or {})
     return response
 
 
 @akismet.errorhandler(HTTPException)
 def _akismet_http(error: HTTPException) -> Response:
     return _text(str(error.code), error.code or 500,
-                 **{"X-akismet-debug-help": error.description or "error"})
+                 {"X-akismet-debug-help": error.description or "error"})
 
 
 @akismet.errorhandler(InvalidField)
 def _akismet_field(error: InvalidField) -> Response:
     return _text("Missing or invalid field", 400,
-                 **{"X-akismet-debug-help": f"{error.field}: {error.message}"})
+                 {"X-akismet-debug-help": f"{error.field}: {error.message}"})
 
 
 def _akismet_key() -> ApiKey | None:
@@ -204,7 +206,7 @@ def _akismet_key() -> ApiKey | None:
 
 
 def _invalid() -> Response:
-    return _text("invalid", **{"X-akismet-debug-help": "We were unable to verify your API key."})
+    return _text("invalid", 200, {"X-akismet-debug-help": "We were unable to verify your API key."})
 
 
 def _fields() -> dict[str, str]:
@@ -242,8 +244,8 @@ def comment_check() -> Response:
         return _invalid()
     classifier = model.status(current_app).classifier
     if classifier is None:
-        return _text("error", 503, **{"X-akismet-debug-help":
-                                      "The spam model is not loaded; retry later."})
+        return _text("error", 503,
+                     {"X-akismet-debug-help": "The spam model is not loaded; retry later."})
     item = _item(_fields())
     spam = classifier.score_one(item).spam
     band = comments.site_settings(found.site, pipeline()).thresholds["spam"]
@@ -251,7 +253,7 @@ def comment_check() -> Response:
     if spam >= band.reject:
         headers["X-akismet-pro-tip"] = "discard"
     is_spam = spam >= max(band.hold, float(current_app.config["AKISMET_SPAM_PROBABILITY"]))
-    return _text("true" if is_spam else "false", **headers)
+    return _text("true" if is_spam else "false", 200, headers)
 
 
 def _submit(label: str) -> Response:

@@ -8,7 +8,7 @@ import hmac
 import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from flask import current_app, g, request
 from sqlalchemy import select
@@ -126,8 +126,8 @@ def _limit_value() -> str:
 
 def limited(view: F) -> F:
     """Apply the per-key request limit to a view."""
-    return limits.limiter.limit(_limit_value, key_func=rate_key, scope="api-key",
-                                override_defaults=False)(view)
+    return cast(F, limits.limiter.limit(_limit_value, key_func=rate_key, scope="api-key",
+                                        override_defaults=False)(view))
 
 
 def require_key(*scopes: str) -> Callable[[F], F]:
@@ -154,6 +154,6 @@ def require_key(*scopes: str) -> Callable[[F], F]:
                 )
             return view(*args, **kwargs)
 
-        return limited(wrapper)  # type: ignore[arg-type]
+        return limited(cast(F, wrapper))
 
     return decorator

@@ -117,7 +117,7 @@ def _reader(data: dict[str, Any]) -> comments.Client:
         raise InvalidField("reader.addr", "must be the reader's IP address") from None
     if not isinstance(agent, str):
         raise InvalidField("reader.user_agent", "must be a string")
-    return comments.Client(addr, agent)
+    return comments.Client(str(addr), agent)
 
 
 def reader_key() -> str:
@@ -338,8 +338,8 @@ def analyze() -> tuple[Response, int]:
         return jsonify(body), 200
     if not data.get("uri"):
         raise InvalidField("uri", "is required when store is true")
-    payload = {k: data[k] for k in ("uri", "title", "parent", "text", "author", "email",
-                                    "website") if k in data}
+    fields = ("uri", "title", "parent", "text", "author", "email", "website")
+    payload: dict[str, Any] = {k: data[k] for k in fields if k in data}
     submission = comments.submit(payload, reader, pipeline(), site=found.site,
                                  actor=keys.actor(found))
     body["stored"] = manage_view(submission.comment)

@@ -312,7 +312,7 @@ def stop_worker(app: Flask, timeout: float = 5.0) -> None:
     """Stop this process's delivery thread, if it runs."""
     state = _state(app)
     stop, wake, thread = state.get("stop"), state.get("wake"), state.get("thread")
-    if stop is None or thread is None:
+    if stop is None or wake is None or thread is None:
         return
     stop.set()
     wake.set()
@@ -366,4 +366,8 @@ def init_app(app: Flask) -> None:
         _connected = True
     app.cli.add_command(webhooks_cli)
     if app.config.get("WEBHOOKS_WORKER"):
-        app.before_request(lambda: start_worker(app) and None)
+
+        def ensure_worker() -> None:
+            start_worker(app)
+
+        app.before_request(ensure_worker)
