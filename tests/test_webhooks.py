@@ -268,3 +268,38 @@ def test_private_targets_are_refused_unless_allowed(app: Flask) -> None:
                            headers={"Authorization": f"Bearer {key}"})
     assert response.status_code == 400
     assert "public address" in response.json["error"]["message"]
+
+
+def test_concurrent_workers_deliver_each_event_exactly_once(
+    database_url: str, receiver: Receiver, tmp_path: Path
+) -> None:
+    from tests.conftest import clear_tables
+
+    if database_url == "sqlite://":
+        database_url = f"sqlite:///{tmp_path / 'workers.sqlite3'}"
+    app = make_app(database_url, WEBHOOK_ALLOW_PRIVATE_TARGETS=True)
+    fakes.install(app)
+    try:
+        key, client = setup_site(app)
+        add_hook(client, key, receiver.url)
+        for number in range(30):
+            assert post(client, key, f"comment number {number}").status_code == 201
+
+        def work() -> None:
+            with app.app_context():
+                while webhooks.deliver_due(limit=4):
+                    pass
+                db.session.remove()
+
+        workers = [threading.Thread(target=work) for _ in range(3)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(60)
+        ids = [r["headers"]["X-Moderation-Delivery"] for r in receiver.requests]
+        assert len(ids) == 30 and len(set(ids)) == 30
+        with app.app_context():
+            states = db.session.execute(select(WebhookDelivery.state)).scalars().all()
+        assert states == ["delivered"] * 30
+    finally:
+        clear_tables(app)
