@@ -1,6 +1,7 @@
 """Time dashboard queue pages with 100,000 comments on SQLite and PostgreSQL.
 
-Run: .venv/bin/python bench/dashboard_queues.py [--comments 100000] [--pg URL]
+Run: .venv/bin/python -P bench/dashboard_queues.py [--comments 100000] [--pg URL]
+(-P keeps bench/ off sys.path, where other scripts would shadow standard modules.)
 """
 
 from __future__ import annotations

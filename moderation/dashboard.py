@@ -86,6 +86,16 @@ def _safe_next(default: str) -> str:
     return default
 
 
+def default_thresholds() -> dict[str, dict[str, float]]:
+    """Return the thresholds a site gets when it sets none: the model's, else the service's."""
+    from .api import pipeline
+
+    pipe = pipeline()
+    merged = {**pipe.default_thresholds, **(pipe.classifier.thresholds if pipe.classifier else {})}
+    return {name: {"hold": float(band["hold"]), "reject": float(band["reject"])}
+            for name, band in merged.items()}
+
+
 def _site_for(account: Account, site_id: int) -> Site:
     site = db.session.get(Site, site_id)
     if site is None:
@@ -262,7 +272,7 @@ def _embed_snippet(site: Site) -> str:
 
 @bp.route("/login", methods=["GET", "POST"])
 @limits.limiter.limit(
-    lambda: current_app.config.get("LIMIT_LOGIN", "5/minute"),
+    lambda: current_app.config["LIMIT_LOGIN"],
     key_func=limits.client_key,
     methods=["POST"],
     scope="login",
@@ -325,6 +335,7 @@ def queue(name: str) -> Any:
         errors=errors,
         args=args,
         filter_query=urllib.parse.urlencode(args),
+        upto=moderation.newest_matching_id(flt) if page.total else 0,
         sites=auth.visible_sites(account),
         model_ok=model.status(current_app).classifier is not None,
         first=not cursor,
@@ -336,11 +347,16 @@ def queue(name: str) -> Any:
 def comment(comment_id: int) -> Any:
     """Show one comment with everything known about it and its author."""
     account = _account()
-    found = moderation.get_comment_for(comment_id, account.allowed_sites)
+    return _comment_page(moderation.get_comment_for(comment_id, account.allowed_sites))
+
+
+def _comment_page(found: Comment, errors: dict[str, str] | None = None, status: int = 200
+                  ) -> tuple[str, int]:
     events = db.session.execute(
         select(ModerationEvent).where(ModerationEvent.comment_id == found.id)
         .order_by(ModerationEvent.id.desc()).limit(50)
     ).scalars().all()
+    extra = {"draft": request.form.get("text", "")} if errors else {}
     return render_template(
         "dashboard/comment.html",
         card=present([found])[0],
@@ -349,8 +365,9 @@ def comment(comment_id: int) -> Any:
         durations=BAN_DURATIONS,
         domain=urllib.parse.urlsplit(found.website).hostname or "",
         model_ok=model.status(current_app).classifier is not None,
-        errors={},
-    )
+        errors=errors or {},
+        **extra,
+    ), status
 
 
 @bp.post("/comments/<int:comment_id>/<action>")
@@ -377,27 +394,9 @@ def edit(comment_id: int) -> Any:
         moderation.edit(found, request.form.get("text", ""), account.actor,
                         (request.form.get("reason") or "").strip()[:500])
     except InvalidField as exc:
-        return _comment_with_error(found, {"text": exc.message})
+        return _comment_page(found, {"text": exc.message}, 400)
     flash(f"Comment #{comment_id} edited.", "ok")
     return redirect(url_for(".comment", comment_id=comment_id))
-
-
-def _comment_with_error(found: Comment, errors: dict[str, str]) -> tuple[str, int]:
-    events = db.session.execute(
-        select(ModerationEvent).where(ModerationEvent.comment_id == found.id)
-        .order_by(ModerationEvent.id.desc()).limit(50)
-    ).scalars().all()
-    return render_template(
-        "dashboard/comment.html",
-        card=present([found])[0],
-        events=events,
-        trusted=moderation.is_trusted(found.site_id, found.author_key),
-        durations=BAN_DURATIONS,
-        domain=urllib.parse.urlsplit(found.website).hostname or "",
-        model_ok=model.status(current_app).classifier is not None,
-        errors=errors,
-        draft=request.form.get("text", ""),
-    ), 400
 
 
 @bp.post("/comments/<int:comment_id>/trust")
@@ -432,7 +431,9 @@ def bulk() -> Any:
         if errors:
             abort(400, "The filter is not valid: " + "; ".join(f"{k} {v}"
                                                                 for k, v in errors.items()))
-        count = moderation.count_matching(flt)
+        raw_upto = request.form.get("upto", "")
+        upto = int(raw_upto) if raw_upto.isdigit() else moderation.newest_matching_id(flt)
+        count = moderation.count_matching(flt, upto)
         ids: list[int] = []
     else:
         ids = sorted({int(v) for v in request.form.getlist("ids") if v.isdigit()})
@@ -450,9 +451,9 @@ def bulk() -> Any:
     if request.form.get("confirmed") != "yes":
         return render_template("dashboard/confirm.html", action=action, count=count,
                                scope=scope, ids=ids, queue=name, filter_query=filter_query,
-                               back=back, reason=reason)
+                               back=back, reason=reason, upto=upto if scope == "matching" else "")
     if scope == "matching":
-        done = moderation.moderate_matching(flt, action, account.actor, reason)
+        done = moderation.moderate_matching(flt, action, account.actor, reason, upto)
     else:
         done = moderation.moderate_ids(ids, action, account.actor, reason,
                                        allowed=lambda c: account.can_see(c.site_id))
@@ -585,16 +586,13 @@ def stats_page() -> Any:
     if days not in STAT_DAYS:
         errors["days"] = "must be one of " + ", ".join(map(str, STAT_DAYS))
         days = 30
-    from .api import pipeline
-
-    pipe = pipeline()
     if site is not None:
-        settings = comments.site_settings(site, pipe)
+        from .api import pipeline
+
+        bands = comments.site_settings(site, pipeline()).thresholds
+        thresholds = {n: {"hold": b.hold, "reject": b.reject} for n, b in bands.items()}
     else:
-        settings = policy.SiteSettings.from_json(
-            {}, {**pipe.default_thresholds, **(pipe.classifier.thresholds
-                                                if pipe.classifier else {})})
-    thresholds = {n: {"hold": b.hold, "reject": b.reject} for n, b in settings.thresholds.items()}
+        thresholds = default_thresholds()
     window = stats.Window(account.allowed_sites, site_id, days)
     return render_template(
         "dashboard/stats.html",
@@ -686,9 +684,14 @@ def _words(raw: str) -> list[str]:
 
 
 def parse_settings(
-    form: Mapping[str, str], current: Mapping[str, Any]
+    form: Mapping[str, str],
+    current: Mapping[str, Any],
+    defaults: Mapping[str, Mapping[str, float]] | None = None,
 ) -> tuple[dict[str, Any], list[str], dict[str, str]]:
-    """Return new site settings and origins from the form, or the errors per field."""
+    """Return new site settings and origins from the form, or the errors per field.
+
+    Thresholds equal to the defaults are not stored, so the site follows a retrained model's.
+    """
     errors: dict[str, str] = {}
     settings = dict(current)
     thresholds: dict[str, dict[str, float]] = {}
@@ -703,7 +706,8 @@ def parse_settings(
                 band[edge] = value
         if len(band) == 2 and band["hold"] >= band["reject"]:
             errors[f"{name}_hold"] = "must be below the reject threshold"
-        thresholds[name] = band
+        if band != dict((defaults or {}).get(name) or {}):
+            thresholds[name] = band
     settings["thresholds"] = thresholds
     settings["banned_words"] = _words(form.get("banned_words", ""))
     settings["suspect_words"] = _words(form.get("suspect_words", ""))
@@ -752,7 +756,8 @@ def settings(site_id: int) -> Any:
         if not account.is_admin:
             abort(403, "Only administrators may change site settings.")
         form = request.form
-        new, origins, errors = parse_settings(request.form, site.settings or {})
+        new, origins, errors = parse_settings(request.form, site.settings or {},
+                                              default_thresholds())
         if not errors:
             changed = sorted(k for k in new if new.get(k) != (site.settings or {}).get(k))
             if origins != (site.origins or []):

@@ -232,10 +232,11 @@ def queue_page(flt: QueueFilter, cursor: str = "", size: int = PAGE_SIZE) -> Pag
     return Page(rows, nxt, count_matching(flt))
 
 
-def count_matching(flt: QueueFilter) -> int:
-    """Return how many comments match the filter."""
+def count_matching(flt: QueueFilter, upto: int | None = None) -> int:
+    """Return how many comments match the filter (with ids up to ``upto``, if given)."""
+    bound = [Comment.id <= upto] if upto is not None else []
     return db.session.execute(
-        select(func.count(Comment.id)).where(*flt.conditions())
+        select(func.count(Comment.id)).where(*flt.conditions(), *bound)
     ).scalar_one()
 
 
@@ -247,15 +248,25 @@ def queue_sizes(allowed_sites: tuple[int, ...] | None) -> dict[str, int]:
     }
 
 
-def matching_ids(flt: QueueFilter, batch: int | None = None) -> Iterator[list[int]]:
+def newest_matching_id(flt: QueueFilter) -> int:
+    """Return the highest id matching the filter (0 if none): the end of what a bulk covers."""
+    return db.session.execute(
+        select(func.coalesce(func.max(Comment.id), 0)).where(*flt.conditions())
+    ).scalar_one()
+
+
+def matching_ids(
+    flt: QueueFilter, upto: int | None = None, batch: int | None = None
+) -> Iterator[list[int]]:
     """Yield the ids matching the filter in ascending batches, re-querying after each."""
     batch = batch or BATCH_SIZE
+    bound = [Comment.id <= upto] if upto is not None else []
     last = 0
     while True:
         ids = list(
             db.session.execute(
                 select(Comment.id)
-                .where(*flt.conditions(), Comment.id > last)
+                .where(*flt.conditions(), *bound, Comment.id > last)
                 .order_by(Comment.id)
                 .limit(batch)
             ).scalars()
@@ -286,12 +297,17 @@ def moderate_ids(
     return done
 
 
-def moderate_matching(flt: QueueFilter, action: str, actor: str, reason: str = "") -> int:
-    """Apply an action to everything matching the filter, one audit row per comment."""
+def moderate_matching(
+    flt: QueueFilter, action: str, actor: str, reason: str = "", upto: int | None = None
+) -> int:
+    """Apply an action to everything matching the filter, one audit row per comment.
+
+    With ``upto``, comments that arrived after the moderator confirmed are left alone.
+    """
     if action not in comments.MODERATION_ACTIONS:
         raise InvalidField("action", "must be one of " + ", ".join(comments.MODERATION_ACTIONS))
     done = 0
-    for ids in matching_ids(flt):
+    for ids in matching_ids(flt, upto):
         done += moderate_ids(ids, action, actor, reason)
     return done
 

@@ -483,12 +483,17 @@ def test_bulk_on_everything_matching_a_filter_works_in_batches(
     confirm = client.post("/dashboard/bulk", data={
         "action": "spam", "scope": "matching", "queue": "pending", "filter": "q=offer"})
     assert b"Spam 11 comments?" in confirm.data and b"every comment matching" in confirm.data
+    upto = re.search(r'name="upto" value="(\d+)"', confirm.get_data(as_text=True))
+    assert upto and int(upto.group(1)) == spam[-1]
+    # A comment that arrives after the confirmation is not swept up with the others.
+    late = held(client, world["a"], "borderline offer, late", author="Promo")
     done = client.post("/dashboard/bulk", data={
         "action": "spam", "scope": "matching", "queue": "pending", "filter": "q=offer",
-        "confirmed": "yes"})
+        "confirmed": "yes", "upto": upto.group(1)})
     assert done.status_code == 302 and done.headers["Location"].endswith("?q=offer")
     assert {status_of(app, i) for i in spam} == {"spam"}
     assert {status_of(app, i) for i in keep} == {"pending"}
+    assert status_of(app, late) == "pending"
     assert sorted(e.comment_id for e in events(app, "spam")) == spam
     with app.app_context():
         assert db.session.execute(
@@ -706,10 +711,19 @@ def test_saved_settings_change_what_happens_to_new_comments(
         assert site.settings["banned_words"] == ["scam", "骗子"]
         assert site.settings["limits"] == {"post": "5/minute;50/day"}
         assert site.origins == ["https://blog.example"]
+        # Thresholds equal to the model's are not pinned on the site.
+        assert site.settings["thresholds"] == {}
     assert post(client, world["a"], "A lovely post").status_code == 202
     assert post(client, world["a"], "你是骗子").status_code == 422
     [event] = events(app, "settings")
     assert event.actor == "moderator:admin@example.org" and "premoderation" in event.reason
+    client.post(f"/dashboard/sites/{world['a'].id}/settings", data=settings_form(
+        toxicity_hold="0.7"))
+    assert post(client, world["a"], "A borderline post").status_code == 201
+    with app.app_context():
+        site = db.session.get(Site, world["a"].id)
+        assert site is not None
+        assert site.settings["thresholds"] == {"toxicity": {"hold": 0.7, "reject": 0.9}}
 
 
 def test_admins_list_sites_and_moderators_and_add_sites(
