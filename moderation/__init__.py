@@ -61,6 +61,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         security,
         server_api,
         webhooks,
+        webhooks_admin,
     )
 
     observability.init_app(app)
@@ -77,6 +78,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(server_api.bp)
     app.register_blueprint(compat.perspective)
     app.register_blueprint(compat.akismet)
+    app.register_blueprint(webhooks_admin.bp)
     app.register_blueprint(embed.bp)
     app.register_blueprint(dashboard.bp)
     if app.config["DEMO"]:

@@ -371,3 +371,23 @@ def init_app(app: Flask) -> None:
             start_worker(app)
 
         app.before_request(ensure_worker)
+
+
+def retry(delivery: WebhookDelivery) -> None:
+    """Queue a failed delivery again with a fresh set of attempts (caller commits)."""
+    delivery.state, delivery.attempts, delivery.next_attempt_at = "pending", 0, utcnow()
+
+
+def recent_deliveries(
+    site_ids: list[int] | None, state: str | None, limit: int = 100
+) -> list[tuple[WebhookDelivery, Webhook, Site]]:
+    """Return the newest deliveries with their webhook and site, optionally filtered."""
+    query = (select(WebhookDelivery, Webhook, Site)
+             .join(Webhook, Webhook.id == WebhookDelivery.webhook_id)
+             .join(Site, Site.id == Webhook.site_id)
+             .order_by(WebhookDelivery.id.desc()).limit(limit))
+    if site_ids is not None:
+        query = query.where(Site.id.in_(site_ids))
+    if state:
+        query = query.where(WebhookDelivery.state == state)
+    return [(d, h, s) for d, h, s in db.session.execute(query).all()]

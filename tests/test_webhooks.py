@@ -303,3 +303,64 @@ def test_concurrent_workers_deliver_each_event_exactly_once(
         assert states == ["delivered"] * 30
     finally:
         clear_tables(app)
+
+
+def test_admins_see_every_delivery_in_the_dashboard_and_retry_failed_ones(
+    database_url: str, receiver: Receiver
+) -> None:
+    import re
+
+    from moderation import auth
+    from moderation.db import Moderator
+    from tests.conftest import clear_tables
+
+    app = make_app(database_url, WEBHOOK_ALLOW_PRIVATE_TARGETS=True, WEBHOOK_MAX_ATTEMPTS=1,
+                   WTF_CSRF_ENABLED=True)
+    fakes.install(app)
+    try:
+        key, api = setup_site(app)
+        add_hook(api, key, receiver.url)
+        receiver.statuses = [500]
+        post(api, key, "first comment")
+        post(api, key, "a borderline one")
+        assert deliver(app) == 2
+        with app.app_context():
+            site = db.session.execute(select(Site)).scalar_one()
+            for email, admin in (("admin@example.org", True), ("mod@example.org", False)):
+                db.session.add(Moderator(email=email, password_hash=auth.hash_password("pw-pw-pw"),
+                                         is_admin=admin, sites=[site]))
+            db.session.commit()
+
+        def signed_in(email: str) -> FlaskClient:
+            client = app.test_client()
+            page = client.get("/dashboard/login").get_data(as_text=True)
+            token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+            client.post("/dashboard/login", data={"email": email, "password": "pw-pw-pw",
+                                                  "csrf_token": token})
+            return client
+
+        assert app.test_client().get("/dashboard/webhooks/").status_code == 302
+        assert signed_in("mod@example.org").get("/dashboard/webhooks/").status_code == 403
+        admin = signed_in("admin@example.org")
+        page = admin.get("/dashboard/webhooks/")
+        assert page.status_code == 200
+        html = page.get_data(as_text=True)
+        assert receiver.url in html and "HTTP 500" in html
+        assert "comment.created" in html and "comment.held" in html
+        failed = admin.get("/dashboard/webhooks/", query_string={"state": "failed"})
+        rows = re.findall(r'action="/dashboard/webhooks/deliveries/(\d+)/retry"',
+                          failed.get_data(as_text=True))
+        assert len(rows) == 1
+        token = re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+        assert admin.post(f"/dashboard/webhooks/deliveries/{rows[0]}/retry").status_code == 400
+        retried = admin.post(f"/dashboard/webhooks/deliveries/{rows[0]}/retry",
+                             data={"csrf_token": token})
+        assert retried.status_code == 302
+        assert deliver(app) == 1
+        with app.app_context():
+            states = db.session.execute(
+                select(WebhookDelivery.state).order_by(WebhookDelivery.id)).scalars().all()
+        assert states == ["delivered", "delivered"]
+        assert len(receiver.requests) == 3
+    finally:
+        clear_tables(app)
