@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ from sqlalchemy import select
 from moderation import keys
 from moderation.db import ApiKey, Ban, Comment, Label, ModerationEvent, Site, db
 from tests import fakes
-from tests.conftest import make_app
+from tests.conftest import IN_CI, make_app
 
 READER = {"addr": "203.0.113.7", "user_agent": "Mozilla/5.0 (reader)"}
 
@@ -428,3 +429,24 @@ def test_feedback_labels_comments_and_texts_for_retraining(
     assert [(t, lab, c) for t, lab, c, _ in labels] == [
         ("fine post", "spam", comment_id), ("buy followers cheap", "spam", None)]
     assert labels[1].scores["spam"] == 0.02  # scored by the model at feedback time
+
+
+MODELS = Path(__file__).parent.parent / "models"
+
+
+@pytest.mark.skipif(not (MODELS / "manifest.json").is_file() and not IN_CI,
+                    reason="the shipped model is not in models/")
+def test_analyze_with_the_shipped_model_points_at_the_insult() -> None:
+    app = make_app(MODEL_DIR=str(MODELS))
+    site = new_site(app)
+    key = issue(app, site, ("analyze",))
+    client = app.test_client()
+    rude = client.post("/api/v1/analyze", json={"text": "You are a stupid idiot, shut up."},
+                       headers=auth(key)).json
+    polite = client.post("/api/v1/analyze", json={"text": "Thanks, a clear and fair summary."},
+                         headers=auth(key)).json
+    assert rude["scores"]["toxicity"] > 0.9 > polite["scores"]["toxicity"]
+    assert rude["decision"]["action"] != "publish" and polite["decision"]["action"] == "publish"
+    terms = [rude["text"][s:e].lower() for item in rude["spans"]["toxicity"]
+             for s, e in item["spans"]]
+    assert any("idiot" in t or "stupid" in t for t in terms), terms
