@@ -8,7 +8,7 @@ import json
 import logging
 import re
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -209,16 +209,15 @@ def _is_word(codes: np.ndarray) -> np.ndarray:
     return mask
 
 
-def _add_ngrams(entries: _Entries, enc: tuple[Any, ...], n_docs: int, fld: int, bits: int,
-                char_range: Sequence[int], salt: int, idf: np.ndarray | None) -> None:
-    """Add character n-grams and word uni/bigrams of one field, each set scaled to unit length."""
+def _ngram_passes(enc: tuple[Any, ...], bits: int, char_range: Sequence[int], salt: int,
+                  spans: bool) -> Iterator[tuple[str, np.ndarray, np.ndarray, Any, Any]]:
+    """Yield (block, rows, cols, starts, ends) per n-gram order; rows ascend within a pass."""
     import numpy as np
 
-    _, codes, _, starts, doc = enc
+    _, codes, _, _, doc = enc
     total = len(codes)
     zero = np.concatenate(([0], np.cumsum(codes == 0)))
     is_space = codes == 32
-    rows_l, cols_l, s_l, e_l = [], [], [], []
     h = codes.copy()
     lo, hi = char_range
     for n in range(2, hi + 1):
@@ -229,13 +228,8 @@ def _add_ngrams(entries: _Entries, enc: tuple[Any, ...], n_docs: int, fld: int, 
         # Windows that cross a document separator, or start and end on spaces, say nothing.
         ok = (zero[n:] == zero[:m]) & ~(is_space[:m] & is_space[n - 1:])
         pos = np.flatnonzero(ok)
-        rows_l.append(doc[pos])
-        cols_l.append(_mix(h[pos], salt + n, bits))
-        if entries.spans:
-            s_l.append(pos)
-            e_l.append(pos + n)
-    _add_block(entries, n_docs, fld, starts, idf, rows_l, cols_l, s_l, e_l)
-    rows_l, cols_l, s_l, e_l = [], [], [], []
+        yield "char", doc[pos], _mix(h[pos], salt + n, bits), pos if spans else None, (
+            pos + n if spans else None)
     mask = _is_word(codes).astype(np.int8)
     edge = np.diff(mask, prepend=np.int8(0), append=np.int8(0))
     ws = np.flatnonzero(edge == 1)
@@ -246,14 +240,25 @@ def _add_ngrams(entries: _Entries, enc: tuple[Any, ...], n_docs: int, fld: int, 
         g = np.concatenate(([np.uint64(0)], np.cumsum(codes * fwd, dtype=np.uint64)))
         wh = (g[we] - g[ws]) * bwd[ws]
         wdoc = doc[ws]
+        yield "word", wdoc, _mix(wh, salt + 101, bits), ws, we
         same = np.flatnonzero(wdoc[:-1] == wdoc[1:])
         bh = wh[same] * np.uint64(0x9E3779B1) + wh[same + 1]
-        rows_l += [wdoc, wdoc[same]]
-        cols_l += [_mix(wh, salt + 101, bits), _mix(bh, salt + 102, bits)]
+        yield "word", wdoc[same], _mix(bh, salt + 102, bits), ws[same], we[same + 1]
+
+
+def _add_ngrams(entries: _Entries, enc: tuple[Any, ...], n_docs: int, fld: int, bits: int,
+                char_range: Sequence[int], salt: int, idf: np.ndarray | None) -> None:
+    """Add character n-grams and word uni/bigrams of one field, each set scaled to unit length."""
+    blocks: dict[str, tuple[list[Any], ...]] = {}
+    for kind, rows, cols, st, en in _ngram_passes(enc, bits, char_range, salt, entries.spans):
+        lists = blocks.setdefault(kind, ([], [], [], []))
+        lists[0].append(rows)
+        lists[1].append(cols)
         if entries.spans:
-            s_l += [ws, ws[same]]
-            e_l += [we, we[same + 1]]
-    _add_block(entries, n_docs, fld, starts, idf, rows_l, cols_l, s_l, e_l)
+            lists[2].append(st)
+            lists[3].append(en)
+    for rows_l, cols_l, s_l, e_l in blocks.values():
+        _add_block(entries, n_docs, fld, enc[3], idf, rows_l, cols_l, s_l, e_l)
 
 
 def _add_block(entries: _Entries, n_docs: int, fld: int, starts: np.ndarray,
@@ -371,22 +376,33 @@ def _pattern_spans(joined: str, pattern: re.Pattern[str]) -> list[tuple[int, int
 def featurize(items: Sequence[CommentText], cfg: dict[str, Any], spans: bool = False,
               idf: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
     """Turn comments into sparse hashed entries (rows, cols, vals[, fields, starts, ends])."""
-    import numpy as np
-
     bits = int(cfg["bits"])
     entries = _Entries(spans=spans)
-    n_docs = len(items)
-    if not n_docs:
+    if not items:
         return entries.concat()
     texts = [it.text for it in items]
     enc = _encode(texts)
-    _add_ngrams(entries, enc, n_docs, _F_TEXT, bits, cfg["char_range"], 1000, idf)
     authors = [it.author for it in items]
-    a_enc = None
-    if any(authors):
-        a_enc = _encode(authors)
-        _add_ngrams(entries, a_enc, n_docs, _F_AUTHOR, bits, cfg["author_char_range"], 2000,
-                    idf)
+    a_enc = _encode(authors) if any(authors) else None
+    _add_ngrams(entries, enc, len(items), _F_TEXT, bits, cfg["char_range"], _SALT_TEXT, idf)
+    if a_enc is not None:
+        _add_ngrams(entries, a_enc, len(items), _F_AUTHOR, bits, cfg["author_char_range"],
+                    _SALT_AUTHOR, idf)
+    _add_other(entries, items, texts, enc, authors, a_enc, bits)
+    return entries.concat()
+
+
+_SALT_TEXT = 1000
+_SALT_AUTHOR = 2000
+
+
+def _add_other(entries: _Entries, items: Sequence[CommentText], texts: list[str],
+               enc: tuple[Any, ...], authors: list[str], a_enc: tuple[Any, ...] | None,
+               bits: int) -> None:
+    """Add link, website, e-mail domain and shape features."""
+    import numpy as np
+
+    n_docs = len(items)
 
     joined, _, raw, starts, doc = enc
     lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=n_docs)
@@ -451,6 +467,9 @@ def featurize(items: Sequence[CommentText], cfg: dict[str, Any], spans: bool = F
         values["author_url"] = _per_doc(_find_links(a_enc[0]), a_enc[3], n_docs)[0]
     table = _meta_table(bits)
     all_rows = np.arange(n_docs)
+    # Author features exist only where there is an author, so that a comment scores the same
+    # alone or in any batch.
+    has_author = np.fromiter((bool(a) for a in authors), dtype=bool, count=n_docs)
     for name, v in values.items():
         if v is None:
             continue
@@ -458,10 +477,12 @@ def featurize(items: Sequence[CommentText], cfg: dict[str, Any], spans: bool = F
         b = np.searchsorted(edges, v, side="right")
         if name == "caps":
             keep = np.flatnonzero(v >= 0)
-            entries.add(keep, cols[b[keep]], _META_VALUE, _F_META)
+        elif name.startswith("author_"):
+            keep = np.flatnonzero(has_author)
         else:
             entries.add(all_rows, cols[b], _META_VALUE, _F_META)
-    return entries.concat()
+            continue
+        entries.add(keep, cols[b[keep]], _META_VALUE, _F_META)
 
 
 # --------------------------------------------------------------------------------------------
@@ -484,6 +505,10 @@ class Classifier:
         # One contiguous row per head: gathers then touch a 2 MB table, not a 12 MB one.
         self.weights_t = np.ascontiguousarray(self.weights.T)
         self.idf = np.asarray(artifact["idf"], dtype=np.float32)
+        # idf*w per head plus idf**2: scoring n-grams then needs one lookup per occurrence.
+        self.table = np.ascontiguousarray(
+            np.hstack([self.weights * self.idf[:, None], (self.idf ** 2)[:, None]]),
+            dtype=np.float32)
         self.intercept = np.asarray(artifact["intercept"], dtype=np.float64)
         self.calib_a = np.asarray(artifact["calib_a"], dtype=np.float64)
         self.calib_b = np.asarray(artifact["calib_b"], dtype=np.float64)
@@ -503,12 +528,50 @@ class Classifier:
         """Return the uncalibrated decision values, one row per comment."""
         import numpy as np
 
-        rows, cols, vals, _, _, _ = featurize(items, self.config, idf=self.idf)
-        n = len(items)
-        out = np.empty((n, len(self.heads)), dtype=np.float64)
+        n, h = len(items), len(self.heads)
+        out = np.zeros((n, h), dtype=np.float64)
+        texts = [it.text for it in items]
+        enc = _encode(texts)
+        authors = [it.author for it in items]
+        a_enc = _encode(authors) if any(authors) else None
+        bits = int(self.config["bits"])
+        fields = [(enc, self.config["char_range"], _SALT_TEXT)]
+        if a_enc is not None:
+            fields.append((a_enc, self.config["author_char_range"], _SALT_AUTHOR))
+        for e, char_range, salt in fields:
+            # Same TF-IDF/unit-length values as featurize(), summed without materialising them:
+            # sum(idf*w)/sqrt(sum(idf**2)) per document and block, via one table lookup.
+            acc: dict[str, np.ndarray] = {}
+            for kind, rows, cols, _, _ in _ngram_passes(e, bits, char_range, salt, False):
+                if not len(rows):
+                    continue
+                part = self._sum_rows(rows, cols, n)
+                if kind in acc:
+                    acc[kind] += part
+                else:
+                    acc[kind] = part
+            for a in acc.values():
+                norm = np.sqrt(np.maximum(a[:, h], 0.0))
+                out += a[:, :h] / np.maximum(norm, 1e-6)[:, None]
+        entries = _Entries()
+        _add_other(entries, items, texts, enc, authors, a_enc, bits)
+        rows, cols, vals, _, _, _ = entries.concat()
         for j, w in enumerate(self.weights_t):
-            out[:, j] = np.bincount(rows, weights=w[cols] * vals, minlength=n)
+            out[:, j] += np.bincount(rows, weights=w[cols] * vals, minlength=n)
         return out + self.intercept
+
+    def _sum_rows(self, rows: np.ndarray, cols: np.ndarray, n: int) -> np.ndarray:
+        """Sum table rows of ``cols`` per document; ``rows`` must ascend."""
+        import numpy as np
+
+        if n == 1:
+            return self.table[cols].sum(axis=0, dtype=np.float64)[None, :]
+        import scipy.sparse as sp
+
+        indptr = np.searchsorted(rows, np.arange(n + 1))
+        m = sp.csr_matrix((np.ones(len(cols), dtype=np.float32), cols, indptr),
+                          shape=(n, self.table.shape[0]))
+        return np.asarray(m @ self.table, dtype=np.float64)
 
     def predict(self, items: Sequence[CommentText]) -> np.ndarray:
         """Return calibrated probabilities as an array of shape (comments, heads)."""
