@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import os
+import sys
+
+# Scripts in bench/ may be named like standard modules (http.py); keep this folder off the path.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
 # One core, as the targets are stated per core; must be set before numpy is imported.
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -15,7 +20,6 @@ import importlib.util  # noqa: E402
 import random  # noqa: E402
 import resource  # noqa: E402
 import statistics  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable, Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -93,12 +97,18 @@ def measure(name: str, load_fn: Callable[[], Any], batch_fn: Callable[[Any, list
         for i in range(0, len(inputs), batch_size):
             batch_fn(model, list(inputs[i:i + batch_size]))
         runs.append(len(inputs) / (time.perf_counter() - t))
-    lat = []
-    for item in inputs[:singles]:
-        t0 = time.perf_counter_ns()
-        single_fn(model, item)
-        lat.append((time.perf_counter_ns() - t0) / 1e6)
-    lat.sort()
+    # Three timed passes: the first gives the raw figures; the per-comment minimum over the
+    # passes filters out preemption by other processes on a shared machine.
+    passes = []
+    for _ in range(3):
+        times = []
+        for item in inputs[:singles]:
+            t0 = time.perf_counter_ns()
+            single_fn(model, item)
+            times.append((time.perf_counter_ns() - t0) / 1e6)
+        passes.append(times)
+    lat = sorted(passes[0])
+    best = sorted(min(t) for t in zip(*passes, strict=True))
     res = {
         "load_s": load_s,
         "rss_mb": rss_mb(),
@@ -107,11 +117,12 @@ def measure(name: str, load_fn: Callable[[], Any], batch_fn: Callable[[Any, list
         "single_per_s": 1000.0 / statistics.mean(lat),
         "p50_ms": lat[len(lat) // 2],
         "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))],
+        "p99_best_ms": best[min(len(best) - 1, int(len(best) * 0.99))],
     }
     print(f"{name}: load {res['load_s']:.3f} s, RSS after load {res['rss_mb']:.0f} MB "
           f"(+{res['rss_delta_mb']:.0f} MB), batched {res['batched_per_s']:,.0f}/s, "
           f"single {res['single_per_s']:,.0f}/s, p50 {res['p50_ms']:.3f} ms, "
-          f"p99 {res['p99_ms']:.3f} ms")
+          f"p99 {res['p99_ms']:.3f} ms (best of 3 per comment: {res['p99_best_ms']:.3f} ms)")
     return res
 
 
@@ -127,6 +138,7 @@ def main() -> int:
     items = comments(args.n)
     mean_len = statistics.mean(len(c.text) for c in items)
     source = "../shared/data" if DATA.is_dir() else "generated text"
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"{len(items)} comments from {source}, mean length {mean_len:.0f} characters, "
           f"batches of {args.batch}, {args.singles} single calls, 1 thread")
     ours = measure("ours", lambda: load(args.model), lambda m, b: m.score(b),
@@ -149,8 +161,11 @@ def main() -> int:
     print(f"  single throughput  {ours['single_per_s'] / theirs['single_per_s']:.2f}")
     print(f"  p50 speed-up       {theirs['p50_ms'] / ours['p50_ms']:.2f}")
     print(f"  p99 speed-up       {theirs['p99_ms'] / ours['p99_ms']:.2f}")
-    ok = ours["batched_per_s"] >= 20000 and ours["p99_ms"] <= 1.0
-    print(f"targets (>= 20,000/s batched, <= 1 ms p99 single): {'met' if ok else 'NOT met'}")
+    print(f"  p99 best-of-3      {theirs['p99_best_ms'] / ours['p99_best_ms']:.2f}")
+    for label, key in (("raw", "p99_ms"), ("best of 3", "p99_best_ms")):
+        ok = ours["batched_per_s"] >= 20000 and ours[key] <= 1.0
+        print(f"targets (>= 20,000/s batched, <= 1 ms p99 single, {label}): "
+              f"{'met' if ok else 'NOT met'}")
     return 0
 
 
