@@ -824,6 +824,12 @@ CARD_LIMITS = """
   The website and e-mail fields never appear in training data: they share link tokens learned
   from text, so their effect is real but weaker than in a model trained on blog spam.
   Expect lower recall on new spam campaigns; moderator feedback is the remedy.
+- **Comparison caveat.** alt-profanity-check's README says it was trained on the Davidson data
+  and the Jigsaw (Kaggle toxic comments) data, so its figures on `davidson_test` and
+  `jigsaw_test` are probably measured on rows it was trained on; ours never saw those rows.
+- **Author and website fields** carry weak signal: only the YouTube author names and links in
+  comment bodies could teach them. A spammy author name raises the spam score somewhat; a
+  website alone barely moves it.
 - **Calibration** holds for the validation mixture of sources; on a site where bad comments are
   rarer the same score means a lower chance of being bad, so precision at the thresholds will
   be lower than on validation.

@@ -207,6 +207,21 @@ def test_init_app_loads_a_good_model(tiny_model: Path) -> None:
     assert state.classifier is not None and state.classifier.version
 
 
+def test_train_command_shows_progress(tmp_path: Path) -> None:
+    data = _tiny_dataset(tmp_path / "data")
+    result = _runner().invoke(args=["model", "train", "--data", str(data), "--out",
+                                    str(tmp_path / "out"), "--quick"])
+    assert result.exit_code == 0, result.output
+    assert "featurising" in result.output and "done in" in result.output
+    assert classifier.load(tmp_path / "out").version.endswith("-quick")
+
+
+def test_train_command_needs_the_data_folder(tmp_path: Path) -> None:
+    result = _runner().invoke(args=["model", "train", "--data", str(tmp_path / "none"),
+                                    "--out", str(tmp_path / "out")])
+    assert result.exit_code != 0 and "does not exist" in result.output
+
+
 # Evaluate command --------------------------------------------------------------------------
 
 
