@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import unicodedata
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -184,6 +185,44 @@ def _filter_args(args: Mapping[str, str]) -> dict[str, str]:
     return {k: args[k] for k in FILTER_KEYS if args.get(k)}
 
 
+# Which scores get their driving words highlighted, from which score on, and how many words:
+# the model explains character n-grams, so weak contributions would mark nearly every word.
+HIGHLIGHT_HEADS = ("spam", "toxicity")
+HIGHLIGHT_MIN_SCORE = 0.25
+HIGHLIGHT_TERMS = 5
+# Terms weighing less than this share of the strongest one are left unmarked.
+HIGHLIGHT_RELATIVE = 0.2
+
+
+def _wordish(char: str) -> bool:
+    # Letters of scripts written without spaces (Chinese) are not grown into "words".
+    return char.isalnum() and unicodedata.category(char) != "Lo"
+
+
+def _whole_words(text: str, start: int, end: int) -> tuple[int, int]:
+    """Widen a span to the whole words it touches, so "idi" marks "idiot"."""
+    while 0 < start < len(text) and _wordish(text[start - 1]) and _wordish(text[start]):
+        start -= 1
+    while 0 < end < len(text) and _wordish(text[end]) and _wordish(text[end - 1]):
+        end += 1
+    return start, end
+
+
+def strongest(
+    explanation: Mapping[str, Sequence[Mapping[str, Any]]], scores: Mapping[str, float]
+) -> dict[str, list[Mapping[str, Any]]]:
+    """Return, for each high enough score, the few terms that pushed it up most."""
+    out: dict[str, list[Mapping[str, Any]]] = {}
+    for head in HIGHLIGHT_HEADS:
+        terms = sorted(explanation.get(head, []), key=lambda t: -float(t.get("weight", 0)))
+        if float(scores.get(head) or 0) < HIGHLIGHT_MIN_SCORE or not terms:
+            continue
+        top = float(terms[0].get("weight", 0))
+        out[head] = [t for t in terms[:HIGHLIGHT_TERMS]
+                     if float(t.get("weight", 0)) >= top * HIGHLIGHT_RELATIVE]
+    return out
+
+
 def highlight(text: str, explanation: Mapping[str, Sequence[Mapping[str, Any]]]) -> Markup:
     """Return the plain text escaped, with the spans that drove each score in <mark>."""
     heads = {name: 1 << i for i, name in enumerate(explanation)}
@@ -192,8 +231,10 @@ def highlight(text: str, explanation: Mapping[str, Sequence[Mapping[str, Any]]])
         for term in terms:
             if term.get("field") != "text":
                 continue
-            for start, end in term.get("spans", []):
-                for i in range(max(0, int(start)), min(len(text), int(end))):
+            for raw_start, raw_end in term.get("spans", []):
+                start, end = _whole_words(text, max(0, int(raw_start)),
+                                          min(len(text), int(raw_end)))
+                for i in range(start, end):
                     flags[i] |= heads[head]
     out: list[str] = []
     i = 0
@@ -239,9 +280,10 @@ def present(items: Sequence[Comment]) -> list[dict[str, Any]]:
             except Exception:  # noqa: BLE001 - a failed explanation must not hide the comment
                 current_app.logger.exception("explain failed for comment %s", comment.id)
             else:
-                marked = highlight(plain, explanation)
+                chosen = strongest(explanation, comment.scores or {})
+                marked = highlight(plain, chosen)
                 terms = {head: [str(t["term"]) for t in found if t.get("field") != "text"]
-                         for head, found in explanation.items()}
+                         for head, found in chosen.items()}
         scores = dict(comment.scores or {})
         out.append({
             "c": comment,

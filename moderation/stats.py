@@ -128,6 +128,8 @@ def decision_hours(window: Window) -> dict[str, float | None]:
     ).all()
     waits: dict[str, list[float]] = {}
     for created, decided in rows:
+        if decided is None:  # excluded by the query; keeps the type checker informed
+            continue
         waits.setdefault(decided.date().isoformat(), []).append(
             (decided - created).total_seconds() / 3600
         )
@@ -232,7 +234,7 @@ def stacked_bars(
     slot = plot_w / max(len(days), 1)
     body = _axes(y_max, [d[5:] for d in days])
     for i, day in enumerate(days):
-        y = PAD_TOP + plot_h
+        y = float(PAD_TOP + plot_h)
         for name, css, values in series:
             if not values[i]:
                 continue

@@ -768,3 +768,29 @@ def test_database_and_server_failures_are_readable_pages(
     failed = client.get("/dashboard/queue/pending")
     assert failed.status_code == 500 and failed.mimetype == "text/html"
     assert b"500 \xe2\x80\x94 Server error" in failed.data and b"bug" not in failed.data
+
+
+def test_highlights_mark_whole_words_of_the_strongest_terms_only() -> None:
+    from moderation.dashboard import highlight, strongest
+
+    text = "You are a stupid idiot <b>, 滚出去"
+    explanation = {
+        "toxicity": [
+            {"term": "idi", "field": "text", "weight": 2.0, "spans": [[17, 20]]},
+            {"term": "stup", "field": "text", "weight": 1.5, "spans": [[10, 14]]},
+            {"term": "滚出", "field": "text", "weight": 1.0, "spans": [[28, 30]]},
+            {"term": "You", "field": "text", "weight": 0.1, "spans": [[0, 3]]},
+            {"term": "X", "field": "author", "weight": 0.9, "spans": [[0, 1]]},
+        ],
+        "spam": [{"term": "are", "field": "text", "weight": 3.0, "spans": [[4, 7]]}],
+        "insult": [{"term": "a", "field": "text", "weight": 3.0, "spans": [[8, 9]]}],
+    }
+    chosen = strongest(explanation, {"spam": 0.01, "toxicity": 0.99, "insult": 0.99})
+    assert list(chosen) == ["toxicity"]  # low scores and side attributes are not marked
+    assert [t["term"] for t in chosen["toxicity"]] == ["idi", "stup", "滚出", "X"]
+    marked = str(highlight(text, chosen))
+    assert marked == (
+        'You are a <mark class="m-toxicity" title="raises toxicity">stupid</mark> '
+        '<mark class="m-toxicity" title="raises toxicity">idiot</mark> &lt;b&gt;, '
+        '<mark class="m-toxicity" title="raises toxicity">滚出</mark>去'
+    )
