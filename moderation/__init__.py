@@ -58,6 +58,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         errors,
         limits,
         observability,
+        readcache,
         security,
         server_api,
         webhooks,
@@ -69,6 +70,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     db.init_app(app)
     errors.init_app(app)
     limits.init_app(app)
+    readcache.init_app(app)
     classifier.init_app(app)
     auth.init_app(app)
     cli.init_app(app)

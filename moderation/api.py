@@ -9,7 +9,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request, url
 from sqlalchemy import select, text
 
 from . import classifier as model
-from . import comments, limits
+from . import comments, limits, readcache
 from .db import Site, db
 from .errors import ApiError
 from .exceptions import Forbidden, InvalidField, NotFound
@@ -140,7 +140,10 @@ def list_comments() -> Response:
     cfg = current_app.config
     per_page = _int_arg("per_page", cfg["PAGE_SIZE"], 1, cfg["MAX_PAGE_SIZE"])
     page = _int_arg("page", 1, 1, 1_000_000)
-    return jsonify(comments.thread_page(site, uri, sort, page, per_page))
+    return readcache.thread_response(
+        site, uri, sort, page, per_page,
+        lambda: comments.thread_page(site, uri, sort, page, per_page),
+    )
 
 
 def _submitted(submission: comments.Submission) -> tuple[Response, int]:

@@ -88,6 +88,10 @@ LOG_REQUESTS = True
 METRICS_ENABLED = True
 METRICS_ALLOW_NETWORKS = ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12",
                           "192.168.0.0/16", "fc00::/7"]
+# Rendered thread pages each worker keeps (0 turns the cache off), and their total size in
+# bytes; a page is served from it only while the thread's fingerprint in the database matches.
+READ_CACHE_ENTRIES = 256
+READ_CACHE_MAX_BYTES = 32 * 1024 * 1024
 # Whether /readyz answers 503 while no model is loaded (off: comments are held, still ready).
 READY_REQUIRES_MODEL = False
 # Content-Security-Policy of our HTML pages; {nonce} is replaced by the request's nonce.

@@ -179,18 +179,25 @@ def metrics_of(app: Flask) -> Metrics:
     return app.extensions["metrics"]  # type: ignore[no-any-return]
 
 
+def _count(counter: str, label: str) -> None:
+    """Add one to a labelled counter of the current app; a metrics failure is only logged."""
+    if "metrics" not in current_app.extensions:
+        return
+    try:
+        metrics = metrics_of(current_app._get_current_object())  # type: ignore[attr-defined]
+        getattr(metrics, counter).labels(label).inc()
+    except Exception:  # a comment is stored already: never fail its request over a metric
+        log.exception("could not update metric %s", counter)
+
+
 def _on_submitted(sender: Any, decision: Any = None, **_: Any) -> None:
-    if decision is not None and "metrics" in current_app.extensions:
-        metrics_of(current_app._get_current_object()).decisions.labels(  # type: ignore[attr-defined]
-            str(getattr(decision.action, "value", decision.action))
-        ).inc()
+    if decision is not None:
+        _count("decisions", str(getattr(decision.action, "value", decision.action)))
 
 
 def _on_moderated(sender: Any, event: Any = None, **_: Any) -> None:
-    if event is not None and "metrics" in current_app.extensions:
-        metrics_of(current_app._get_current_object()).moderation.labels(  # type: ignore[attr-defined]
-            str(event.action)
-        ).inc()
+    if event is not None:
+        _count("moderation", str(event.action))
 
 
 # -- requests -------------------------------------------------------------------------------
@@ -303,6 +310,9 @@ def init_app(app: Flask) -> None:
     if app.config["LOG_FORMAT"] in ("json", "text"):
         configure_logging(app.config["LOG_FORMAT"], app.config["LOG_LEVEL"])
         app.logger.removeHandler(default_handler)
+    if directory := os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # CLI commands run outside gunicorn, which creates it: samples need the folder.
+        os.makedirs(directory, exist_ok=True)
     app.extensions["metrics"] = _metrics(CollectorRegistry())
     metrics_of(app).registry.register(StateCollector(app))
     comments.comment_submitted.connect(_on_submitted)
