@@ -38,6 +38,9 @@ ACTIONS = {"approve": "Approve", "reject": "Reject", "spam": "Spam", "delete": "
 BAN_DURATIONS = {"": "Permanent", "1": "1 day", "7": "7 days", "30": "30 days", "365": "1 year"}
 LIMIT_NAMES = ("post", "thread", "site", "edit", "report", "read")
 STAT_DAYS = (7, 30, 90)
+# Seconds one "everything matching" request may spend (batches are committed as they go), so
+# it ends well inside the worker timeout; the moderator applies it again for the rest.
+BULK_SECONDS = 20.0
 
 @bp.before_request
 def check_csrf() -> None:
@@ -494,12 +497,18 @@ def bulk() -> Any:
         return render_template("dashboard/confirm.html", action=action, count=count,
                                scope=scope, ids=ids, queue=name, filter_query=filter_query,
                                back=back, reason=reason, upto=upto if scope == "matching" else "")
+    finished = True
     if scope == "matching":
-        done = moderation.moderate_matching(flt, action, account.actor, reason, upto)
+        done, finished = moderation.moderate_matching(flt, action, account.actor, reason, upto,
+                                                      seconds=BULK_SECONDS)
     else:
         done = moderation.moderate_ids(ids, action, account.actor, reason,
                                        allowed=lambda c: account.can_see(c.site_id))
     flash(f"{ACTIONS[action]}: {done} comment{'s' if done != 1 else ''} done.", "ok")
+    if not finished:
+        left = moderation.count_matching(flt, upto)
+        flash(f"{left} more still match: that took too long for one request, so apply the "
+              "action again to continue.", "error")
     return redirect(back)
 
 

@@ -6,6 +6,7 @@ import base64
 import binascii
 import json
 import re
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -298,18 +299,28 @@ def moderate_ids(
 
 
 def moderate_matching(
-    flt: QueueFilter, action: str, actor: str, reason: str = "", upto: int | None = None
-) -> int:
+    flt: QueueFilter,
+    action: str,
+    actor: str,
+    reason: str = "",
+    upto: int | None = None,
+    seconds: float | None = None,
+) -> tuple[int, bool]:
     """Apply an action to everything matching the filter, one audit row per comment.
 
-    With ``upto``, comments that arrived after the moderator confirmed are left alone.
+    With ``upto``, comments that arrived after the moderator confirmed are left alone. With
+    ``seconds``, stop after the batch that crosses that budget (each batch is committed), so
+    a web request ends in time; return how many changed and whether all were done.
     """
     if action not in comments.MODERATION_ACTIONS:
         raise InvalidField("action", "must be one of " + ", ".join(comments.MODERATION_ACTIONS))
+    deadline = None if seconds is None else time.monotonic() + seconds
     done = 0
     for ids in matching_ids(flt, upto):
         done += moderate_ids(ids, action, actor, reason)
-    return done
+        if deadline is not None and time.monotonic() >= deadline:
+            return done, count_matching(flt, upto) == 0
+    return done, True
 
 
 # -- one comment ----------------------------------------------------------------------------

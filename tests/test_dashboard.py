@@ -14,7 +14,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
-from moderation import auth, moderation
+from moderation import auth, dashboard, moderation
 from moderation.classifier import CommentText
 from moderation.db import (
     Ban,
@@ -502,6 +502,29 @@ def test_bulk_on_everything_matching_a_filter_works_in_batches(
         "action": "spam", "scope": "matching", "queue": "pending", "filter": "min=7",
         "confirmed": "yes"})
     assert bad.status_code == 400
+
+
+def test_a_long_bulk_stops_in_time_and_says_how_many_are_left(
+    app: Flask, client: FlaskClient, world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(moderation, "BATCH_SIZE", 4)
+    monkeypatch.setattr(dashboard, "BULK_SECONDS", 0.0)
+    ids = [held(client, world["a"], f"borderline {i}") for i in range(10)]
+    login(client, "alice@example.org")
+    form = {"action": "reject", "scope": "matching", "queue": "pending", "filter": "",
+            "confirmed": "yes"}
+    page = client.post("/dashboard/bulk", data=form, follow_redirects=True)
+    text = page.get_data(as_text=True)
+    assert "Reject: 4 comments done." in text
+    assert "6 more still match" in text
+    assert [status_of(app, i) for i in ids] == ["rejected"] * 4 + ["pending"] * 6
+    text = client.post("/dashboard/bulk", data=form, follow_redirects=True).get_data(
+        as_text=True)
+    assert "Reject: 4 comments done." in text and "2 more still match" in text
+    text = client.post("/dashboard/bulk", data=form, follow_redirects=True).get_data(
+        as_text=True)
+    assert "Reject: 2 comments done." in text and "still match" not in text
+    assert {status_of(app, i) for i in ids} == {"rejected"}
 
 
 # -- bans and trust -------------------------------------------------------------------------
