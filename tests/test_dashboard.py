@@ -179,6 +179,12 @@ def test_moderator_cli_adds_accounts(app: Flask, world: dict[str, Any]) -> None:
     assert nosite.exit_code != 0 and "--site" in nosite.output
     client = app.test_client()
     assert login(client, "carol@example.org", "a long enough password").status_code == 302
+    prompted = runner.invoke(args=["moderator", "add", "--email", "erin@example.org", "--admin"],
+                             input="another long password\nanother long password\n")
+    assert prompted.exit_code == 0 and "Added admin erin@example.org for every site" in \
+        prompted.output
+    assert login(app.test_client(), "erin@example.org", "another long password") \
+        .status_code == 302
     listed = runner.invoke(args=["moderator", "list"])
     assert "carol@example.org" in listed.output and world["a"].key in listed.output
 
