@@ -1,0 +1,319 @@
+"""HTTP benchmark: our service (SQLite, 1 worker; PostgreSQL + Redis, 2 workers) against Isso 0.14.
+
+Run: .venv/bin/python bench/http.py [--quick]
+
+Everything runs on 127.0.0.1 in one run on one machine. Load comes from wrk (closed loop,
+fixed connections); the fixed-rate POST test uses a paced Python client (open loop: latency is
+measured from each request's scheduled send time, so a stall is not hidden). Figures are printed,
+not asserted: this is not a test.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# This file is named http.py: keep its folder from shadowing the standard library's http.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+
+import argparse  # noqa: E402
+import http.client  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import re  # noqa: E402
+import shutil  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+sys.path.append(str(_HERE))
+import servers  # noqa: E402
+
+WRK_THREADS = 2
+WRK_CONNECTIONS = 8
+
+# A fresh client address per request: per-address limits stay on without turning into 429s.
+LUA_COMMON = """
+local counter = 0
+function setup(thread)
+  __tid = (__tid or 0) + 1
+  thread:set("tid", __tid)
+end
+function init(args)
+  math.randomseed(os.time() * 100 + (tid or 1))
+end
+local function addr()
+  return string.format("10.%d.%d.%d", math.random(0, 255), math.random(0, 255),
+                       math.random(1, 254))
+end
+"""
+
+LUA_GET = LUA_COMMON + """
+request = function()
+  return wrk.format("GET", "{path}", {{["X-Forwarded-For"] = addr()}})
+end
+"""
+
+LUA_POST = LUA_COMMON + """
+request = function()
+  counter = counter + 1
+  local body = string.format('{body}', tid or 0, counter, math.random(1, 1000000000))
+  return wrk.format("POST", "{path}", {{["Content-Type"] = "application/json",
+                                        ["X-Forwarded-For"] = addr()}}, body)
+end
+"""
+
+
+@dataclass
+class Result:
+    """What one load run measured."""
+
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    requests: int
+
+
+def _ms(value: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", value)
+    if match is None:
+        raise RuntimeError(f"unexpected latency figure from wrk: {value!r}")
+    number, unit = match.groups()
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def ensure_wrk() -> str | None:
+    """Return the wrk binary, installing Debian's package if it is missing."""
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=False,
+                       capture_output=True)
+    return shutil.which("wrk")
+
+
+def run_wrk(wrk: str, url: str, script: str, seconds: int) -> Result:
+    """Run wrk with a Lua script for the given seconds and parse its report."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
+        fh.write(script)
+    try:
+        out = subprocess.run(
+            [wrk, "-t", str(WRK_THREADS), "-c", str(WRK_CONNECTIONS), "-d", f"{seconds}s",
+             "--latency", "--timeout", "30s", "-s", fh.name, url],
+            check=True, capture_output=True, text=True,
+        ).stdout
+    finally:
+        os.unlink(fh.name)
+    if "Latency Distribution" not in out or " 50%" not in out:
+        raise RuntimeError(f"wrk gave no latency figures for {url}:\n{out}")
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = int(bad.group(1)) if bad else 0
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), "
+                              r"timeout (\d+)", out)
+    if socket_errors:
+        errors += sum(int(x) for x in socket_errors.groups())
+    return Result(rps, p50, p99, errors, total)
+
+
+def paced_posts(host: str, port: int, path: str, body: Callable[[int], str], rate: int,
+                seconds: float) -> Result:
+    """Send POSTs at a fixed rate (open loop) and return latency from the scheduled times."""
+    total = int(rate * seconds)
+    start = time.perf_counter() + 0.2
+    latencies: list[float] = []
+    errors = 0
+    lock = threading.Lock()
+
+    def one(i: int) -> None:
+        nonlocal errors
+        scheduled = start + i / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        addr = f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255 or 1}"
+        conn = http.client.HTTPConnection(host, port, timeout=30)
+        try:
+            conn.request("POST", path, body(i).encode(),
+                         {"Content-Type": "application/json", "X-Forwarded-For": addr})
+            status = conn.getresponse().status
+        except OSError:
+            status = 599
+        finally:
+            conn.close()
+        elapsed = (time.perf_counter() - scheduled) * 1000
+        with lock:
+            latencies.append(elapsed)
+            if status not in (200, 201, 202):
+                errors += 1
+
+    with ThreadPoolExecutor(max_workers=64) as pool:
+        list(pool.map(one, range(total)))
+    latencies.sort()
+    wall = time.perf_counter() - start
+    return Result(total / wall, statistics.median(latencies),
+                  latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], errors, total)
+
+
+def ours_scenarios(server: servers.Server) -> dict[str, tuple[str, str]]:
+    site = server.extra["site"]
+    count_body = ('{"site":"' + site + '","uris":['
+                  + ",".join(f'"{u}"' for u in servers.COUNT_URIS) + "]}")
+    post_body = ('{"site":"' + site + '","uri":"/posted","text":"'
+                 + servers.TEXT.replace('"', "") + ' %d-%d-%d"}')
+    return {
+        "GET thread of 50": (
+            "GET", LUA_GET.format(path=f"/api/v1/comments?site={site}&uri=/t50&per_page=200")),
+        "GET thread of 500": (
+            "GET", LUA_GET.format(path=f"/api/v1/comments?site={site}&uri=/t500&per_page=200")),
+        "POST comment": ("POST", LUA_POST.format(path="/api/v1/comments", body=post_body)),
+        "POST counts (20 URIs)": ("POST", LUA_POST.format(path="/api/v1/counts",
+                                                          body=count_body.replace("%", "%%"))),
+    }
+
+
+def isso_scenarios() -> dict[str, tuple[str, str]]:
+    count_body = "[" + ",".join(f'"{u}"' for u in servers.COUNT_URIS) + "]"
+    post_body = '{"text":"' + servers.TEXT.replace('"', "") + ' %d-%d-%d","title":"Bench"}'
+    return {
+        "GET thread of 50": ("GET", LUA_GET.format(path="/?uri=/t50")),
+        "GET thread of 500": ("GET", LUA_GET.format(path="/?uri=/t500")),
+        "POST comment": ("POST", LUA_POST.format(path="/new?uri=/posted", body=post_body)),
+        "POST counts (20 URIs)": ("POST", LUA_POST.format(path="/count", body=count_body)),
+    }
+
+
+def check_equivalent(ours: servers.Server, isso: servers.Server) -> None:
+    """Make sure both return whole threads of the same size before timing them."""
+    site = ours.extra["site"]
+    for uri, (roots, replies) in servers.THREADS.items():
+        _, mine = servers.http("GET", f"{ours.url}/api/v1/comments?site={site}&uri={uri}"
+                                      "&per_page=200")
+        got = len(mine["comments"]) + sum(len(c["replies"]) for c in mine["comments"])
+        _, theirs = servers.http("GET", f"{isso.url}/?uri={uri}")
+        got_isso = len(theirs["replies"]) + sum(len(c["replies"]) for c in theirs["replies"])
+        expected = roots * (1 + replies)
+        if not got == got_isso == expected:
+            raise RuntimeError(f"{uri}: ours {got}, Isso {got_isso}, expected {expected}")
+
+
+TARGETS = {"GET thread of 50": 20.0, "GET thread of 500": 100.0, "POST comment": 1.5,
+           "POST counts (20 URIs)": 1.5}
+
+
+def settle(server: servers.Server, path: str) -> None:
+    """Wait until the server has worked off requests left queued by the previous run."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        started = time.monotonic()
+        try:
+            servers.http("GET", server.url + path, timeout=30)
+        except OSError:
+            continue
+        if time.monotonic() - started < 0.5:
+            return
+
+
+def measure(server: servers.Server, scenarios: dict[str, tuple[str, str]], wrk: str,
+            seconds: int, probe: str) -> dict[str, Result]:
+    results = {}
+    for name, (_, script) in scenarios.items():
+        settle(server, probe)
+        results[name] = run_wrk(wrk, server.url, script, seconds)
+        print(f"  {server.name:<30} {name:<22} {results[name].rps:9.1f} req/s", flush=True)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="3 s per run instead of 10 s")
+    args = parser.parse_args()
+    seconds = 3 if args.quick else 10
+    paced_seconds = 4 if args.quick else 10
+    wrk = ensure_wrk()
+    if not wrk:
+        sys.exit("wrk is not installed (apt-get install wrk)")
+    model_dir = str(servers.ROOT / "models")
+    model = "shipped model" if (Path(model_dir) / "manifest.json").exists() else "no model"
+    if model == "no model":
+        model_dir = ""
+
+    configs = [("ours, SQLite, 1 worker", "sqlite", 1), ("ours, PG + Redis, 2 workers",
+                                                          "postgres", 2)]
+    table: list[tuple[str, str, Result, Result]] = []
+    extra: list[str] = []
+    for label, backend, workers in configs:
+        uncached = servers.start_ours(label + ", no page cache", backend, workers, model_dir,
+                                      {"MODERATION_READ_CACHE_ENTRIES": "0"})
+        try:
+            reads = {k: v for k, v in ours_scenarios(uncached).items() if k.startswith("GET")}
+            without_cache = measure(uncached, reads, wrk, seconds, "/livez")
+        finally:
+            uncached.stop()
+        ours = servers.start_ours(label, backend, workers, model_dir)
+        isso = servers.start_isso(f"Isso 0.14, {workers} worker(s)", workers)
+        try:
+            check_equivalent(ours, isso)
+            print(f"{label} vs {isso.name}:", flush=True)
+            mine = measure(ours, ours_scenarios(ours), wrk, seconds, "/livez")
+            theirs = measure(isso, isso_scenarios(), wrk, seconds, "/info")
+            for name in mine:
+                if name in without_cache:
+                    table.append((label + ", no page cache", name, without_cache[name],
+                                  theirs[name]))
+                table.append((label, name, mine[name], theirs[name]))
+            site = ours.extra["site"]
+            settle(ours, "/livez")
+            paced = paced_posts(
+                "127.0.0.1", ours.port, "/api/v1/comments",
+                lambda i, site=site: json.dumps(
+                    {"site": site, "uri": "/paced", "text": f"{servers.TEXT} {i}"}),
+                200, paced_seconds)
+            rss = ours.worker_rss_mb()
+            isso_rss = isso.worker_rss_mb()
+            extra.append(
+                f"{label}: POST at a fixed 200 req/s for {paced_seconds} s ({paced.requests} "
+                f"posts, open loop): p50 {paced.p50_ms:.1f} ms, p99 {paced.p99_ms:.1f} ms, "
+                f"errors {paced.errors}; worker RSS {', '.join(f'{r:.0f}' for r in rss)} MB "
+                f"(Isso {', '.join(f'{r:.0f}' for r in isso_rss)} MB)"
+            )
+        finally:
+            ours.stop()
+            isso.stop()
+
+    print()
+    print(f"Machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
+          f"Python {platform.python_version()}; wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS} "
+          f"-d{seconds}s on 127.0.0.1; {model}; gunicorn sync workers for both.")
+    header = (f"| {'setup':<42} | {'endpoint':<22} | {'ours req/s':>10} | {'p50 ms':>7} | "
+              f"{'p99 ms':>7} | {'Isso req/s':>10} | {'p50 ms':>7} | {'p99 ms':>7} | "
+              f"{'ratio':>7} | target |")
+    print(header)
+    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
+    for label, name, mine, theirs in table:
+        ratio = mine.rps / theirs.rps if theirs.rps else float("inf")
+        goal = TARGETS[name]
+        verdict = "met" if ratio >= goal else "MISSED"
+        errs = f" ({mine.errors} non-2xx)" if mine.errors else ""
+        print(f"| {label:<42} | {name:<22} | {mine.rps:>10.1f} | {mine.p50_ms:>7.2f} | "
+              f"{mine.p99_ms:>7.2f} | {theirs.rps:>10.1f} | {theirs.p50_ms:>7.2f} | "
+              f"{theirs.p99_ms:>7.2f} | {ratio:>6.1f}x | ≥{goal:g}x {verdict}{errs} |")
+    print()
+    for line in extra:
+        print(line)
+
+
+if __name__ == "__main__":
+    main()

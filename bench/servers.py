@@ -1,0 +1,302 @@
+"""Start, seed and stop the servers the HTTP benchmark compares: ours and Isso 0.14."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+ISSO_VENV = ROOT / "bench" / ".isso-venv"
+ISSO_VERSION = "0.14.0"
+PG_BASE = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_BASE = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
+
+# Thread shapes: (uri, top-level comments, replies under each), so one response holds them all.
+THREADS = {"/t50": (10, 4), "/t500": (100, 4)}
+COUNT_URIS = [f"/counted/{i}" for i in range(20)]
+TEXT = ("I read the whole article and I think the point about the committee vote is fair, "
+        "though the numbers for 2019 deserve a second look. 我同意这个观点。 **Thanks** for "
+        "writing it, and see https://example.org/report for the data.")
+
+
+def free_port() -> int:
+    """Return a free TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None,
+         timeout: float = 60) -> tuple[int, Any]:
+    """Send one request with a JSON body and return (status, parsed JSON or text)."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as error:
+        status, raw = error.code, error.read()
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw.decode(errors="replace")
+
+
+def wait_ready(url: str, timeout: float = 60) -> None:
+    """Wait until url answers 200."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if http("GET", url, timeout=2)[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not become ready")
+
+
+@dataclass
+class Server:
+    """A running gunicorn master and what the benchmark needs to address it."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    port: int
+    workers: int
+    tmp: Path
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def worker_rss_mb(self) -> list[float]:
+        """Return the resident memory of each worker process in MB."""
+        out = []
+        for child in Path("/proc").glob("[0-9]*"):
+            try:
+                status = (child / "status").read_text()
+            except OSError:
+                continue
+            if f"\nPPid:\t{self.process.pid}\n" not in status:
+                continue
+            for line in status.splitlines():
+                if line.startswith("VmRSS:"):
+                    out.append(int(line.split()[1]) / 1024)
+        return sorted(out)
+
+    def stop(self) -> None:
+        """Stop gracefully (SIGTERM) and remove the temporary files."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        cleanup = self.extra.get("cleanup")
+        if cleanup:
+            cleanup()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _spawn(cmd: list[str], env: dict[str, str], log: Path, cwd: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+# -- ours -----------------------------------------------------------------------------------
+
+
+def start_ours(name: str, backend: str, workers: int, model_dir: str,
+               extra_env: dict[str, str] | None = None) -> Server:
+    """Start our app under gunicorn on SQLite (one file) or PostgreSQL + Redis, and seed it."""
+    tmp = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
+    port = free_port()
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "MODERATION_SECRET_KEY": secrets.token_hex(16),
+        "MODERATION_INSTANCE_PATH": str(tmp / "instance"),
+        "MODERATION_MODEL_DIR": model_dir,
+        "MODERATION_PROXY_COUNT": "1",
+        # The flood breakers (per thread, per site) would turn a load test into a 429 test:
+        # they are raised; per-address limits stay on and every request comes from a new address.
+        "MODERATION_LIMIT_THREAD": "10000000/minute",
+        "MODERATION_LIMIT_SITE": "10000000/minute",
+        "MODERATION_LOG_REQUESTS": "false",
+        "MODERATION_LOG_LEVEL": "WARNING",
+        "GUNICORN_BIND": f"127.0.0.1:{port}",
+        "GUNICORN_WORKERS": str(workers),
+        "GUNICORN_LOG_LEVEL": "warning",
+        "GUNICORN_MAX_REQUESTS": "0",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp / "metrics"),
+        **(extra_env or {}),
+    }
+    cleanup = None
+    if backend == "postgres":
+        from sqlalchemy import create_engine, text
+
+        schema = f"bench_{os.getpid()}_{secrets.token_hex(3)}"
+        engine = create_engine(PG_BASE.replace("postgresql://", "postgresql+psycopg://"))
+        with engine.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+        env["DATABASE_URL"] = f"{PG_BASE}?options=-csearch_path%3D{schema}"
+        prefix = f"bench-{secrets.token_hex(4)}"
+        env["RATELIMIT_STORAGE_URI"] = REDIS_BASE
+        env["MODERATION_RATELIMIT_KEY_PREFIX"] = prefix
+
+        def cleanup() -> None:
+            import redis
+
+            store = redis.Redis.from_url(REDIS_BASE)
+            for key in store.scan_iter(f"*{prefix}*"):
+                store.delete(key)
+            with engine.begin() as conn:
+                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+            engine.dispose()
+
+    flask = [str(VENV_BIN / "flask"), "--app", "wsgi"]
+    subprocess.run([*flask, "db", "upgrade"], cwd=ROOT, env=env, check=True,
+                   capture_output=True)
+    created = subprocess.run([*flask, "site", "add", "--name", "Bench", "--json"], cwd=ROOT,
+                             env=env, check=True, capture_output=True, text=True)
+    site_key = json.loads(created.stdout.strip().splitlines()[-1])["key"]
+    _seed_ours(env)
+    process = _spawn([str(VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"], env,
+                     tmp / "server.log", ROOT)
+    server = Server(name, process, port, workers, tmp,
+                    {"site": site_key, "env": env, "cleanup": cleanup})
+    wait_ready(server.url + "/readyz")
+    return server
+
+
+SEED_SCRIPT = r"""
+import json, sys
+from sqlalchemy import update
+from moderation import create_app, comments
+from moderation.db import Comment, Site, db
+from moderation.api import pipeline
+spec = json.loads(sys.argv[1])
+app = create_app()
+with app.app_context():
+    site = db.session.query(Site).one()
+    pipe = pipeline(app)
+    plain = comments.Pipeline(classifier=None, default_thresholds=pipe.default_thresholds)
+    n = 0
+    def add(uri, parent=None):
+        global n
+        n += 1
+        body = {"site": site.key, "uri": uri, "title": "Bench", "text": spec["text"] + f" #{n}"}
+        if parent:
+            body["parent"] = parent
+        return comments.submit(body, comments.Client(f"10.9.{n // 250}.{n % 250}"), plain,
+                               site=site).comment.id
+    def publish():
+        db.session.execute(update(Comment).values(status="published"))
+        db.session.commit()
+    for uri, (roots, replies) in spec["threads"].items():
+        for _ in range(roots):
+            root = add(uri)
+            publish()
+            for _ in range(replies):
+                add(uri, root)
+    for i, uri in enumerate(spec["counts"]):
+        for _ in range(1 + i % 4):
+            add(uri)
+    publish()
+"""
+
+
+def _seed_ours(env: dict[str, str]) -> None:
+    spec = {"threads": THREADS, "counts": COUNT_URIS, "text": TEXT}
+    done = subprocess.run([sys.executable, "-c", SEED_SCRIPT, json.dumps(spec)], cwd=ROOT,
+                          env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError("seeding failed:\n" + done.stderr[-3000:])
+
+
+# -- Isso -----------------------------------------------------------------------------------
+
+
+def ensure_isso() -> Path:
+    """Install Isso 0.14 and gunicorn into bench/.isso-venv once; return its bin directory."""
+    bin_dir = ISSO_VENV / "bin"
+    if not (bin_dir / "gunicorn").exists() or not list(
+        ISSO_VENV.glob(f"lib/python*/site-packages/isso-{ISSO_VERSION}.dist-info")
+    ):
+        subprocess.run([sys.executable, "-m", "venv", str(ISSO_VENV)], check=True)
+        subprocess.run([str(bin_dir / "pip"), "install", "-q", f"isso=={ISSO_VERSION}",
+                        "gunicorn==23.0.0"], check=True)
+    return bin_dir
+
+
+ISSO_CONFIG = """[general]
+dbpath = {db}
+host = http://127.0.0.1:{port}
+notify = stdout
+max-age = 15m
+[moderation]
+enabled = false
+[guard]
+enabled = false
+[server]
+listen = http://127.0.0.1:{port}
+[markup]
+renderer = mistune
+"""
+
+
+def start_isso(name: str, workers: int) -> Server:
+    """Start Isso 0.14 under gunicorn with its guard off, and seed the same threads."""
+    bin_dir = ensure_isso()
+    tmp = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
+    port = free_port()
+    config = tmp / "isso.cfg"
+    config.write_text(ISSO_CONFIG.format(db=tmp / "comments.db", port=port), encoding="utf-8")
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp"),
+           "ISSO_SETTINGS": str(config)}
+    process = _spawn(
+        [str(bin_dir / "gunicorn"), "-b", f"127.0.0.1:{port}", "-w", str(workers),
+         "--log-level", "warning", "isso.run"],
+        env, tmp / "server.log", tmp,
+    )
+    server = Server(name, process, port, workers, tmp)
+    wait_ready(server.url + "/info")
+    n = 0
+
+    def add(uri: str, parent: int | None = None) -> int:
+        nonlocal n
+        n += 1
+        body: dict[str, Any] = {"text": TEXT + f" #{n}", "title": "Bench", "author": "Ann"}
+        if parent:
+            body["parent"] = parent
+        status, data = http("POST", f"{server.url}/new?uri={uri}", body)
+        if status not in (201, 202):
+            raise RuntimeError(f"Isso refused a seed comment: {status} {data}")
+        return int(data["id"])
+
+    for uri, (roots, replies) in THREADS.items():
+        for _ in range(roots):
+            root = add(uri)
+            for _ in range(replies):
+                add(uri, root)
+    for i, uri in enumerate(COUNT_URIS):
+        for _ in range(1 + i % 4):
+            add(uri)
+    return server
