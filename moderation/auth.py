@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -67,12 +69,18 @@ def authenticate(email: str, password: str) -> Moderator | None:
     return found if check_password_hash(found.password_hash, password) else None
 
 
+def _password_mark(moderator: Moderator) -> str:
+    """Return a keyed digest of the password hash: it changes with the password, reveals nothing."""
+    secret = current_app.config["SECRET_KEY"].encode()
+    return hmac.new(secret, moderator.password_hash.encode(), hashlib.sha256).hexdigest()[:32]
+
+
 def login(moderator: Moderator) -> None:
     """Start a fresh session for the moderator (a new session defeats fixation)."""
     session.clear()
     session["moderator_id"] = moderator.id
     # Changing the password ends every session that was opened with the old one.
-    session["pw"] = moderator.password_hash[-16:]
+    session["pw"] = _password_mark(moderator)
     session.permanent = True
 
 
@@ -89,7 +97,9 @@ def current() -> Account | None:
     ident = session.get("moderator_id")
     if isinstance(ident, int):
         moderator = db.session.get(Moderator, ident)
-        if moderator is not None and session.get("pw") == moderator.password_hash[-16:]:
+        mark = session.get("pw")
+        if (moderator is not None and isinstance(mark, str)
+                and hmac.compare_digest(mark, _password_mark(moderator))):
             account = Account(
                 moderator.id,
                 moderator.email,

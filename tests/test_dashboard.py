@@ -823,3 +823,17 @@ def test_highlights_mark_whole_words_of_the_strongest_terms_only() -> None:
         '<mark class="m-toxicity" title="raises toxicity">idiot</mark> &lt;b&gt;, '
         '<mark class="m-toxicity" title="raises toxicity">滚出</mark>去'
     )
+
+
+def test_a_password_reset_ends_open_sessions(
+    app: Flask, client: FlaskClient, world: dict[str, Any]
+) -> None:
+    login(client, "alice@example.org")
+    assert client.get("/dashboard/queue/pending").status_code == 200
+    with client.session_transaction() as session:
+        assert all("scrypt" not in str(v) for v in session.values())
+    result = app.test_cli_runner().invoke(args=[
+        "moderator", "add", "--email", "alice@example.org", "--site", world["a"].key,
+        "--password-stdin"], input="a brand new password\n")
+    assert result.exit_code == 0 and "Updated moderator" in result.output
+    assert client.get("/dashboard/queue/pending").status_code == 302
