@@ -156,10 +156,10 @@ def queue_filter(
     site_id = _int(args, "site", errors)
     if site_id is not None and not account.can_see(site_id):
         abort(403, "You do not moderate this site.")
-    sort = args.get("sort") or "priority"
+    sort = args.get("sort") or default_sort(queue)
     if sort not in moderation.SORTS:
         errors["sort"] = "must be one of " + ", ".join(moderation.SORTS)
-        sort = "priority"
+        sort = default_sort(queue)
     search_in = args.get("in") or "all"
     if search_in not in moderation.SEARCH_FIELDS:
         errors["in"] = "must be one of " + ", ".join(moderation.SEARCH_FIELDS)
@@ -179,6 +179,11 @@ def queue_filter(
         sort=sort,
     )
     return flt, errors
+
+
+def default_sort(queue: str) -> str:
+    """Return a queue's default order: newest first for Published, priority elsewhere."""
+    return "newest" if queue == "published" else "priority"
 
 
 FILTER_KEYS = ("site", "thread", "reason", "min", "max", "since", "until", "q", "in", "sort")
@@ -384,6 +389,7 @@ def queue(name: str) -> Any:
         sites=auth.visible_sites(account),
         model_ok=model.status(current_app).classifier is not None,
         first=not cursor,
+        sort=flt.sort,
     )
 
 

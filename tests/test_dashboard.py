@@ -837,3 +837,18 @@ def test_a_password_reset_ends_open_sessions(
         "--password-stdin"], input="a brand new password\n")
     assert result.exit_code == 0 and "Updated moderator" in result.output
     assert client.get("/dashboard/queue/pending").status_code == 302
+
+
+def test_published_lists_newest_first_and_pending_by_priority(
+    app: Flask, client: FlaskClient, world: dict[str, Any]
+) -> None:
+    older = post(client, world["a"], "first fine comment").json["comment"]["id"]
+    newer = post(client, world["a"], "second fine comment").json["comment"]["id"]
+    mild = held(client, world["a"], "a borderline remark")
+    login(client, "alice@example.org")
+    page = client.get("/dashboard/queue/published").get_data(as_text=True)
+    assert re.findall(r'data-id="(\d+)"', page) == [str(newer), str(older)]
+    assert '<option value="newest" selected>' in page
+    pending = client.get("/dashboard/queue/pending").get_data(as_text=True)
+    assert re.findall(r'data-id="(\d+)"', pending) == [str(mild)]
+    assert '<option value="priority" selected>' in pending
