@@ -113,12 +113,13 @@ def run_wrk(wrk: str, url: str, script: str, seconds: int) -> Result:
         ).stdout
     finally:
         os.unlink(fh.name)
-    if "Latency Distribution" not in out or " 50%" not in out:
-        raise RuntimeError(f"wrk gave no latency figures for {url}:\n{out}")
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    if not total or not re.search(r"^\s+50%\s+[\d.]+", out, re.MULTILINE):
+        # Nothing finished within the run (a very slow server): report zero, do not guess.
+        return Result(0.0, float("nan"), float("nan"), 0, 0)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.MULTILINE).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.MULTILINE).group(1))  # type: ignore[union-attr]
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errors = int(bad.group(1)) if bad else 0
     socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), "
@@ -303,9 +304,12 @@ def main() -> None:
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for label, name, mine, theirs in table:
-        ratio = mine.rps / theirs.rps if theirs.rps else float("inf")
         goal = TARGETS[name]
-        verdict = "met" if ratio >= goal else "MISSED"
+        if theirs.rps:
+            ratio = mine.rps / theirs.rps
+            verdict = "met" if ratio >= goal else "MISSED"
+        else:
+            ratio, verdict = float("nan"), "n/a (Isso finished none)"
         errs = f" ({mine.errors} non-2xx)" if mine.errors else ""
         print(f"| {label:<42} | {name:<22} | {mine.rps:>10.1f} | {mine.p50_ms:>7.2f} | "
               f"{mine.p99_ms:>7.2f} | {theirs.rps:>10.1f} | {theirs.p50_ms:>7.2f} | "
