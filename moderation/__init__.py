@@ -83,6 +83,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(webhooks_admin.bp)
     app.register_blueprint(embed.bp)
     app.register_blueprint(dashboard.bp)
+    app.register_blueprint(dashboard.root)
     if app.config["DEMO"]:
         app.register_blueprint(demo.bp)
     return app

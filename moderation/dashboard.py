@@ -355,6 +355,16 @@ def logout() -> Any:
 # -- queues ---------------------------------------------------------------------------------
 
 
+# The site root has nothing of its own: it leads moderators to the dashboard.
+root = Blueprint("root", __name__)
+
+
+@root.get("/")
+def home() -> Any:
+    """Send visitors of the site root to the dashboard."""
+    return redirect(url_for("dashboard.index"))
+
+
 @bp.get("/")
 @login_required
 def index() -> Any:

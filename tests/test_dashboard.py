@@ -852,3 +852,9 @@ def test_published_lists_newest_first_and_pending_by_priority(
     pending = client.get("/dashboard/queue/pending").get_data(as_text=True)
     assert re.findall(r'data-id="(\d+)"', pending) == [str(mild)]
     assert '<option value="priority" selected>' in pending
+
+
+def test_site_root_leads_to_the_dashboard(client: FlaskClient) -> None:
+    response = client.get("/")
+    assert response.status_code == 302
+    assert response.headers["Location"].endswith("/dashboard/")
