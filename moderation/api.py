@@ -114,7 +114,8 @@ def cors_headers(response: Response) -> Response:
 # -- comments -------------------------------------------------------------------------------
 
 
-def _int_arg(name: str, default: int, low: int, high: int) -> int:
+def int_arg(name: str, default: int, low: int, high: int) -> int:
+    """Return a whole-number query argument within bounds, or raise naming it."""
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
@@ -138,8 +139,8 @@ def list_comments() -> Response:
     if sort not in ("oldest", "newest"):
         raise InvalidField("sort", "must be oldest or newest")
     cfg = current_app.config
-    per_page = _int_arg("per_page", cfg["PAGE_SIZE"], 1, cfg["MAX_PAGE_SIZE"])
-    page = _int_arg("page", 1, 1, 1_000_000)
+    per_page = int_arg("per_page", cfg["PAGE_SIZE"], 1, cfg["MAX_PAGE_SIZE"])
+    page = int_arg("page", 1, 1, 1_000_000)
     return readcache.thread_response(
         site, uri, sort, page, per_page,
         lambda: comments.thread_page(site, uri, sort, page, per_page),

@@ -8,7 +8,7 @@ import ipaddress
 import math
 import secrets
 import urllib.parse
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -213,8 +213,9 @@ def site_settings(site: Site, pipeline: Pipeline) -> policy.SiteSettings:
 # -- the pipeline ---------------------------------------------------------------------------
 
 
-def _reject_unknown(payload: Mapping[str, Any], allowed: frozenset[str]) -> None:
-    unknown = sorted(set(payload) - allowed)
+def reject_unknown(payload: Mapping[str, Any], allowed: Collection[str]) -> None:
+    """Refuse fields outside the allowlist, naming the first unknown one."""
+    unknown = sorted(set(payload).difference(allowed))
     if unknown:
         raise InvalidField(unknown[0], "is not a known field")
 
@@ -350,7 +351,7 @@ def submit(
     actor: str = "reader",
 ) -> Submission:
     """Validate, sanitise, score, decide and store a new comment."""
-    _reject_unknown(payload, SUBMIT_FIELDS)
+    reject_unknown(payload, SUBMIT_FIELDS)
     bot = bot_signal(payload, pipeline.min_fill_ms)
     site = site or get_site(payload.get("site"))
     uri = normalise_uri(payload.get("uri"))
@@ -439,7 +440,7 @@ def edit(
 ) -> policy.Decision:
     """Apply an author's edit, then sanitise, score and decide again."""
     _own_comment(comment, token, pipeline)
-    _reject_unknown(payload, EDIT_FIELDS)
+    reject_unknown(payload, EDIT_FIELDS)
     if not payload:
         raise InvalidField("text", "nothing to change")
     text, html = comment.text, comment.html
@@ -556,7 +557,7 @@ def moderate_many(
 
 def report(comment: Comment, payload: Mapping[str, Any], client: Client) -> Report:
     """Record a reader's flag on a published comment."""
-    _reject_unknown(payload, frozenset({"reason", "note"}))
+    reject_unknown(payload, frozenset({"reason", "note"}))
     if comment.status != Status.PUBLISHED:
         raise NotFound("no such comment")
     reason = payload.get("reason", "other")

@@ -14,7 +14,8 @@ from sqlalchemy import func, select
 from . import classifier as model
 from . import comments, keys, limits, sanitising, webhooks
 from . import moderation as moderating
-from .api import json_body, pipeline
+from .api import int_arg, json_body, pipeline
+from .comments import reject_unknown
 from .db import ApiKey, Comment, Label, Status, Thread, Webhook, WebhookDelivery, db
 from .errors import ApiError
 from .exceptions import InvalidField, NotFound
@@ -38,25 +39,6 @@ def key() -> ApiKey:
     found = keys.current()
     assert found is not None  # require_key answered 401 otherwise
     return found
-
-
-def _int_arg(name: str, default: int, low: int, high: int) -> int:
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidField(name, "must be a whole number") from None
-    if not low <= value <= high:
-        raise InvalidField(name, f"must be between {low} and {high}")
-    return value
-
-
-def _reject_unknown(data: dict[str, Any], allowed: set[str]) -> None:
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise InvalidField(unknown[0], "is not a known field")
 
 
 def _classifier() -> model.Classifier:
@@ -109,7 +91,7 @@ def _reader(data: dict[str, Any]) -> comments.Client:
     reader = data.pop("reader", None)
     if not isinstance(reader, dict):
         raise InvalidField("reader", 'is required: {"addr": "<reader IP>", "user_agent": "..."}')
-    _reject_unknown(reader, {"addr", "user_agent"})
+    reject_unknown(reader, {"addr", "user_agent"})
     addr, agent = reader.get("addr"), reader.get("user_agent", "")
     try:
         ipaddress.ip_address(addr if isinstance(addr, str) else "")
@@ -164,8 +146,8 @@ def manage_list() -> Response:
     order = request.args.get("order", "newest")
     if order not in ("newest", "oldest"):
         raise InvalidField("order", "must be newest or oldest")
-    per_page = _int_arg("per_page", 50, 1, 200)
-    page = _int_arg("page", 1, 1, 1_000_000)
+    per_page = int_arg("per_page", 50, 1, 200)
+    page = int_arg("page", 1, 1, 1_000_000)
     where = [Comment.site_id == key().site_id, Comment.status.in_(wanted)]
     if request.args.get("uri"):
         uri = comments.normalise_uri(request.args["uri"])
@@ -218,7 +200,7 @@ def _ban_spec(data: dict[str, Any]) -> dict[str, Any] | None:
     value = data["ban"]
     if not isinstance(value, dict):
         raise InvalidField("ban", 'must be an object like {"by": "email", "days": 30}')
-    _reject_unknown(value, {"by", "days"})
+    reject_unknown(value, {"by", "days"})
     by = value.get("by")
     if by is not None and (not isinstance(by, str) or by not in moderating.BAN_KINDS):
         raise InvalidField("ban.by", "must be one of " + ", ".join(moderating.BAN_KINDS))
@@ -275,7 +257,7 @@ def _moderate(ids: list[int], data: dict[str, Any]) -> Response:
 def manage_moderate_one(comment_id: int) -> Response:
     """Approve, reject, mark as spam, delete or ban the author of one comment."""
     data = json_body()
-    _reject_unknown(data, {"action", "reason", "ban"})
+    reject_unknown(data, {"action", "reason", "ban"})
     return _moderate([comment_id], data)
 
 
@@ -284,7 +266,7 @@ def manage_moderate_one(comment_id: int) -> Response:
 def manage_moderate_many() -> Response:
     """Apply one moderation action to many comments of the site at once."""
     data = json_body()
-    _reject_unknown(data, {"ids", "action", "reason", "ban"})
+    reject_unknown(data, {"ids", "action", "reason", "ban"})
     ids = data.get("ids")
     if (not isinstance(ids, list) or not ids or len(ids) > MAX_IDS
             or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids)):
@@ -303,7 +285,7 @@ ANALYZE_FIELDS = {"text", "author", "website", "email", "lang", "store", "uri", 
 def analyze() -> tuple[Response, int]:
     """Score a text, say what the site's policy would do and why; store it only if asked."""
     data = json_body()
-    _reject_unknown(data, ANALYZE_FIELDS)
+    reject_unknown(data, ANALYZE_FIELDS)
     store = data.get("store", False)
     if not isinstance(store, bool):
         raise InvalidField("store", "must be true or false")
@@ -352,7 +334,7 @@ def analyze() -> tuple[Response, int]:
 def feedback() -> tuple[Response, int]:
     """Label one of the site's comments, or a text, as spam, ham, toxic or ok for retraining."""
     data = json_body()
-    _reject_unknown(data, {"comment", "text", "author", "website", "email", "label"})
+    reject_unknown(data, {"comment", "text", "author", "website", "email", "label"})
     label = data.get("label")
     if label not in FEEDBACK_LABELS:
         raise InvalidField("label", "must be one of " + ", ".join(FEEDBACK_LABELS))
@@ -436,7 +418,7 @@ def webhooks_list() -> Response:
 def webhooks_create() -> tuple[Response, int]:
     """Add a webhook; the answer holds its signing secret, shown this once."""
     data = json_body()
-    _reject_unknown(data, {"url", "events"})
+    reject_unknown(data, {"url", "events"})
     url = webhooks.check_url(data.get("url"),
                              bool(current_app.config["WEBHOOK_ALLOW_PRIVATE_TARGETS"]))
     hook = Webhook(site_id=key().site_id, url=url, secret=webhooks.new_secret(),
@@ -466,8 +448,8 @@ def webhooks_deliveries(webhook_id: int) -> Response:
     state = request.args.get("state")
     if state is not None and state not in DELIVERY_STATES:
         raise InvalidField("state", "must be one of " + ", ".join(DELIVERY_STATES))
-    per_page = _int_arg("per_page", 50, 1, 200)
-    page = _int_arg("page", 1, 1, 1_000_000)
+    per_page = int_arg("per_page", 50, 1, 200)
+    page = int_arg("page", 1, 1, 1_000_000)
     query = select(WebhookDelivery).where(WebhookDelivery.webhook_id == hook.id)
     if state:
         query = query.where(WebhookDelivery.state == state)

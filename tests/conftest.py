@@ -6,6 +6,7 @@ import os
 import secrets
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -121,3 +122,28 @@ def site(app: Flask) -> Site:
         db.session.refresh(site)
         db.session.expunge(site)
     return site
+
+
+CHROMIUM = "/usr/bin/chromium"
+# Headless flags for Debian's chromium in this sandbox: no sandbox (root), no background fetches.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update"]
+SCREENSHOTS = Path(__file__).parent / "screenshots"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Return a headless Debian chromium driven by Playwright (skips outside CI if missing)."""
+    if not os.path.exists(CHROMIUM):
+        message = f"{CHROMIUM} is not installed"
+        if IN_CI:
+            pytest.fail(message + " (CI must provide it: see .ci/run)")
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        yield chromium
+        chromium.close()

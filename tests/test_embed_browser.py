@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 from collections.abc import Callable, Iterator
@@ -19,34 +18,15 @@ from werkzeug.serving import make_server
 from moderation import comments
 from moderation.db import Comment, Report, db
 from tests import fakes
-from tests.conftest import IN_CI, make_app
+from tests.conftest import SCREENSHOTS, make_app
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update"]
-SHOTS = Path(__file__).parent / "screenshots"
+SHOTS = SCREENSHOTS
 EN_POST = "/demo/posts/tariffs-and-the-grocery-bill"
 ZH_POST = "/demo/zh/posts/old-neighbourhood-renewal"
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1000, "height": 900}
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    """Return a headless Debian chromium driven by Playwright."""
-    if not os.path.exists(CHROMIUM):
-        message = f"{CHROMIUM} is not installed"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        yield chromium
-        chromium.close()
 
 
 @dataclass
