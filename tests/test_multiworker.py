@@ -234,7 +234,8 @@ def test_a_thousand_concurrent_posts_are_stored_exactly_once(cluster: Cluster) -
 
 
 def test_sigterm_lets_an_in_flight_request_finish(cluster: Cluster, tmp_path: Path) -> None:
-    server = start_server(cluster.env, tmp_path, "graceful")
+    env = {**cluster.env, "GUNICORN_ACCESS_LOG": "-", "MODERATION_LOG_REQUESTS": "true"}
+    server = start_server(env, tmp_path, "graceful")
     body = json.dumps({"site": cluster.site_key, "uri": "/graceful",
                        "text": "sent slowly"}).encode()
     head = (
@@ -259,3 +260,12 @@ def test_sigterm_lets_an_in_flight_request_finish(cluster: Cluster, tmp_path: Pa
         assert stored(cluster, "/graceful") == ["sent slowly"]
     finally:
         stop_server(server)
+    # Every log line is JSON; the request shows up in the app's and gunicorn's access lines
+    # under one request id, with the anonymised network and never the raw address.
+    raw = server.log.read_text()
+    entries = [json.loads(line) for line in raw.splitlines() if line.strip()]
+    posted = [e for e in entries if e.get("status") == 202]
+    assert {e["logger"] for e in posted} == {"moderation.request", "gunicorn.access"}
+    assert len({e["request_id"] for e in posted}) == 1
+    assert {e["client"] for e in posted} == {"192.0.2.0"}
+    assert "192.0.2.9" not in raw
