@@ -39,12 +39,47 @@ _POLY = 0x100000001B3
 # Link finders are split into patterns with literal prefixes because Python's re scans those
 # quickly; a single pattern that may start at any letter was ten times slower.
 _URL_RE = re.compile(r"(?:https?://|www\.)[^\s<>\"'\x00]+", re.IGNORECASE)
+# Matched against the lower-cased text: IGNORECASE makes Python's re test every position.
 _TLD_RE = re.compile(r"\.(?:com|net|org|info|ru|cn|biz|xyz|top|io|co|me|ly|tk|us|uk|de|online|"
-                     r"site|club|shop|store|click|link|pw|cc|ws)\b", re.IGNORECASE)
+                     r"site|club|shop|store|click|link|pw|cc|ws)\b")
 _PATH_RE = re.compile(r"/[^\s<>\"'\x00]*")
 _EMAIL_RE = re.compile(r"@[\w-]+\.[A-Za-z]{2,}")
 _PHONE_RE = re.compile(r"\d[\d \t().-]{7,}\d")
 _URL_TOKEN_RE = re.compile(r"[a-z0-9]+")
+# Promotional cue words, English and Chinese. The training spam (YouTube, SMS) teaches what
+# such words are worth as a group, so the weight carries to cues it never saw (casino, 微信).
+# English cues are matched as whole words through the word hashes (a regex with IGNORECASE
+# cost more than all n-grams together); Chinese cues with a plain regex.
+_PROMO_EN = (
+    "buy cheap discount sale offer free win winner prize cash money earn income loan credit "
+    "casino poker bet betting viagra cialis pill pills pharmacy crypto bitcoin forex invest "
+    "investment profit seo backlink backlinks followers subscribe click visit promo coupon deal "
+    "deals shop price bonus guaranteed dating singles sexy xxx porn replica diet essay download "
+    "channel txt claim urgent",
+    "weight loss|check out|limited time|call now")
+_PROMO_ZH = re.compile(
+    "微信|加微|薇信|加v|加V|QQ群|qq群|兼职|日赚|赚钱|免费|领取|优惠|福利|点击|网址|彩票|博彩|"
+    "娱乐城|代开|发票|贷款|代理|招聘|私聊|推广|刷单|返利|低价|促销|特价|进群|加群|扫码|二维码")
+# Insults and profanity, English and Chinese, counted as one feature for the same reason: the
+# weight learned from English and from COLD's topics carries to insults a corpus lacks.
+_ABUSE_EN = (
+    "idiot idiots stupid moron morons fuck fucking fucked fucker fuckers fuckin fucks shit shits "
+    "shitty bullshit bitch bitches asshole assholes dumb dumbass loser losers retard retarded "
+    "retards cunt cunts dick dicks bastard bastards scum garbage pathetic kys whore whores slut "
+    "sluts nigga niggas nigger niggers fag fags faggot faggots imbecile imbeciles jerk jerks "
+    "trash",
+    "shut up|kill yourself")
+_ABUSE_ZH = re.compile(
+    "傻逼|傻b|傻B|煞笔|沙比|傻叉|脑残|滚|垃圾|废物|贱|婊|妈的|他妈|操你|草泥马|尼玛|去死|狗东西|"
+    "畜生|蠢|白痴|智障|弱智|人渣|死全家|恶心|黑鬼|娘炮|屌丝|卧槽|闭嘴|狗日|杂种|舔狗|下贱")
+# Currency signs before a number and 元 after one; found with numpy, not a regex.
+_CURRENCY = (36, 163, 8364, 165, 65509)
+_YUAN = 0x5143
+#: Version of the feature code; an artifact built by another version is refused.
+FEATURE_VERSION = 2
+# Author and website go through the text n-gram weights at this scale, so spam words learned
+# from comment bodies also count in names and URLs (no training set fills in a website).
+_NAME_SCALE = 0.5
 
 
 @dataclass(frozen=True)
@@ -90,13 +125,11 @@ def _mix(h: np.ndarray, salt: int, bits: int) -> np.ndarray:
     """Scramble 64-bit hashes with a block salt and keep the top ``bits`` bits as columns."""
     import numpy as np
 
+    # Multiplicative hashing: the top bits of the product depend on every bit of the hash.
     x = h ^ np.uint64(salt & _MASK64)
     x *= np.uint64(0x9E3779B97F4A7C15)
-    x ^= x >> np.uint64(29)
-    x *= np.uint64(0xBF58476D1CE4E5B9)
-    x ^= x >> np.uint64(32)
     x >>= np.uint64(64 - bits)
-    return x.astype(np.int64)
+    return x.view(np.int64)
 
 
 def _str_hash(token: str, salt: int, bits: int) -> int:
@@ -192,7 +225,8 @@ def _encode(texts: Sequence[str]) -> tuple[Any, ...]:
     lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
     starts = np.cumsum(np.concatenate(([2], lengths[:-1] + 3))) if len(texts) else lengths
     doc = np.cumsum(raw == 0) - 1
-    return joined, codes, raw, starts, doc
+    # The last element caches the word hashes, which n-grams and cue words both need.
+    return joined, codes, raw, starts, doc, {}
 
 
 def _is_word(codes: np.ndarray) -> np.ndarray:
@@ -214,7 +248,7 @@ def _ngram_passes(enc: tuple[Any, ...], bits: int, char_range: Sequence[int], sa
     """Yield (block, rows, cols, starts, ends) per n-gram order; rows ascend within a pass."""
     import numpy as np
 
-    _, codes, _, _, doc = enc
+    codes, doc = enc[1], enc[4]
     total = len(codes)
     zero = np.concatenate(([0], np.cumsum(codes == 0)))
     is_space = codes == 32
@@ -230,24 +264,88 @@ def _ngram_passes(enc: tuple[Any, ...], bits: int, char_range: Sequence[int], sa
         pos = np.flatnonzero(ok)
         yield "char", doc[pos], _mix(h[pos], salt + n, bits), pos if spans else None, (
             pos + n if spans else None)
-    mask = _is_word(codes).astype(np.int8)
-    edge = np.diff(mask, prepend=np.int8(0), append=np.int8(0))
-    ws = np.flatnonzero(edge == 1)
-    we = np.flatnonzero(edge == -1)
+    ws, we, wh, wdoc, same, bh = _words(enc)
     if len(ws):
-        # Polynomial prefix hashes, made position-free with the modular inverse of _POLY.
-        fwd, bwd = _powers(total)
-        g = np.concatenate(([np.uint64(0)], np.cumsum(codes * fwd, dtype=np.uint64)))
-        wh = (g[we] - g[ws]) * bwd[ws]
-        wdoc = doc[ws]
         yield "word", wdoc, _mix(wh, salt + 101, bits), ws, we
-        same = np.flatnonzero(wdoc[:-1] == wdoc[1:])
-        bh = wh[same] * np.uint64(0x9E3779B1) + wh[same + 1]
         yield "word", wdoc[same], _mix(bh, salt + 102, bits), ws[same], we[same + 1]
 
 
+def _words(enc: tuple[Any, ...]) -> tuple[np.ndarray, ...]:
+    """Return word starts, ends, hashes and documents, and the same-document bigram hashes."""
+    import numpy as np
+
+    cache = enc[5]
+    if "words" not in cache:
+        codes, doc = enc[1], enc[4]
+        mask = _is_word(codes).astype(np.int8)
+        edge = np.diff(mask, prepend=np.int8(0), append=np.int8(0))
+        ws = np.flatnonzero(edge == 1)
+        we = np.flatnonzero(edge == -1)
+        # Polynomial prefix hashes, made position-free with the modular inverse of _POLY.
+        fwd, bwd = _powers(len(codes))
+        g = np.concatenate(([np.uint64(0)], np.cumsum(codes * fwd, dtype=np.uint64)))
+        wh = (g[we] - g[ws]) * bwd[ws]
+        wdoc = doc[ws]
+        same = np.flatnonzero(wdoc[:-1] == wdoc[1:])
+        bh = wh[same] * np.uint64(0x9E3779B1) + wh[same + 1]
+        cache["words"] = (ws, we, wh, wdoc, same, bh)
+    return cache["words"]
+
+
+def _word_hash(word: str) -> int:
+    """Hash one folded word exactly as _words() does."""
+    return sum(ord(ch) * pow(_POLY, i, 1 << 64) for i, ch in enumerate(word)) & _MASK64
+
+
+_LEXICONS: dict[str, tuple[tuple[np.ndarray, np.ndarray], ...]] = {}
+_LUT_BITS = 16
+
+
+def _lexicon(words: tuple[str, str]) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """Return (lookup table, hashes) for the words and for the bigrams of a cue list."""
+    import numpy as np
+
+    key = words[0][:40]
+    if key not in _LEXICONS:
+        uni = sorted({_word_hash(w) for w in words[0].split()})
+        bi = sorted({(_word_hash(a) * 0x9E3779B1 + _word_hash(b)) & _MASK64
+                     for a, b in (p.split() for p in words[1].split("|"))})
+        tables = []
+        for hashes in (uni, bi):
+            arr = np.array(hashes, dtype=np.uint64)
+            # A direct-mapped table: bucket -> 1 + index of the cue hash stored there.
+            slots = _mix(arr, 0, _LUT_BITS)
+            if len(set(slots.tolist())) != len(arr):
+                raise ValueError("cue words collide in the lookup table; raise _LUT_BITS")
+            lut = np.zeros(1 << _LUT_BITS, dtype=np.int32)
+            lut[slots] = np.arange(1, len(arr) + 1)
+            tables.append((lut, np.r_[np.uint64(0), arr]))
+        _LEXICONS[key] = tuple(tables)
+    return _LEXICONS[key]
+
+
+def _cue_counts(enc: tuple[Any, ...], n_docs: int, words: tuple[str, str],
+                zh: re.Pattern[str]) -> np.ndarray:
+    """Count English cue words (whole words) and Chinese cue strings per document."""
+    import numpy as np
+
+    _, _, wh, wdoc, same, bh = _words(enc)
+    uni, bi = _lexicon(words)
+    out = np.zeros(n_docs + 1, dtype=np.int64)
+    for hashes, (lut, table), docs in ((wh, uni, wdoc), (bh, bi, wdoc[same])):
+        if len(hashes):
+            k = lut[_mix(hashes, 0, _LUT_BITS)]
+            hit = (k > 0) & (table[k] == hashes)
+            out += np.bincount(docs[hit], minlength=n_docs + 1)
+    counts = out[:n_docs]
+    if enc[2].max(initial=0) >= 0x3400:
+        counts += _per_doc(_pattern_spans(enc[0], zh), enc[3], n_docs)[0]
+    return counts
+
+
 def _add_ngrams(entries: _Entries, enc: tuple[Any, ...], n_docs: int, fld: int, bits: int,
-                char_range: Sequence[int], salt: int, idf: np.ndarray | None) -> None:
+                char_range: Sequence[int], salt: int, idf: np.ndarray | None,
+                scale: float = 1.0) -> None:
     """Add character n-grams and word uni/bigrams of one field, each set scaled to unit length."""
     blocks: dict[str, tuple[list[Any], ...]] = {}
     for kind, rows, cols, st, en in _ngram_passes(enc, bits, char_range, salt, entries.spans):
@@ -258,12 +356,12 @@ def _add_ngrams(entries: _Entries, enc: tuple[Any, ...], n_docs: int, fld: int, 
             lists[2].append(st)
             lists[3].append(en)
     for rows_l, cols_l, s_l, e_l in blocks.values():
-        _add_block(entries, n_docs, fld, enc[3], idf, rows_l, cols_l, s_l, e_l)
+        _add_block(entries, n_docs, fld, enc[3], idf, rows_l, cols_l, s_l, e_l, scale)
 
 
 def _add_block(entries: _Entries, n_docs: int, fld: int, starts: np.ndarray,
                idf: np.ndarray | None, rows_l: list[np.ndarray], cols_l: list[np.ndarray],
-               s_l: list[np.ndarray], e_l: list[np.ndarray]) -> None:
+               s_l: list[np.ndarray], e_l: list[np.ndarray], scale: float = 1.0) -> None:
     """Add one block of n-gram entries with TF-IDF values scaled to unit length per doc."""
     import numpy as np
 
@@ -277,7 +375,7 @@ def _add_block(entries: _Entries, n_docs: int, fld: int, starts: np.ndarray,
     # usual L2 norm when no n-gram repeats and stays cheap (no per-document grouping).
     w = idf[cols] if idf is not None else np.ones(len(cols), dtype=np.float32)
     norm = np.sqrt(np.bincount(rows, weights=w * w, minlength=n_docs))
-    vals = w / np.maximum(norm, 1e-6)[rows]
+    vals = w * (scale / np.maximum(norm, 1e-6))[rows]
     if entries.spans:
         base = starts[rows]
         entries.add(rows, cols, vals, fld, np.concatenate(s_l) - base, np.concatenate(e_l) - base)
@@ -310,9 +408,13 @@ _META_EDGES: dict[str, tuple[float, ...]] = {
     "author_digits": (1,),
     "author_url": (1,),
     "website": (1,),
+    "promo": (1, 2, 3, 5),
+    "abuse": (1, 2, 3),
+    "money": (1,),
 }
 # Scale of the meta block relative to a text block (which has unit length).
 _META_VALUE = 0.35
+_PROMO_VALUE = 1.0
 # Scale of each URL/domain token.
 _URL_VALUE = 0.5
 _META_TABLES: dict[int, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
@@ -333,14 +435,62 @@ def _meta_table(bits: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return table
 
 
+def _find_all(text: str, sub: str) -> list[int]:
+    """Return every start of ``sub`` in ``text``."""
+    out = []
+    i = text.find(sub)
+    while i >= 0:
+        out.append(i)
+        i = text.find(sub, i + 1)
+    return out
+
+
+def _money(raw: np.ndarray, doc: np.ndarray, n_docs: int) -> np.ndarray:
+    """Count currency amounts ($5, € 20, 500元) per document."""
+    import numpy as np
+
+    d = (raw >= 48) & (raw <= 57)
+    next1 = np.r_[d[1:], False]
+    next2 = np.r_[d[2:], False, False] & np.r_[raw[1:] == 32, False]
+    cur = raw == _CURRENCY[0]
+    for c in _CURRENCY[1:]:
+        cur |= raw == c
+    before = cur & (next1 | next2)
+    after = (raw == _YUAN) & np.r_[False, d[:-1]]
+    return np.bincount(doc[before | after], minlength=n_docs + 1)[:n_docs]
+
+
+def _phones(joined: str, starts: np.ndarray, lengths: np.ndarray,
+            digits: np.ndarray) -> np.ndarray:
+    """Count phone-number-like strings per document, searching only texts with 9+ digits."""
+    import numpy as np
+
+    out = np.zeros(len(starts), dtype=np.int64)
+    for i in np.flatnonzero(digits >= 9).tolist():
+        s = int(starts[i])
+        out[i] = sum(1 for _ in _PHONE_RE.finditer(joined, s, s + int(lengths[i])))
+    return out
+
+
 def _find_links(joined: str) -> list[tuple[int, int]]:
     """Return (start, end) of every URL or bare domain in a string."""
-    spans = []
-    for m in _URL_RE.finditer(joined):
-        # Trailing punctuation ends the sentence, not the link.
-        spans.append((m.start(), m.start() + len(m.group().rstrip(".,;:!?)]}'"))))
+    spans: list[tuple[int, int]] = []
+    low = joined.lower()
+    if len(low) != len(joined):  # a few characters lower-case to two; keep offsets exact
+        for ch in {c for c in set(joined) if len(c.lower()) != 1}:
+            joined = joined.replace(ch, " ")
+        low = joined.lower()
+    # str.find scans in C; the regex then only runs where a link can start.
+    cands = sorted(_find_all(low, "http") + _find_all(low, "www."))
+    end = -1
+    for pos in cands:
+        m = _URL_RE.match(joined, pos) if pos >= end else None
+        if m:
+            # Trailing punctuation ends the sentence, not the link.
+            end = m.start() + len(m.group().rstrip(".,;:!?)]}'"))
+            spans.append((m.start(), end))
     starts = [s for s, _ in spans]
-    for m in _TLD_RE.finditer(joined):
+    for m in _TLD_RE.finditer(low):
         dot = m.start()
         k = bisect.bisect_right(starts, dot) - 1
         if k >= 0 and dot < spans[k][1]:
@@ -385,26 +535,35 @@ def featurize(items: Sequence[CommentText], cfg: dict[str, Any], spans: bool = F
     authors = [it.author for it in items]
     a_enc = _encode(authors) if any(authors) else None
     _add_ngrams(entries, enc, len(items), _F_TEXT, bits, cfg["char_range"], _SALT_TEXT, idf)
-    if a_enc is not None:
-        _add_ngrams(entries, a_enc, len(items), _F_AUTHOR, bits, cfg["author_char_range"],
-                    _SALT_AUTHOR, idf)
+    for fld, e in _name_fields(items, a_enc):
+        _add_ngrams(entries, e, len(items), fld, bits, cfg["char_range"], _SALT_TEXT, idf,
+                    _NAME_SCALE)
     _add_other(entries, items, texts, enc, authors, a_enc, bits)
     return entries.concat()
 
 
 _SALT_TEXT = 1000
-_SALT_AUTHOR = 2000
+
+
+def _name_fields(items: Sequence[CommentText],
+                 a_enc: tuple[Any, ...] | None) -> list[tuple[int, tuple[Any, ...]]]:
+    """Return the encoded author and website fields that are filled in anywhere in a batch."""
+    out = [] if a_enc is None else [(_F_AUTHOR, a_enc)]
+    sites = [it.website for it in items]
+    if any(sites):
+        out.append((_F_WEBSITE, _encode(sites)))
+    return out
 
 
 def _add_other(entries: _Entries, items: Sequence[CommentText], texts: list[str],
                enc: tuple[Any, ...], authors: list[str], a_enc: tuple[Any, ...] | None,
-               bits: int) -> None:
+               bits: int, names: list[tuple[int, tuple[Any, ...]]] | None = None) -> None:
     """Add link, website, e-mail domain and shape features."""
     import numpy as np
 
     n_docs = len(items)
 
-    joined, _, raw, starts, doc = enc
+    joined, _, raw, starts, doc, _ = enc
     lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=n_docs)
     # Links, website and e-mail domain share one token space, so what the model learns from
     # links in bodies also applies to the website field, which no training set fills in.
@@ -447,17 +606,24 @@ def _add_other(entries: _Entries, items: Sequence[CommentText], texts: list[str]
         return np.bincount(doc[mask], minlength=n_docs + 1)[:n_docs]
 
     upper = counts((raw >= 65) & (raw <= 90))
+    n_digits = counts((raw >= 48) & (raw <= 57))
     alpha = upper + counts((raw >= 97) & (raw <= 122))
     values: dict[str, np.ndarray] = {
         "links": n_links,
         "len": lengths,
-        "digits": counts((raw >= 48) & (raw <= 57)) / np.maximum(lengths, 1),
+        "digits": n_digits / np.maximum(lengths, 1),
         "caps": np.where(alpha >= 8, upper / np.maximum(alpha, 1), -1.0),
         "excl": counts(raw == 33),
-        "phone": _per_doc(_pattern_spans(joined, _PHONE_RE), starts, n_docs)[0],
+        "phone": _phones(joined, starts, lengths, n_digits),
         "email": _per_doc(_pattern_spans(joined, _EMAIL_RE), starts, n_docs)[0],
         "website": np.fromiter((bool(w) for w in websites), dtype=np.int64, count=n_docs),
+        "promo": _cue_counts(enc, n_docs, _PROMO_EN, _PROMO_ZH),
+        "money": _money(raw, doc, n_docs),
+        "abuse": _cue_counts(enc, n_docs, _ABUSE_EN, _ABUSE_ZH),
     }
+    # Cue words count the same in the author and website fields as in the text.
+    for _, e in names if names is not None else _name_fields(items, a_enc):
+        values["promo"] += _cue_counts(e, n_docs, _PROMO_EN, _PROMO_ZH)
     if a_enc is not None:
         a_len = np.fromiter((len(a) for a in authors), dtype=np.int64, count=n_docs)
         a_raw, a_doc = a_enc[2], a_enc[4]
@@ -479,6 +645,10 @@ def _add_other(entries: _Entries, items: Sequence[CommentText], texts: list[str]
             keep = np.flatnonzero(v >= 0)
         elif name.startswith("author_"):
             keep = np.flatnonzero(has_author)
+        elif name in ("promo", "abuse"):
+            # Full weight: the learned value of a cue word must carry to unseen cue words.
+            entries.add(all_rows, cols[b], _PROMO_VALUE, _F_META)
+            continue
         else:
             entries.add(all_rows, cols[b], _META_VALUE, _F_META)
             continue
@@ -501,14 +671,15 @@ class Classifier:
         self.heads: list[str] = list(artifact["heads"])
         self.config: dict[str, Any] = dict(artifact["features"])
         # float16 on disk keeps the file small; float32 in memory keeps sums exact enough.
-        self.weights = np.ascontiguousarray(artifact["weights"], dtype=np.float32)
-        # One contiguous row per head: gathers then touch a 2 MB table, not a 12 MB one.
-        self.weights_t = np.ascontiguousarray(self.weights.T)
+        weights = np.asarray(artifact["weights"])
+        # One contiguous row per head: gathers of the few link and shape features then touch
+        # one head's row at a time.
+        self.weights_t = np.ascontiguousarray(weights.T, dtype=np.float32)
         self.idf = np.asarray(artifact["idf"], dtype=np.float32)
         # idf*w per head plus idf**2: scoring n-grams then needs one lookup per occurrence.
-        self.table = np.ascontiguousarray(
-            np.hstack([self.weights * self.idf[:, None], (self.idf ** 2)[:, None]]),
-            dtype=np.float32)
+        self.table = np.empty((len(self.idf), weights.shape[1] + 1), dtype=np.float32)
+        np.multiply(weights, self.idf[:, None], out=self.table[:, :-1])
+        self.table[:, -1] = self.idf ** 2
         self.intercept = np.asarray(artifact["intercept"], dtype=np.float64)
         self.calib_a = np.asarray(artifact["calib_a"], dtype=np.float64)
         self.calib_b = np.asarray(artifact["calib_b"], dtype=np.float64)
@@ -516,9 +687,12 @@ class Classifier:
             k: {kk: float(vv) for kk, vv in v.items()}
             for k, v in manifest.get("thresholds", {}).items()
         }
+        if self.config.get("version") != FEATURE_VERSION:
+            raise ModelError(f"model features are version {self.config.get('version')}, this "
+                             f"code computes version {FEATURE_VERSION}; retrain the model")
         n_cols = 1 << int(self.config["bits"])
         h = len(self.heads)
-        if (self.weights.shape != (n_cols, h) or self.idf.shape != (n_cols,)
+        if (self.weights_t.shape != (h, n_cols) or self.idf.shape != (n_cols,)
                 or self.intercept.shape != (h,)
                 or self.calib_a.shape != (h,) or self.calib_b.shape != (h,)
                 or "spam" not in self.heads or "toxicity" not in self.heads):
@@ -535,43 +709,47 @@ class Classifier:
         authors = [it.author for it in items]
         a_enc = _encode(authors) if any(authors) else None
         bits = int(self.config["bits"])
-        fields = [(enc, self.config["char_range"], _SALT_TEXT)]
-        if a_enc is not None:
-            fields.append((a_enc, self.config["author_char_range"], _SALT_AUTHOR))
-        for e, char_range, salt in fields:
+        char_range = self.config["char_range"]
+        names = _name_fields(items, a_enc)
+        for e, scale in [(enc, 1.0)] + [(e, _NAME_SCALE) for _, e in names]:
             # Same TF-IDF/unit-length values as featurize(), summed without materialising them:
             # sum(idf*w)/sqrt(sum(idf**2)) per document and block, via one table lookup.
+            passes = [(kind, rows, cols) for kind, rows, cols, _, _
+                      in _ngram_passes(e, bits, char_range, _SALT_TEXT, False)]
+            sums = self._sum_passes(passes, n)
             acc: dict[str, np.ndarray] = {}
-            for kind, rows, cols, _, _ in _ngram_passes(e, bits, char_range, salt, False):
-                if not len(rows):
-                    continue
-                part = self._sum_rows(rows, cols, n)
-                if kind in acc:
-                    acc[kind] += part
-                else:
-                    acc[kind] = part
+            for (kind, _, _), part in zip(passes, sums, strict=True):
+                acc[kind] = acc[kind] + part if kind in acc else part
             for a in acc.values():
                 norm = np.sqrt(np.maximum(a[:, h], 0.0))
-                out += a[:, :h] / np.maximum(norm, 1e-6)[:, None]
+                out += a[:, :h] * (scale / np.maximum(norm, 1e-6))[:, None]
         entries = _Entries()
-        _add_other(entries, items, texts, enc, authors, a_enc, bits)
+        _add_other(entries, items, texts, enc, authors, a_enc, bits, names)
         rows, cols, vals, _, _, _ = entries.concat()
         for j, w in enumerate(self.weights_t):
             out[:, j] += np.bincount(rows, weights=w[cols] * vals, minlength=n)
         return out + self.intercept
 
-    def _sum_rows(self, rows: np.ndarray, cols: np.ndarray, n: int) -> np.ndarray:
-        """Sum table rows of ``cols`` per document; ``rows`` must ascend."""
+    def _sum_passes(self, passes: list[tuple[str, np.ndarray, np.ndarray]],
+                    n: int) -> list[np.ndarray]:
+        """Sum table rows per document for every pass (``rows`` ascend within a pass)."""
         import numpy as np
 
         if n == 1:
-            return self.table[cols].sum(axis=0, dtype=np.float64)[None, :]
+            return [self.table[cols].sum(axis=0, dtype=np.float64)[None, :]
+                    for _, _, cols in passes]
+        if not passes:
+            return []
         import scipy.sparse as sp
 
-        indptr = np.searchsorted(rows, np.arange(n + 1))
+        # One sparse product for all passes: pass k owns the rows k*n .. k*n+n-1.
+        rows = np.concatenate([r + k * n for k, (_, r, _) in enumerate(passes)])
+        cols = np.concatenate([c for _, _, c in passes])
+        indptr = np.searchsorted(rows, np.arange(n * len(passes) + 1))
         m = sp.csr_matrix((np.ones(len(cols), dtype=np.float32), cols, indptr),
-                          shape=(n, self.table.shape[0]))
-        return np.asarray(m @ self.table, dtype=np.float64)
+                          shape=(n * len(passes), self.table.shape[0]))
+        res = np.asarray(m @ self.table, dtype=np.float64)
+        return [res[k * n:(k + 1) * n] for k in range(len(passes))]
 
     def predict(self, items: Sequence[CommentText]) -> np.ndarray:
         """Return calibrated probabilities as an array of shape (comments, heads)."""
@@ -603,7 +781,7 @@ class Classifier:
 
         rows, cols, vals, flds, starts, ends = featurize([item], self.config, spans=True,
                                                           idf=self.idf)
-        contrib = self.weights[cols] * vals[:, None] * self.calib_a
+        contrib = self.weights_t[:, cols].T * vals[:, None] * self.calib_a
         sources = {_F_TEXT: item.text, _F_AUTHOR: item.author, _F_WEBSITE: item.website}
         out: dict[str, list[dict[str, object]]] = {}
         for j, head in enumerate(self.heads):

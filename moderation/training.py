@@ -25,6 +25,7 @@ from flask.cli import AppGroup
 from moderation.classifier import (
     ARTIFACT_FORMAT,
     ARTIFACT_NAME,
+    FEATURE_VERSION,
     MANIFEST_NAME,
     CommentText,
     featurize,
@@ -43,18 +44,26 @@ DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
 DEFAULT_MODEL_DIR = PROJECT_ROOT / "models"
 #: Seed of every random split and of the optimiser, so a retrain gives the same model.
 SEED = 20261126
-#: Hashed feature space: 2**19 columns keeps collisions rare and the float16 file a few MB.
-FEATURES: dict[str, Any] = {"bits": 19, "char_range": [2, 5], "author_char_range": [2, 4]}
+#: Hashed feature space: 2**20 columns; at 2**19 collisions of rare n-grams cost 0.008 of
+#: validation ROC-AUC on Jigsaw; float16 weights keep the file near 10 MB. Character 2-4-grams
+#: matched 2-5-grams on mean validation ROC-AUC over sources (0.9185 vs 0.9178) with a quarter
+#: fewer n-grams to hash and look up.
+FEATURES: dict[str, Any] = {"bits": 20, "char_range": [2, 4], "version": FEATURE_VERSION}
 #: Attribute heads the data supports (Jigsaw flags and Toxic Spans span types, English only).
 ATTRIBUTES = ("insult", "obscene", "threat", "identity_attack")
 #: Targets for the default thresholds, measured on the validation split.
 REJECT_PRECISION = 0.99  # reject only where at least 99% of rejected comments are bad
 HOLD_RECALL = 0.98  # hold enough that at most 2% of bad comments get published unreviewed
+HOLD_MAX_GOOD = 0.10  # ...but hold at most 10% of the good comments of any validation source
+# Sources whose negative label does not mean "fine to publish" (SWSR 0 = "not sexist" only).
+NOT_CLEAN = {"swsr"}
 # Relative weight of each source within a head, so that no single dataset dominates.
 SOURCE_BUDGET: dict[str, float] = {
     "jigsaw": 1.0,
     "toxic_spans": 0.3,  # toxic-only news comments: low, or news style itself looks toxic
     "toxic_spans_snippet": 0.4,  # the rater-marked toxic words of those posts
+    "toxic_spans_civil": 0.5,  # the sentences of those posts that no rater marked
+    "casual_ham": 0.4,  # YouTube and SMS ham: casual English that is not toxic
     "davidson": 1.0,
     "cold": 1.5,
     "swsr": 0.5,
@@ -279,6 +288,29 @@ def _load_toxic_spans(c: Corpus, data: Path, take: Callable[[Iterable[Any]], lis
         snippet = _majority_snippet(r["comment_text"], marked.get(cid, []), n)
         if snippet:
             add(Example(CommentText(snippet), "toxic_spans_snippet", split, toxicity=1))
+        # Where every rater marked the toxic stretches, the sentences nobody marked are civil
+        # news-comment prose: the only English news-style negatives the permitted data holds.
+        workers = {w for w, _, _ in marked.get(cid, [])}
+        if raters.get(cid) and workers == raters[cid]:
+            for sentence in _unmarked_sentences(r["comment_text"], marked[cid]):
+                add(Example(CommentText(sentence), "toxic_spans_civil", split, toxicity=0))
+
+
+_SENTENCE_RE = re.compile(r"[^.!?\n]+[.!?]*")
+
+
+def _unmarked_sentences(text: str, spans: list[tuple[str, int, int]]) -> list[str]:
+    """Return the sentences of ``text`` (5+ words) that no rater's toxic span touches."""
+    hit = [False] * (len(text) + 1)
+    for _, start, end in spans:
+        for k in range(max(start, 0), min(end, len(text))):
+            hit[k] = True
+    out = []
+    for m in _SENTENCE_RE.finditer(text):
+        sentence = m.group().strip()
+        if len(sentence.split()) >= 5 and not any(hit[m.start():m.end()]):
+            out.append(sentence)
+    return out
 
 
 def _majority_snippet(text: str, spans: list[tuple[str, int, int]], n_raters: int) -> str:
@@ -386,9 +418,21 @@ def _platt(z: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(lr.coef_[0, 0]), float(lr.intercept_[0])
 
 
-def choose_thresholds(p: np.ndarray, y: np.ndarray) -> dict[str, float]:
+def choose_thresholds(p: np.ndarray, y: np.ndarray,
+                      sources: Sequence[str] | None = None) -> dict[str, Any]:
     """Pick hold and reject thresholds from validation scores and record what they reach."""
+    import math
+
     import numpy as np
+
+    # The lowest hold threshold that holds at most HOLD_MAX_GOOD of any source's good comments.
+    src = np.asarray(sources if sources is not None else ["all"] * len(y))
+    cap = 0.0
+    for name in sorted(set(src.tolist()) - NOT_CLEAN):
+        neg = np.sort(p[(src == name) & (y == 0)])[::-1]
+        k = int(HOLD_MAX_GOOD * len(neg))
+        if len(neg) >= 20 and k < len(neg):
+            cap = max(cap, math.ceil(float(neg[k]) * 1e4 + 1e-9) / 1e4)
 
     order = np.argsort(-p, kind="stable")
     ps, ys = p[order], y[order]
@@ -410,10 +454,19 @@ def choose_thresholds(p: np.ndarray, y: np.ndarray) -> dict[str, float]:
         reached = False
     h_cand = np.flatnonzero(last & (recall >= HOLD_RECALL))
     h = int(h_cand.min()) if len(h_cand) else len(ys) - 1
-    h = max(h, r)
+    hold = math.floor(float(ps[h]) * 1e4) / 1e4
+    capped = hold < cap
+    hold = min(max(hold, cap), float(ps[r]))
+    held = p >= hold
+    good = {name: round(float(held[(src == name) & (y == 0)].mean()), 4)
+            for name in sorted(set(src.tolist())) if ((src == name) & (y == 0)).any()}
     return {
-        "hold": round(float(ps[h]), 4), "reject": round(float(ps[r]), 4),
-        "hold_recall": round(float(recall[h]), 4), "hold_precision": round(float(precision[h]), 4),
+        "hold": round(hold, 4), "reject": round(float(ps[r]), 4),
+        "hold_recall": round(float(held[y == 1].mean()), 4),
+        "hold_precision": round(float(y[held].mean()), 4),
+        "hold_recall_target_reached": not capped,
+        "hold_max_good_held": HOLD_MAX_GOOD,
+        "good_held_per_source": good,
         "reject_precision": round(float(precision[r]), 4),
         "reject_recall": round(float(recall[r]), 4),
         "reject_target": REJECT_PRECISION, "hold_target_recall": HOLD_RECALL,
@@ -479,7 +532,7 @@ def train(data: Path, out: Path, quick: bool = False,
     # Spam also learns what ordinary comments look like from the toxicity corpora: they are
     # comments, not ads, so a sample of them serves as extra ham (their label is not changed).
     rng = random.Random(SEED)
-    ham_pool = [e for e in ex if e.toxicity is not None and e.split != "test"]
+    ham_pool = [e for e in ex if e.toxicity is not None and e.spam is None and e.split != "test"]
     ham_extra = rng.sample(ham_pool, min(len(ham_pool), 600 if quick else 6000))
 
     progress(f"featurising {len(ex)} comments ...")
@@ -505,6 +558,9 @@ def train(data: Path, out: Path, quick: bool = False,
             elif head == "toxicity":
                 if e.toxicity is not None:
                     sel.append((i, e.toxicity, e))
+                elif e.spam == 0:
+                    # Ham of the spam corpora is casual English that nobody found toxic.
+                    sel.append((i, 0, Example(e.item, "casual_ham", split)))
             elif head in e.attributes:
                 sel.append((i, e.attributes[head], e))
             elif e.toxicity == 0 and e.source != "swsr":
@@ -528,7 +584,7 @@ def train(data: Path, out: Path, quick: bool = False,
     thresholds: dict[str, dict[str, float]] = {}
     validation: dict[str, dict[str, Any]] = {}
     rows_per_source: dict[str, dict[str, int]] = {}
-    cs = [1.0] if quick else [1.0, 2.0, 4.0]
+    cs = [1.0] if quick else [2.0, 4.0, 8.0]
     for j, head in enumerate(heads):
         tr, ytr, etr = rows_for(head, "train")
         va, yva, eva = rows_for(head, "val")
@@ -565,7 +621,8 @@ def train(data: Path, out: Path, quick: bool = False,
             pv = 1 / (1 + np.exp(-(zc * calib_a[j] + calib_b[j])))
             validation[head] = {"C": c, "macro_auc_over_sources": best[0], **metrics(yc, pv)}
             if head in ("spam", "toxicity"):
-                thresholds[head] = choose_thresholds(pv, yc)
+                srcs = [e.source for e, keep in zip(eva, real, strict=True) if keep]
+                thresholds[head] = choose_thresholds(pv, yc, srcs)
 
     artifact = {
         "format": ARTIFACT_FORMAT,
@@ -737,23 +794,31 @@ def write_model_card(out: Path, m: dict[str, Any]) -> None:
                          f"| {o['hold'].get('negatives_flagged')} "
                          f"| {o['reject']['precision']} | {o['reject']['recall']} "
                          f"| {o['reject'].get('negatives_flagged')} |")
-    lines += ["", "The hold thresholds follow the 98%-recall target, which is costly: on "
-              "Wikipedia-style and blog-style comments a large share of good comments is held "
-              "for review (see the column above). Sites that prefer fewer holds can raise the "
-              "per-site hold threshold; `flask model evaluate` on their own labelled comments "
-              "shows the trade-off."]
+    lines += ["", "Sites that prefer fewer holds can raise the per-site hold threshold, and sites "
+              "that prefer fewer misses can lower it; `flask model evaluate` on their own "
+              "labelled comments shows the trade-off."]
     lines += ["", "## Thresholds", "",
-              f"Targets: reject where validation precision ≥ {REJECT_PRECISION:.0%}; hold so "
-              f"that at least {HOLD_RECALL:.0%} of bad validation comments are held or "
-              "rejected (at most 2% published unreviewed).", "",
-              "| score | hold | reject | hold recall (val) | reject precision (val) "
-              "| reject recall (val) | reject target reached |",
-              "|---|---:|---:|---:|---:|---:|---|"]
+              f"Rules, measured on the validation split: reject where precision ≥ "
+              f"{REJECT_PRECISION:.0%}; hold so that at least {HOLD_RECALL:.0%} of bad comments "
+              f"are held or rejected (at most 2% published unreviewed), **unless** that would "
+              f"hold more than {HOLD_MAX_GOOD:.0%} of the good comments of any validation "
+              "source; then the hold threshold is the lowest one that holds at most "
+              f"{HOLD_MAX_GOOD:.0%} of every source's good comments, and the recall it reaches "
+              "is what is shown. SWSR is left out of the cap, because its label 0 means only "
+              "'not sexist', not 'fine to publish'. Holding 27–42% of good blog comments "
+              "(the first model) made "
+              "moderation pointless, so the cap wins over the recall target.", "",
+              "| score | hold | reject | hold recall (val) | 98% recall reached | good comments "
+              "held per validation source | reject precision (val) | reject recall (val) "
+              "| reject target reached |",
+              "|---|---:|---:|---:|---|---|---:|---:|---|"]
     for head, t in m.get("threshold_details", {}).items():
+        good = ", ".join(f"{k} {v:.1%}" for k, v in t.get("good_held_per_source", {}).items())
         lines.append(f"| {head} | {t['hold']} | {t['reject']} | {t['hold_recall']} "
+                     f"| {'yes' if t.get('hold_recall_target_reached') else 'no'} | {good} "
                      f"| {t['reject_precision']} | {t['reject_recall']} "
                      f"| {'yes' if t['reject_target_reached'] else 'no'} |")
-    lines += ["", CARD_LIMITS.strip(), "", CARD_HOWTO.strip(), "",
+    lines += ["", CARD_FINDINGS.strip(), "", CARD_LIMITS.strip(), "", CARD_HOWTO.strip(), "",
               f"Trained in {m.get('training_seconds')} s with seed {m['seed']}; scikit-learn "
               f"{m['versions']['sklearn']}, skops {m['versions']['skops']}, numpy "
               f"{m['versions']['numpy']}.", ""]
@@ -773,14 +838,20 @@ recoverable and borderline comments go to a human. It is not meant for decisions
 
 ## Model
 
-Hashed features computed with numpy (2**19 columns): character 2–5-grams and word uni- and
+Hashed features computed with numpy (2**20 columns): character 2–4-grams and word uni- and
 bigrams of the text (case-, width- and digit-folded; Chinese is covered by the character
-n-grams, no tokenizer), character 2–4-grams and words of the author name, each set TF-IDF
-weighted and scaled to unit length; host/TLD/word tokens of links in the text, of the website
-field and of the e-mail domain (one shared token space, so what spam links teach also applies to
-the website field); and bucketed shape features (number of links, length, digit and capital
-ratios, phone-number-like and e-mail-like strings, exclamation marks, author name length and
-digits). One L2-regularised logistic-regression head per score on NB-scaled features
+n-grams, no tokenizer), each set TF-IDF weighted and scaled to unit length. The author name and
+the website field go through the *same* n-gram weights as the text at half scale, so a spam
+word learned from comment bodies also counts when it hides in a name or a URL (no training set
+has a website field). Host/TLD/word tokens of links in the text, of the website field and of the
+e-mail domain share one token space. Bucketed shape features: number of links, length, digit
+and capital ratios, phone-number-like, e-mail-like and money-like strings, exclamation marks,
+author name length and digits, and the number of promotional cue words (a fixed English and
+Chinese list: buy, cheap, free, casino, 微信, 兼职, 优惠, ...) in the text and in author/website.
+The cue list is a single feature whose weight is learned from YouTube and SMS spam, so it
+carries to cues those sets never contain (Chinese spam, pharmacy spam).
+
+One L2-regularised logistic-regression head per score on NB-scaled features
 (|log-count ratio| per column, as in NB-SVM), with sample weights that give every source a fixed
 budget split evenly between its classes (so words that only mark a source, such as Wikipedia or
 Twitter jargon, cannot stand in for the label). The regularisation strength is picked on the
@@ -791,7 +862,12 @@ in a skops file holding only numpy arrays and builtins; no pickle.
 
 Toxic Spans posts are all toxic, so they enter with a low budget, and the stretches of text that
 at least half of their raters marked toxic enter as extra short positives
-(`toxic_spans_snippet`); without this the news-comment style itself looked toxic.
+(`toxic_spans_snippet`). English negatives were scarce (Jigsaw non-toxic, Davidson "neither")
+and none were news-style, so the first model scored civil political prose as toxic. Two
+sources of negatives were added: in posts where every rater marked spans, the sentences of five
+words or more that no rater touched (`toxic_spans_civil`: civil news-comment prose), and the
+ham of the YouTube and SMS spam sets (`casual_ham`: casual English nobody found toxic). Both
+raised validation ROC-AUC on Jigsaw and on every other source.
 
 Attributes: `insult`, `obscene`, `threat` and `identity_attack` come from the Jigsaw sample flags
 (`insult`, `obscene`, `threat`, `identity_hate`) and from Toxic Spans span types (a post has a type
@@ -801,6 +877,33 @@ Attributes are trained on English only and mean little for Chinese text.
 
 Spam ham also includes a sample of ordinary comments from the toxicity corpora (`ham_other`),
 whose labels are unchanged: they are comments, not adverts.
+"""
+
+CARD_FINDINGS = """
+## Why the Jigsaw and insult targets are not met (experiments of iteration 2)
+
+Toxicity head only, identical splits and sample weights, C=4, validation ROC-AUC on the Jigsaw
+rows and the mean over validation sources (Davidson, Jigsaw, COLD, SWSR). Settings were chosen
+on these validation figures; the test sets were scored once for the final model (table above).
+
+| variant | Jigsaw val | mean over sources |
+|---|---:|---:|
+| iteration 1: hashed TF-IDF, 2**19 columns, NB scaling | 0.9295 | 0.9061 |
+| scikit-learn TfidfVectorizer word 1–2 + char_wb 2–5, sublinear, min_df=2; LR | 0.9255 | 0.9114 |
+| hashed TF-IDF without NB scaling (C=8) | 0.9071 | 0.9010 |
+| + civil Toxic Spans sentences and YouTube/SMS ham as negatives | 0.9347 | 0.9099 |
+| + 2**20 columns (fewer hash collisions) | 0.9425 | 0.9144 |
+| + promotional/abusive cue counts, money | 0.9427 | 0.9178 |
+| character 2–4-grams instead of 2–5 (shipped) | 0.9399 | 0.9185 |
+
+The plain TF-IDF baseline scores 0.919 on our Jigsaw test rows, the same as iteration 1 (0.920):
+the featurizer was not the loss, and the ~0.935 quoted in the issue is not reproduced on this
+split. The limit is data: the Jigsaw sample has 157 toxic training rows, the other English
+sources are tweets (Davidson) and toxic-only news posts (Toxic Spans), and the Jigsaw test set
+has about 97 toxic rows (a 95% interval of roughly ±0.02 ROC-AUC). The full Jigsaw training set
+(159,571 rows, which alt-profanity-check was trained on) is not available here. Kaggle insults
+are blog/news comments judged for insults to a participant; no permitted training file holds
+that label on that kind of text.
 """
 
 CARD_LIMITS = """
@@ -827,9 +930,14 @@ CARD_LIMITS = """
 - **Comparison caveat.** alt-profanity-check's README says it was trained on the Davidson data
   and the Jigsaw (Kaggle toxic comments) data, so its figures on `davidson_test` and
   `jigsaw_test` are probably measured on rows it was trained on; ours never saw those rows.
-- **Author and website fields** carry weak signal: only the YouTube author names and links in
-  comment bodies could teach them. A spammy author name raises the spam score somewhat; a
-  website alone barely moves it.
+- **Author and website fields**: no training set has a website and only YouTube has author
+  names, so both are scored with the weights learned from comment bodies (at half scale) plus
+  the shared promotional-cue count. A spam word the training spam never used (a brand, a
+  Chinese pharmacy name outside the cue list) in the name or URL of an otherwise polite comment
+  moves the score little; moderator feedback is the remedy.
+- **Toxicity holds trade recall for fewer held good comments**: the 98% recall target would
+  have held a large share of good comments; the cap keeps good-comment holds at 10% per
+  validation source and the recall reached is in the table above.
 - **Calibration** holds for the validation mixture of sources; on a site where bad comments are
   rarer the same score means a lower chance of being bad, so precision at the thresholds will
   be lower than on validation.

@@ -23,7 +23,14 @@ from moderation.classifier import (
     ModelStatus,
     Scores,
 )
-from moderation.training import DEFAULT_DATA_DIR, model_cli, parse_label, train
+from moderation.training import (
+    DEFAULT_DATA_DIR,
+    HOLD_MAX_GOOD,
+    choose_thresholds,
+    model_cli,
+    parse_label,
+    train,
+)
 
 SHIPPED = Path(__file__).resolve().parents[1] / "models"
 
@@ -353,6 +360,66 @@ def test_shipped_model_ranks_spam(shipped: Classifier) -> None:
     # The spam is at least held; the normal comment is not rejected.
     assert s.spam >= shipped.thresholds["spam"]["hold"]
     assert h.spam < shipped.thresholds["spam"]["reject"]
+
+
+@pytest.mark.parametrize("item", [
+    CommentText("Buy cheap viagra at http://cheap-pills.example"),
+    CommentText("Get 50% off all watches today only! Visit www.replica-watch.shop"),
+    CommentText("兼职日赚500元，加微信 abc123 详情点击 www.zhuanqian.cn"),
+    CommentText("Great post, thanks!", author="Cheap Viagra Online Pharmacy",
+                website="http://buy-cheap-viagra-pills.example"),
+    CommentText("Great post, thanks!", author="Best Casino Bonus",
+                website="http://free-casino-bonus.example"),
+])
+def test_shipped_model_holds_link_spam(shipped: Classifier, item: CommentText) -> None:
+    # Obvious spam in the text, the author name or the website is at least held.
+    assert shipped.score_one(item).spam >= shipped.thresholds["spam"]["hold"]
+
+
+@pytest.mark.parametrize("item", [
+    CommentText("Thank you for the thoughtful article."),
+    CommentText("I disagree with the author about the tax policy, the numbers do not add up."),
+    CommentText("Nice write-up. The part about caching matched what I saw in production.",
+                author="Maria", website="https://maria.dev"),
+    CommentText("谢谢分享，这篇文章写得很好"),
+    CommentText("我同意你的看法，学到了很多"),
+])
+def test_shipped_model_publishes_polite_comments(shipped: Classifier, item: CommentText) -> None:
+    s = shipped.score_one(item)
+    assert s.spam < shipped.thresholds["spam"]["hold"]
+    assert s.toxicity < shipped.thresholds["toxicity"]["hold"]
+
+
+@pytest.mark.parametrize("text", ["你就是个傻逼，滚", "you are a fucking idiot"])
+def test_shipped_model_holds_insults(shipped: Classifier, text: str) -> None:
+    assert shipped.score_one(CommentText(text)).toxicity >= shipped.thresholds["toxicity"]["hold"]
+
+
+def test_hold_threshold_is_capped_by_good_comments_held() -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    # Bad comments overlap the good ones: 98% recall would hold about half of the good ones.
+    p = np.r_[rng.uniform(0.3, 1.0, 500), rng.uniform(0.0, 0.7, 1000)]
+    y = np.r_[np.ones(500, dtype=int), np.zeros(1000, dtype=int)]
+    t = choose_thresholds(p, y, ["a"] * 1500)
+    assert t["hold_recall_target_reached"] is False
+    assert t["good_held_per_source"]["a"] <= HOLD_MAX_GOOD
+    assert (p[y == 0] >= t["hold"]).mean() <= HOLD_MAX_GOOD
+    assert t["hold"] <= t["reject"]
+    # Where the classes separate, the recall target is met without hitting the cap.
+    easy = choose_thresholds(np.r_[p[:500] + 1.0, p[500:]] / 2.0, y, ["a"] * 1500)
+    assert easy["hold_recall_target_reached"] is True
+    assert easy["hold_recall"] >= 0.98
+
+
+def test_model_of_another_feature_version_is_refused(tiny_model: Path) -> None:
+    import skops.io as sio
+
+    artifact = sio.load(tiny_model / ARTIFACT_NAME, trusted=[])
+    artifact["features"] = {**artifact["features"], "version": 1}
+    with pytest.raises(ModelError, match="version"):
+        Classifier(artifact, {})
 
 
 def test_shipped_model_reads_author_and_website(shipped: Classifier) -> None:
