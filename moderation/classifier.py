@@ -798,19 +798,31 @@ class Classifier:
                     e -= 1
                 if s >= e:
                     continue
+                # Pieces of a word count for the whole word ("idi" + "diot" -> "idiot");
+                # Chinese has no spaces, so its n-grams stay as they are.
+                while s > 0 and _latin(src[s - 1]) and _latin(src[s]):
+                    s -= 1
+                while e < len(src) and _latin(src[e]) and _latin(src[e - 1]):
+                    e += 1
                 term = src[s:e]
                 g = groups.setdefault((fld, term.lower()), {"term": term, "weight": 0.0,
                                                             "spans": []})
                 g["weight"] += float(contrib[k, j])
                 if [s, e] not in g["spans"]:
                     g["spans"].append([s, e])
-            ranked = sorted(groups.items(), key=lambda kv: -kv[1]["weight"])[:top]
+            ranked = sorted(((k, g) for k, g in groups.items() if round(g["weight"], 4) > 0),
+                            key=lambda kv: -kv[1]["weight"])[:top]
             out[head] = [
                 {"term": g["term"], "field": FIELDS[fld], "weight": round(g["weight"], 4),
                  "spans": sorted(g["spans"])}
                 for (fld, _), g in ranked
             ]
         return out
+
+
+def _latin(ch: str) -> bool:
+    """Tell whether a character belongs to a space-separated word (not CJK)."""
+    return (ch.isalnum() and ord(ch) < 0x2E80) or ch == "'"
 
 
 @dataclass(frozen=True)
