@@ -254,17 +254,23 @@ def _evaluate(
     ban = active_ban(site, email, addr, [h for h in hosts if h])
     plain = sanitising.plain_text(html)
     scores = _score(pipeline, CommentText(plain, author, website, email))
+    settings = site_settings(site, pipeline)
     context = policy.Context(
         text=text,
         author=author,
         website=website,
         links=sanitising.count_links(html),
-        prior_published=_prior_published(site.id, key),
-        trusted=_is_trusted(site.id, key),
+        # Only "new commenter" pre-moderation needs the author's history.
+        prior_published=(
+            _prior_published(site.id, key) if settings.premoderation == "new" else 0
+        ),
         banned=None if ban is None else f"{ban.kind} {ban.value}",
     )
     version = pipeline.classifier.version if pipeline.classifier else None
-    decision = policy.decide(scores, context, site_settings(site, pipeline), version)
+    decision = policy.decide(scores, context, settings, version)
+    # Trust only ever turns a hold into a publish, so it is looked up only for holds.
+    if decision.action is policy.Action.HOLD and _is_trusted(site.id, key):
+        decision = policy.decide(scores, replace(context, trusted=True), settings, version)
     return scores, decision
 
 
@@ -378,6 +384,7 @@ def submit(
     comment = Comment(
         site_id=site.id,
         thread_id=thread.id,
+        thread=thread,
         parent_id=parent.id if parent else None,
         root_id=(parent.root_id or parent.id) if parent else None,
         author=author,

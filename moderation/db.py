@@ -31,7 +31,9 @@ class Base(DeclarativeBase):
     """Declarative base shared by every table."""
 
 
-db = SQLAlchemy(model_class=Base)
+# Rows stay readable after commit: a request that just wrote a comment serialises it without
+# reloading it from the database.
+db = SQLAlchemy(model_class=Base, session_options={"expire_on_commit": False})
 migrate = Migrate(directory=str(Path(__file__).parent / "migrations"), render_as_batch=True)
 
 

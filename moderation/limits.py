@@ -5,11 +5,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from flask import Flask, current_app, g, request
 from flask_limiter import Limiter
 from werkzeug.middleware.proxy_fix import ProxyFix
+
+if TYPE_CHECKING:
+    from .db import Site
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -61,20 +64,25 @@ def configured(name: str) -> Callable[[], str]:
     return value
 
 
+def request_site() -> Site | None:
+    """Return the site the request names, loaded once per request (None if unknown)."""
+    if "site" not in g:
+        key = request_site_key()
+        g.site = None
+        if key:
+            from .db import Site, db  # local: limits must not pull the ORM in at import
+
+            g.site = db.session.execute(
+                db.select(Site).where(Site.key == key)
+            ).scalar_one_or_none()
+    return g.site  # type: ignore[no-any-return]
+
+
 def site_limit_override(name: str) -> str | None:
     """Return the requesting site's own limit for name, if it sets one."""
-    key = request_site_key()
-    if not key:
-        return None
-    cache: dict[str, dict[str, Any]] = g.setdefault("site_limits", {})
-    if key not in cache:
-        from .db import Site, db  # local: limits must not pull the ORM in at import
-
-        settings = db.session.execute(
-            db.select(Site.settings).where(Site.key == key)
-        ).scalar_one_or_none()
-        cache[key] = dict((settings or {}).get("limits") or {})
-    value = cache[key].get(name)
+    site = request_site()
+    limits = ((site.settings or {}).get("limits") or {}) if site is not None else {}
+    value = limits.get(name)
     return value if isinstance(value, str) and value else None
 
 

@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -105,17 +106,21 @@ def comment_payload(comment: Comment) -> dict[str, Any]:
     }
 
 
-def enqueue(site_id: int, event: str, data: dict[str, Any]) -> int:
+def enqueue(site_id: int, event: str, data: Callable[[], dict[str, Any]]) -> int:
     """Queue one delivery per active webhook of the site subscribed to event; return the count."""
     hooks = db.session.execute(
         select(Webhook).where(Webhook.site_id == site_id, Webhook.active.is_(True))
-    ).scalars()
+    ).scalars().all()
+    if not hooks:
+        return 0
     site_key = db.session.execute(select(Site.key).where(Site.id == site_id)).scalar_one()
+    body = data()
     queued = 0
     for hook in hooks:
         if event not in (hook.events or EVENTS):
             continue
-        payload = {"event": event, "site": site_key, "created": comments.iso(utcnow()), **data}
+        payload = {"event": event, "site": site_key, "created": comments.iso(utcnow()),
+                   **body}
         db.session.add(WebhookDelivery(webhook_id=hook.id, event=event, payload=payload))
         queued += 1
     if queued:
@@ -124,7 +129,7 @@ def enqueue(site_id: int, event: str, data: dict[str, Any]) -> int:
     return queued
 
 
-def _safely(site_id: int, event: str, data: dict[str, Any]) -> None:
+def _safely(site_id: int, event: str, data: Callable[[], dict[str, Any]]) -> None:
     # The comment is already committed: a queueing failure is logged, never the reader's error.
     try:
         enqueue(site_id, event, data)
@@ -136,19 +141,19 @@ def _safely(site_id: int, event: str, data: dict[str, Any]) -> None:
 def on_submitted(comment: Comment, decision: Decision, **_: Any) -> None:
     """Queue comment.held or comment.created after a comment is stored."""
     event = "comment.held" if decision.status == "pending" else "comment.created"
-    data = {"comment": comment_payload(comment),
-            "decision": {"action": str(decision.action), "reasons": list(decision.reasons)}}
-    _safely(comment.site_id, event, data)
+    _safely(comment.site_id, event, lambda: {
+        "comment": comment_payload(comment),
+        "decision": {"action": str(decision.action), "reasons": list(decision.reasons)},
+    })
 
 
 def on_moderated(comment: Comment, event: ModerationEvent, **_: Any) -> None:
     """Queue comment.moderated after a moderator or API key changes a comment's status."""
-    data = {
+    _safely(comment.site_id, "comment.moderated", lambda: {
         "comment": comment_payload(comment),
         "moderation": {"action": event.action, "actor": event.actor, "reason": event.reason,
                        "from": event.from_status, "to": event.to_status},
-    }
-    _safely(comment.site_id, "comment.moderated", data)
+    })
 
 
 # -- delivering -------------------------------------------------------------------------------
