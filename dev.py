@@ -93,7 +93,8 @@ def serve(args: list[str]) -> None:
     port = args[0] if args else os.environ.get("PORT", "5000")
     ensure_venv()
     ensure_secret()
-    env = {**os.environ, "MODERATION_DEMO": "true"}
+    # The demo runs over plain http on 127.0.0.1, so the dashboard cookie cannot be https-only.
+    env = {**os.environ, "MODERATION_DEMO": "true", "MODERATION_SESSION_COOKIE_SECURE": "false"}
     say("applying database migrations")
     flask("db", "upgrade", env=env)
     say("seeding the demo blog")
