@@ -641,7 +641,8 @@ def train(data: Path, out: Path, quick: bool = False,
     sio.dump(artifact, art_path, compression=zipfile.ZIP_DEFLATED, compresslevel=9)
     today = dt.datetime.now(dt.UTC).strftime("%Y.%m.%d")
     manifest: dict[str, Any] = {
-        "version": f"{today}-1" if not quick else f"{today}-quick",
+        # The artifact hash in the version tells two models trained on one day apart.
+        "version": f"{today}-{sha256_file(art_path)[:8]}" + ("-quick" if quick else ""),
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "artifacts": [{"file": ARTIFACT_NAME, "sha256": sha256_file(art_path),
                        "bytes": art_path.stat().st_size}],
