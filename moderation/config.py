@@ -40,6 +40,9 @@ MAX_LINKS = 3
 
 # Rate-limit counter storage: memory:// (one process) or redis://host:port/db (shared).
 RATELIMIT_STORAGE_URI = "memory://"
+# Counting strategy: the sliding-window counter costs O(1) per check in memory and in Redis and
+# is exact within one window (a moving window keeps every hit and slows down under load).
+RATELIMIT_STRATEGY = "sliding-window-counter"
 # Use in-memory counters while the configured storage is unreachable (logged, health degraded).
 RATELIMIT_IN_MEMORY_FALLBACK_ENABLED = True
 RATELIMIT_HEADERS_ENABLED = True

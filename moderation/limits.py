@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-limiter = Limiter(key_func=lambda: client_key(), strategy="moving-window")
+limiter = Limiter(key_func=lambda: client_key())
 
 
 def client_addr() -> str:
@@ -158,4 +158,8 @@ def init_app(app: Flask) -> None:
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies
         )
+    # flask-limiter keeps the first app's key prefix and strategy on the (module-level) limiter;
+    # clear them so every app, e.g. each test's, is configured from its own settings.
+    limiter._key_prefix = None  # noqa: SLF001
+    limiter._strategy = None  # noqa: SLF001
     limiter.init_app(app)
