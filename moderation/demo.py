@@ -212,4 +212,5 @@ def seed(origins: tuple[str, ...], api_origin: str) -> None:
     click.echo("Embed snippet:")
     click.echo(f'<div id="comments"></div><script src="{api}/embed.js" data-site="{site.key}" '
                "async></script>")
-    click.echo(f"Open {origins[0].rstrip('/')}/demo/ (needs DEMO=true: MODERATION_DEMO=true).")
+    if not current_app.config["DEMO"]:
+        click.echo(f"Serve with MODERATION_DEMO=true, then open {origins[0].rstrip('/')}/demo/.")
