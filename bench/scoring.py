@@ -5,10 +5,6 @@ from __future__ import annotations
 import os
 import sys
 
-# Scripts in bench/ may be named like standard modules (http.py); keep this folder off the path.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
-
 # One core, as the targets are stated per core; must be set before numpy is imported.
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"

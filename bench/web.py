@@ -1,6 +1,6 @@
 """HTTP benchmark: our service (SQLite, 1 worker; PostgreSQL + Redis, 2 workers) against Isso 0.14.
 
-Run: .venv/bin/python bench/http.py [--quick]
+Run: .venv/bin/python bench/web.py [--quick]
 
 Everything runs on 127.0.0.1 in one run on one machine. Load comes from wrk (closed loop,
 fixed connections); the fixed-rate POST test uses a paced Python client (open loop: latency is
@@ -10,31 +10,25 @@ not asserted: this is not a test.
 
 from __future__ import annotations
 
+import argparse
+import http.client
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
 import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
-# This file is named http.py: keep its folder from shadowing the standard library's http.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-
-import argparse  # noqa: E402
-import http.client  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import platform  # noqa: E402
-import re  # noqa: E402
-import shutil  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from concurrent.futures import ThreadPoolExecutor  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-
-sys.path.append(str(_HERE))
-import servers  # noqa: E402
+import servers  # bench/servers.py: starts our app and Isso, seeds them
 
 WRK_THREADS = 2
 WRK_CONNECTIONS = 8
