@@ -112,16 +112,35 @@ def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
-@pytest.fixture
-def site(app: Flask) -> Site:
-    """Return a site that allows https://blog.example."""
+def add_site(
+    app: Flask, name: str = "Blog", origins: list[str] | None = None,
+    settings: dict[str, Any] | None = None,
+) -> Site:
+    """Store a site and return it detached, usable outside the app context."""
     with app.app_context():
-        site = Site(name="Blog", origins=["https://blog.example"], settings={})
+        site = Site(name=name, origins=origins or [], settings=settings or {})
         db.session.add(site)
         db.session.commit()
         db.session.refresh(site)
         db.session.expunge(site)
     return site
+
+
+def issue_key(app: Flask, site: Site, scopes: tuple[str, ...] | None = None) -> str:
+    """Issue an API key for the site (all scopes unless given) and return its secret."""
+    from moderation import keys
+
+    with app.app_context():
+        stored = db.session.get(Site, site.id)
+        issued = keys.issue(stored) if scopes is None else keys.issue(stored, scopes)
+        db.session.commit()
+        return issued.key
+
+
+@pytest.fixture
+def site(app: Flask) -> Site:
+    """Return a site that allows https://blog.example."""
+    return add_site(app, origins=["https://blog.example"])
 
 
 CHROMIUM = "/usr/bin/chromium"

@@ -18,7 +18,7 @@ from moderation import keys
 from moderation.classifier import CommentText, ModelStatus, Scores
 from moderation.db import Label, Site, db
 from tests import fakes
-from tests.conftest import IN_CI, make_app
+from tests.conftest import IN_CI, add_site, issue_key, make_app
 
 BLOG = "https://blog.example"
 
@@ -182,12 +182,7 @@ def test_perspective_key_errors_and_missing_model(
 def test_perspective_rate_limit_answers_resource_exhausted() -> None:
     app = make_app(RATELIMIT_ENABLED=True, LIMIT_API_KEY="2/minute")
     fakes.install(app)
-    with app.app_context():
-        site = Site(name="B", origins=[], settings={})
-        db.session.add(site)
-        db.session.flush()
-        key = keys.issue(site).key
-        db.session.commit()
+    key = issue_key(app, add_site(app, "B"))
     client = app.test_client()
     body = {"comment": {"text": "hello"}, "requestedAttributes": {"TOXICITY": {}}}
     assert [analyze(client, key, body).status_code for _ in range(2)] == [200, 200]
@@ -200,12 +195,7 @@ def test_perspective_rate_limit_answers_resource_exhausted() -> None:
                     and not IN_CI, reason="the shipped model is not in models/")
 def test_perspective_with_the_shipped_model() -> None:
     app = make_app(MODEL_DIR=str(Path(__file__).parent.parent / "models"))
-    with app.app_context():
-        row = Site(name="B", origins=[], settings={})
-        db.session.add(row)
-        db.session.flush()
-        key = keys.issue(row).key
-        db.session.commit()
+    key = issue_key(app, add_site(app, "B"))
     client = app.test_client()
     attributes = {name: {} for name in ("TOXICITY", "INSULT", "PROFANITY", "THREAT",
                                          "IDENTITY_ATTACK", "SPAM")}

@@ -17,7 +17,7 @@ from moderation.db import Comment, Site, Status, Thread, db, utcnow
 from moderation.embed import STATIC
 from moderation.openapi import build_document
 from tests import fakes
-from tests.conftest import clear_tables, make_app
+from tests.conftest import add_site, clear_tables, make_app
 
 SIZE_BUDGET = 20 * 1024
 EN_POST = "/demo/posts/tariffs-and-the-grocery-bill"
@@ -130,12 +130,7 @@ def test_human_fill_times_and_other_clients_are_not_affected(
 def test_minimum_fill_time_is_configurable() -> None:
     app = make_app(MIN_FILL_MS=100)
     fakes.install(app)
-    with app.app_context():
-        site = Site(name="Blog", origins=["https://blog.example"], settings={})
-        db.session.add(site)
-        db.session.commit()
-        db.session.refresh(site)
-        db.session.expunge(site)
+    site = add_site(app, origins=["https://blog.example"])
     client = app.test_client()
     assert _post(client, site, elapsed_ms=150).status_code == 201
     assert _post(client, site, elapsed_ms=50).status_code == 422
@@ -257,12 +252,7 @@ def test_demo_api_origin_can_be_configured() -> None:
 def test_a_429_is_readable_cross_origin_with_its_retry_after() -> None:
     app = make_app(RATELIMIT_ENABLED=True, LIMIT_POST="1/minute")
     fakes.install(app)
-    with app.app_context():
-        site = Site(name="Blog", origins=["https://blog.example"], settings={})
-        db.session.add(site)
-        db.session.commit()
-        db.session.refresh(site)
-        db.session.expunge(site)
+    site = add_site(app, origins=["https://blog.example"])
     client = app.test_client()
     assert _post(client, site).status_code == 201
     limited = _post(client, site)

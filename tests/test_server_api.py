@@ -14,7 +14,7 @@ from sqlalchemy import select
 from moderation import keys
 from moderation.db import ApiKey, Ban, Comment, Label, ModerationEvent, Site, db
 from tests import fakes
-from tests.conftest import IN_CI, make_app
+from tests.conftest import IN_CI, add_site, make_app
 
 READER = {"addr": "203.0.113.7", "user_agent": "Mozilla/5.0 (reader)"}
 
@@ -24,16 +24,6 @@ def issue(app: Flask, site: Site, scopes: tuple[str, ...] = keys.SCOPES) -> str:
         issued = keys.issue(db.session.get(Site, site.id), scopes)
         db.session.commit()
         return issued.key
-
-
-def new_site(app: Flask, name: str = "Blog") -> Site:
-    with app.app_context():
-        site = Site(name=name, origins=[], settings={})
-        db.session.add(site)
-        db.session.commit()
-        db.session.refresh(site)
-        db.session.expunge(site)
-    return site
 
 
 def auth(key: str) -> dict[str, str]:
@@ -145,7 +135,7 @@ def test_rotation_revokes_old_keys_and_the_cli_prints_keys_once(
 def test_a_key_sees_only_its_own_site(
     scored: Flask, client: FlaskClient, site: Site, key: str
 ) -> None:
-    other = new_site(scored, "Other")
+    other = add_site(scored, "Other")
     other_key = issue(scored, other)
     comment_id = post_as_reader(client, key).json["comment"]["id"]
     assert client.get(f"/api/v1/manage/comments/{comment_id}",
@@ -161,7 +151,7 @@ def test_a_key_sees_only_its_own_site(
 
 def test_per_key_rate_limit_counts_each_key_separately() -> None:
     app = make_app(RATELIMIT_ENABLED=True, LIMIT_API_KEY="3/minute")
-    site = new_site(app)
+    site = add_site(app)
     first, second = issue(app, site), issue(app, site)
     client = app.test_client()
     for _ in range(3):
@@ -438,7 +428,7 @@ MODELS = Path(__file__).parent.parent / "models"
                     reason="the shipped model is not in models/")
 def test_analyze_with_the_shipped_model_points_at_the_insult() -> None:
     app = make_app(MODEL_DIR=str(MODELS))
-    site = new_site(app)
+    site = add_site(app)
     key = issue(app, site, ("analyze",))
     client = app.test_client()
     rude = client.post("/api/v1/analyze", json={"text": "You are a stupid idiot, shut up."},

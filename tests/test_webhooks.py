@@ -18,10 +18,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select, update
 
-from moderation import keys, webhooks
+from moderation import webhooks
 from moderation.db import Site, WebhookDelivery, db, utcnow
 from tests import fakes
-from tests.conftest import make_app
+from tests.conftest import add_site, issue_key, make_app
 
 READER = {"addr": "198.51.100.4", "user_agent": "test"}
 
@@ -80,13 +80,7 @@ def hooked(database_url: str) -> Iterator[Flask]:
 
 
 def setup_site(app: Flask) -> tuple[str, FlaskClient]:
-    with app.app_context():
-        site = Site(name="Blog", origins=[], settings={})
-        db.session.add(site)
-        db.session.flush()
-        key = keys.issue(site).key
-        db.session.commit()
-    return key, app.test_client()
+    return issue_key(app, add_site(app)), app.test_client()
 
 
 def add_hook(client: FlaskClient, key: str, url: str, **extra: Any) -> dict[str, Any]:
