@@ -242,17 +242,23 @@ def clean_author(value: object) -> str:
     return author
 
 
-def clean_email(value: object) -> str:
-    """Validate and normalise the optional e-mail address, lower-casing its domain."""
+def _optional_token(field: str, value: object, max_length: int) -> str:
+    """Return an optional single-token field normalised, "" when absent; check length and spaces."""
     if value is None:
         return ""
-    email = normalise(_require_str("email", value)).strip()
+    token = normalise(_require_str(field, value)).strip()
+    if len(token) > max_length:
+        raise InvalidField(field, f"must be at most {max_length} characters")
+    if _WHITESPACE_OR_CONTROL_RE.search(token):
+        raise InvalidField(field, "must not contain spaces or control characters")
+    return token
+
+
+def clean_email(value: object) -> str:
+    """Validate and normalise the optional e-mail address, lower-casing its domain."""
+    email = _optional_token("email", value, EMAIL_MAX_LENGTH)
     if not email:
         return ""
-    if len(email) > EMAIL_MAX_LENGTH:
-        raise InvalidField("email", f"must be at most {EMAIL_MAX_LENGTH} characters")
-    if _WHITESPACE_OR_CONTROL_RE.search(email):
-        raise InvalidField("email", "must not contain spaces or control characters")
     if email.count("@") != 1:
         raise InvalidField("email", "must contain exactly one '@'")
     local, domain = email.split("@")
@@ -269,15 +275,9 @@ def clean_email(value: object) -> str:
 
 def clean_website(value: object) -> str:
     """Validate and normalise the optional website URL (http or https with a host)."""
-    if value is None:
-        return ""
-    url = normalise(_require_str("website", value)).strip()
+    url = _optional_token("website", value, WEBSITE_MAX_LENGTH)
     if not url:
         return ""
-    if len(url) > WEBSITE_MAX_LENGTH:
-        raise InvalidField("website", f"must be at most {WEBSITE_MAX_LENGTH} characters")
-    if _WHITESPACE_OR_CONTROL_RE.search(url):
-        raise InvalidField("website", "must not contain spaces or control characters")
     if _WEBSITE_FORBIDDEN.intersection(url):
         raise InvalidField("website", "contains characters that are not allowed in a URL")
     match = _SCHEME_RE.match(url)
