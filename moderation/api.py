@@ -155,12 +155,14 @@ def list_comments() -> Response:
     )
 
 
-def _submitted(submission: comments.Submission) -> tuple[Response, int]:
+def _submitted(
+    submission: comments.Submission, settings: comments.Pipeline
+) -> tuple[Response, int]:
     comment, decision = submission.comment, submission.decision
     if decision.action is Action.REJECT:
         raise ApiError(422, "rejected", "Your comment was not accepted.")
     body = {
-        "comment": comments.serialize_own(comment, pipeline()),
+        "comment": comments.serialize_own(comment, settings),
         "edit_token": submission.token,
     }
     response = jsonify(body)
@@ -175,7 +177,8 @@ def create_comment() -> tuple[Response, int]:
     data = json_body()
     site = requested_site(data.get("site"))
     check_origin(site)
-    return _submitted(comments.submit(data, client(), pipeline(), site=site))
+    settings = pipeline()
+    return _submitted(comments.submit(data, client(), settings, site=site), settings)
 
 
 def _comment_for_request(comment_id: int) -> comments.Comment:
@@ -202,12 +205,13 @@ def edit_comment(comment_id: int) -> tuple[Response, int]:
     """Edit one's own comment within the edit window; it is sanitised and scored again."""
     comment = _comment_for_request(comment_id)
     data = json_body()
+    settings = pipeline()
     decision = comments.edit(
-        comment, request.headers.get(EDIT_TOKEN_HEADER), data, client(), pipeline()
+        comment, request.headers.get(EDIT_TOKEN_HEADER), data, client(), settings
     )
     if decision.action is Action.REJECT:
         raise ApiError(422, "rejected", "Your edited comment was not accepted.")
-    body = jsonify(comment=comments.serialize_own(comment, pipeline()))
+    body = jsonify(comment=comments.serialize_own(comment, settings))
     return body, 200 if comment.status == "published" else 202
 
 
