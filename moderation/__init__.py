@@ -61,6 +61,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         readcache,
         security,
         server_api,
+        sitecache,
         webhooks,
         webhooks_admin,
     )
@@ -71,6 +72,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     errors.init_app(app)
     limits.init_app(app)
     readcache.init_app(app)
+    sitecache.init_app(app)
     classifier.init_app(app)
     auth.init_app(app)
     cli.init_app(app)

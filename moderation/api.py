@@ -9,7 +9,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request, url
 from sqlalchemy import select, text
 
 from . import classifier as model
-from . import comments, limits, readcache
+from . import comments, limits, readcache, sitecache
 from .db import Site, db
 from .errors import ApiError
 from .exceptions import Forbidden, InvalidField, NotFound
@@ -129,9 +129,11 @@ def int_arg(name: str, default: int, low: int, high: int) -> int:
 
 
 def requested_site(key: object) -> Site:
-    """Return the site named by the request, reusing the row the limiter already loaded."""
+    """Return the site named by the request (the snapshot the limiter already took)."""
     site = limits.request_site()
     if site is not None and site.key == key:
+        return site
+    if isinstance(key, str) and key and (site := sitecache.cache().site(key)) is not None:
         return site
     return comments.get_site(key)
 

@@ -95,6 +95,9 @@ METRICS_ALLOW_NETWORKS = ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12
 # bytes; a page is served from it only while the thread's fingerprint in the database matches.
 READ_CACHE_ENTRIES = 256
 READ_CACHE_MAX_BYTES = 32 * 1024 * 1024
+# Seconds each worker reuses a snapshot of a site's row (origins, limits, policy) and of which
+# sites have webhooks; changes made in the same process apply at once (0 turns the cache off).
+SITE_CACHE_SECONDS = 5
 # Whether /readyz answers 503 while no model is loaded (off: comments are held, still ready).
 READY_REQUIRES_MODEL = False
 # Content-Security-Policy of our HTML pages; {nonce} is replaced by the request's nonce.

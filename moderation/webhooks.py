@@ -23,7 +23,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup
 from sqlalchemy import select, update
 
-from . import comments
+from . import comments, sitecache
 from .db import Comment, ModerationEvent, Site, Webhook, WebhookDelivery, db, utcnow
 from .exceptions import InvalidField
 from .policy import Decision
@@ -108,6 +108,8 @@ def comment_payload(comment: Comment) -> dict[str, Any]:
 
 def enqueue(site_id: int, event: str, data: Callable[[], dict[str, Any]]) -> int:
     """Queue one delivery per active webhook of the site subscribed to event; return the count."""
+    if site_id not in sitecache.cache().hooked_sites():
+        return 0
     hooks = db.session.execute(
         select(Webhook).where(Webhook.site_id == site_id, Webhook.active.is_(True))
     ).scalars().all()
