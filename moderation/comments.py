@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from blinker import Namespace
-from sqlalchemy import and_, exists, func, or_, select
+from sqlalchemy import and_, bindparam, exists, func, insert, or_, select
 from sqlalchemy.orm import aliased
 
 from . import policy, sanitising
@@ -167,39 +167,52 @@ def get_comment(comment_id: int) -> Comment:
     return comment
 
 
-def active_ban(site: Site, email: str, addr: str, hosts: Iterable[str]) -> Ban | None:
-    """Return a ban in force that matches this email, address or any of these domains."""
-    now = utcnow()
-    matches = []
-    if email:
-        matches.append(and_(Ban.kind == "email", Ban.value == email.lower()))
-    if addr:
-        matches.append(and_(Ban.kind == "addr", Ban.value == addr))
-    domains = _domain_candidates(hosts)
-    if domains:
-        matches.append(and_(Ban.kind == "domain", Ban.value.in_(sorted(domains))))
-    if not matches:
-        return None
-    query = select(Ban).where(
-        or_(Ban.site_id == site.id, Ban.site_id.is_(None)),
-        or_(Ban.expires_at.is_(None), Ban.expires_at > now),
-        or_(*matches),
+_ban, _trusted = Ban.__table__, TrustedAuthor.__table__
+# The lookups every submission makes, built once (the ORM would rebuild them per call).
+_ACTIVE_BAN = (
+    select(_ban.c.kind, _ban.c.value)
+    .where(
+        or_(_ban.c.site_id == bindparam("site"), _ban.c.site_id.is_(None)),
+        or_(_ban.c.expires_at.is_(None), _ban.c.expires_at > bindparam("now")),
+        or_(
+            and_(_ban.c.kind == "email", _ban.c.value == bindparam("email")),
+            and_(_ban.c.kind == "addr", _ban.c.value == bindparam("addr")),
+            and_(_ban.c.kind == "domain", _ban.c.value.in_(bindparam("domains", expanding=True))),
+        ),
     )
-    return db.session.execute(query.limit(1)).scalar_one_or_none()
+    .limit(1)
+)
+_PRIOR_PUBLISHED = select(func.count(Comment.__table__.c.id)).where(
+    Comment.__table__.c.site_id == bindparam("site"),
+    Comment.__table__.c.author_key == bindparam("key"),
+    Comment.__table__.c.status == Status.PUBLISHED.value,
+)
+_IS_TRUSTED = select(_trusted.c.id).where(
+    _trusted.c.site_id == bindparam("site"), _trusted.c.author_key == bindparam("key")
+).limit(1)
+_THREAD = select(Thread).where(Thread.site_id == bindparam("site"), Thread.uri == bindparam("uri"))
+
+
+def active_ban(site: Site, email: str, addr: str, hosts: Iterable[str]) -> str | None:
+    """Return "kind value" of a ban in force matching this email, address or any domain."""
+    if not (email or addr or hosts):
+        return None
+    # An empty string matches no ban: ban values are never empty.
+    found = db.session.connection().execute(_ACTIVE_BAN, {
+        "site": site.id, "now": utcnow(), "email": email.lower(), "addr": addr,
+        "domains": sorted(_domain_candidates(hosts)) or [""],
+    }).first()
+    return None if found is None else f"{found.kind} {found.value}"
 
 
 def _prior_published(site_id: int, key: str) -> int:
-    query = select(func.count(Comment.id)).where(
-        Comment.site_id == site_id, Comment.author_key == key, Comment.status == Status.PUBLISHED
-    )
-    return db.session.execute(query).scalar_one()
+    params = {"site": site_id, "key": key}
+    return int(db.session.connection().execute(_PRIOR_PUBLISHED, params).scalar_one())
 
 
 def _is_trusted(site_id: int, key: str) -> bool:
-    query = select(TrustedAuthor.id).where(
-        TrustedAuthor.site_id == site_id, TrustedAuthor.author_key == key
-    )
-    return db.session.execute(query).first() is not None
+    params = {"site": site_id, "key": key}
+    return db.session.connection().execute(_IS_TRUSTED, params).first() is not None
 
 
 def site_settings(site: Site, pipeline: Pipeline) -> policy.SiteSettings:
@@ -264,7 +277,7 @@ def _evaluate(
         prior_published=(
             _prior_published(site.id, key) if settings.premoderation == "new" else 0
         ),
-        banned=None if ban is None else f"{ban.kind} {ban.value}",
+        banned=ban,
     )
     version = pipeline.classifier.version if pipeline.classifier else None
     decision = policy.decide(scores, context, settings, version)
@@ -312,9 +325,7 @@ def _parent(thread: Thread, parent_id: object) -> Comment | None:
 
 
 def _thread(site: Site, uri: str, title: object) -> Thread:
-    thread = db.session.execute(
-        select(Thread).where(Thread.site_id == site.id, Thread.uri == uri)
-    ).scalar_one_or_none()
+    thread = db.session.execute(_THREAD, {"site": site.id, "uri": uri}).scalar_one_or_none()
     if thread is not None:
         return thread
     if title is not None and not isinstance(title, str):
@@ -402,16 +413,11 @@ def submit(
         comment.decided_at = comment.created_at = utcnow()
     db.session.add(comment)
     db.session.flush()
-    db.session.add(
-        ModerationEvent(
-            site_id=site.id,
-            comment_id=comment.id,
-            actor=actor,
-            action="submit",
-            to_status=comment.status,
-            reason="; ".join(decision.reasons),
-        )
-    )
+    # The audit row as one plain INSERT in the same transaction: no second unit-of-work flush.
+    db.session.execute(insert(ModerationEvent), [{
+        "site_id": site.id, "comment_id": comment.id, "actor": actor, "action": "submit",
+        "to_status": comment.status, "reason": "; ".join(decision.reasons),
+    }])
     db.session.commit()
     comment_submitted.send(comment, decision=decision)
     return Submission(comment, decision, token)
@@ -713,15 +719,19 @@ def thread_page(
     return result
 
 
+_COUNTS = (  # built once: counts are asked for on every page with a comment link
+    select(Thread.__table__.c.uri, func.count(Comment.__table__.c.id))
+    .join(Comment.__table__, and_(Comment.__table__.c.thread_id == Thread.__table__.c.id,
+                                  Comment.__table__.c.status == Status.PUBLISHED.value))
+    .where(Thread.__table__.c.site_id == bindparam("site"),
+           Thread.__table__.c.uri.in_(bindparam("uris", expanding=True)))
+    .group_by(Thread.__table__.c.uri)
+)
+
+
 def counts(site: Site, uris: Sequence[str]) -> dict[str, int]:
     """Return the number of published comments for each requested URI."""
     keys = {uri: normalise_uri(uri, "uris") for uri in uris}
-    found = dict(
-        db.session.execute(
-            select(Thread.uri, func.count(Comment.id))
-            .join(Comment, and_(Comment.thread_id == Thread.id, Comment.status == Status.PUBLISHED))
-            .where(Thread.site_id == site.id, Thread.uri.in_(set(keys.values())))
-            .group_by(Thread.uri)
-        ).all()
-    )
+    params = {"site": site.id, "uris": sorted(set(keys.values()))}
+    found = dict(db.session.connection().execute(_COUNTS, params).all())
     return {uri: int(found.get(key, 0)) for uri, key in keys.items()}
