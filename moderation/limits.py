@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from dataclasses import dataclass
+from functools import lru_cache, wraps
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from flask import Flask, current_app, g, request
+from flask import Flask, Response, current_app, g, request
 from flask_limiter import Limiter
+from limits import RateLimitItem, parse_many
+from werkzeug.exceptions import TooManyRequests
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 if TYPE_CHECKING:
@@ -17,6 +22,8 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 limiter = Limiter(key_func=lambda: client_key())
+# Seconds between attempts to reach the shared counter storage while on the in-memory fallback.
+RECHECK_SECONDS = 5.0
 
 
 def client_addr() -> str:
@@ -54,27 +61,15 @@ def thread_key() -> str:
     return f"thread:{request_site_key()}:{uri if isinstance(uri, str) else ''}"[:1200]
 
 
-def configured(name: str) -> Callable[[], str]:
-    """Return a callable giving the limit string for name, overridden per site if set."""
-
-    def value() -> str:
-        override = site_limit_override(name)
-        return override or current_app.config[f"LIMIT_{name.upper()}"]
-
-    return value
-
-
 def request_site() -> Site | None:
-    """Return the site the request names, loaded once per request (None if unknown)."""
+    """Return a snapshot of the site the request names, once per request (None if unknown)."""
     if "site" not in g:
         key = request_site_key()
         g.site = None
         if key:
-            from .db import Site, db  # local: limits must not pull the ORM in at import
+            from . import sitecache  # local: limits must not pull the ORM in at import
 
-            g.site = db.session.execute(
-                db.select(Site).where(Site.key == key)
-            ).scalar_one_or_none()
+            g.site = sitecache.cache().site(key)
     return g.site  # type: ignore[no-any-return]
 
 
@@ -86,37 +81,107 @@ def site_limit_override(name: str) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _writes(methods: list[str]) -> dict[str, Any]:
-    return {"methods": methods, "override_defaults": False}
+@dataclass(frozen=True)
+class Rule:
+    """One named limit (LIMIT_<NAME> in config, overridable per site) on some methods."""
+
+    name: str
+    key: Callable[[], str]
+    scope: str
+    methods: frozenset[str]
 
 
-def posting(view: F) -> F:
-    """Apply the per-address, per-thread and per-site limits on new comments."""
-    view = limiter.limit(configured("post"), key_func=client_key, scope="post-addr",
-                         **_writes(["POST"]))(view)
-    view = limiter.limit(configured("thread"), key_func=thread_key, scope="post-thread",
-                         **_writes(["POST"]))(view)
-    view = limiter.limit(configured("site"), key_func=site_key, scope="post-site",
-                         **_writes(["POST"]))(view)
-    return view
+@lru_cache(maxsize=256)
+def parse(value: str) -> tuple[RateLimitItem, ...]:
+    """Parse a limit string such as "5/minute; 100/day" once, not on every request."""
+    return tuple(parse_many(value))
 
 
-def editing(view: F) -> F:
-    """Apply the per-address limit on edits and deletes."""
-    return limiter.limit(configured("edit"), key_func=client_key, scope="edit",
-                         **_writes(["PATCH", "DELETE"]))(view)
+def _hit(item: RateLimitItem, args: tuple[str, ...]) -> bool:
+    """Count one request against a limit, falling back to per-process counters if need be."""
+    if limiter._storage_dead:  # noqa: SLF001 - flask-limiter's own fallback state
+        _maybe_recover()
+    try:
+        return bool(limiter.limiter.hit(item, *args))
+    except Exception:  # noqa: BLE001 - any storage failure: fall back, as flask-limiter does
+        if not limiter._in_memory_fallback_enabled or limiter._storage_dead:  # noqa: SLF001
+            raise
+        limiter._storage_dead = True  # noqa: SLF001
+        current_app.extensions["limiter_recheck"] = time.monotonic() + RECHECK_SECONDS
+        _log_transition(False)
+        return bool(limiter.limiter.hit(item, *args))
 
 
-def reporting(view: F) -> F:
-    """Apply the per-address limit on reader reports."""
-    return limiter.limit(configured("report"), key_func=client_key, scope="report",
-                         **_writes(["POST"]))(view)
+def _maybe_recover() -> None:
+    """While on the fallback, ask the shared storage again every few seconds."""
+    due = current_app.extensions.get("limiter_recheck", 0.0)
+    if time.monotonic() < due:
+        return
+    current_app.extensions["limiter_recheck"] = time.monotonic() + RECHECK_SECONDS
+    storage_ok()
 
 
-def reading(view: F) -> F:
-    """Apply the per-address limit on thread listings and counts."""
-    return limiter.limit(configured("read"), key_func=client_key, scope="read",
-                         **_writes(["GET", "POST"]))(view)
+def check(rules: tuple[Rule, ...]) -> None:
+    """Count this request against each rule for its method; raise 429 on the first breach."""
+    if not limiter.enabled:
+        return
+    prefix = limiter._key_prefix  # noqa: SLF001
+    for rule in rules:
+        if request.method not in rule.methods:
+            continue
+        value = site_limit_override(rule.name) or current_app.config[f"LIMIT_{rule.name.upper()}"]
+        key = rule.key()
+        args = (prefix, key, rule.scope) if prefix else (key, rule.scope)
+        for item in parse(value):
+            if not _hit(item, args):
+                g.rate_limited = (item, args)
+                raise TooManyRequests(str(item))
+
+
+def guarded(*rules: Rule) -> Callable[[F], F]:
+    """Decorate a view so each request is counted against the rules before it runs.
+
+    The counters, strategy (sliding window) and in-memory fallback are flask-limiter's; the
+    check itself is direct, without its generic per-request limit resolution.
+    """
+
+    def decorate(view: F) -> F:
+        @wraps(view)
+        def inner(*args: Any, **kwargs: Any) -> Any:
+            check(rules)
+            return view(*args, **kwargs)
+
+        return cast(F, inner)
+
+    return decorate
+
+
+def limited_headers(response: Response) -> Response:
+    """Tell a refused client when to retry (Retry-After and X-RateLimit-* on 429s)."""
+    breached = g.get("rate_limited")
+    if breached is None or response.status_code != 429:
+        return response
+    item, args = breached
+    try:
+        reset, _ = limiter.limiter.get_window_stats(item, *args)
+    except Exception:  # noqa: BLE001 - a header is not worth failing the answer over
+        reset = time.time() + item.get_expiry()
+    response.headers["Retry-After"] = str(max(1, int(reset - time.time()) + 1))
+    response.headers["X-RateLimit-Limit"] = str(item.amount)
+    response.headers["X-RateLimit-Remaining"] = "0"
+    response.headers["X-RateLimit-Reset"] = str(int(reset))
+    return response
+
+
+_POST, _EDIT = frozenset({"POST"}), frozenset({"PATCH", "DELETE"})
+# New comments: per address, per thread (burst guard) and per site (flood breaker).
+posting = guarded(Rule("post", client_key, "post-addr", _POST),
+                  Rule("thread", thread_key, "post-thread", _POST),
+                  Rule("site", site_key, "post-site", _POST))
+# Edits and deletes, reader reports, and thread listings and counts: per address.
+editing = guarded(Rule("edit", client_key, "edit", _EDIT))
+reporting = guarded(Rule("report", client_key, "report", _POST))
+reading = guarded(Rule("read", client_key, "read", frozenset({"GET", "POST"})))
 
 
 def storage_ok() -> bool:
@@ -163,3 +228,9 @@ def init_app(app: Flask) -> None:
     limiter._key_prefix = None  # noqa: SLF001
     limiter._strategy = None  # noqa: SLF001
     limiter.init_app(app)
+    # No application-wide or default limits exist: every limit is on its view, checked by the
+    # view's decorator, so flask-limiter's per-request pass over all limits is not needed.
+    hooks = app.before_request_funcs.get(None, [])
+    if limiter._check_request_limit in hooks:  # noqa: SLF001
+        hooks.remove(limiter._check_request_limit)  # noqa: SLF001
+    app.after_request(limited_headers)
