@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import secrets
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from sqlalchemy import (
     UniqueConstraint,
     event,
 )
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -296,11 +298,41 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _ping_when_idle(seconds: float) -> tuple[Any, Any]:
+    """Return pool listeners that ping a connection before use only if it sat idle a while.
+
+    A ping on every checkout (pool_pre_ping) costs a round trip per request; a connection in
+    steady use is known to be alive. One idle long enough to have outlived a database restart
+    is checked first, and replaced if dead, so no request fails on a stale connection.
+    """
+
+    def checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    def checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since < seconds:
+            return
+        try:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("SELECT 1")
+            cursor.close()
+        except Exception as error:  # the pool retries with a fresh connection
+            raise DisconnectionError(f"stale connection: {type(error).__name__}") from error
+
+    return checkin, checkout
+
+
 def init_app(app: Flask) -> None:
     """Bind the database and Alembic migrations to the app."""
     db.init_app(app)
     migrate.init_app(app, db)
     with app.app_context():
         engine = db.engine
-        if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
-            event.listen(engine, "connect", _tune_sqlite)
+        if engine.dialect.name == "sqlite":
+            if engine.url.database not in (None, "", ":memory:"):
+                event.listen(engine, "connect", _tune_sqlite)
+        elif not app.config["SQLALCHEMY_ENGINE_OPTIONS"].get("pool_pre_ping"):
+            checkin, checkout = _ping_when_idle(float(app.config["DB_PING_IDLE_SECONDS"]))
+            event.listen(engine, "checkin", checkin)
+            event.listen(engine, "checkout", checkout)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from flask import Flask, Response, current_app, g, request
 from flask_limiter import Limiter
 from limits import RateLimitItem, parse_many
+from limits.storage import MemoryStorage
 from werkzeug.exceptions import TooManyRequests
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -24,6 +25,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 limiter = Limiter(key_func=lambda: client_key())
 # Seconds between attempts to reach the shared counter storage while on the in-memory fallback.
 RECHECK_SECONDS = 5.0
+# Seconds between sweeps of expired counters out of the in-memory storage.
+SWEEP_SECONDS = 5.0
 
 
 def client_addr() -> str:
@@ -234,3 +237,27 @@ def init_app(app: Flask) -> None:
     if limiter._check_request_limit in hooks:  # noqa: SLF001
         hooks.remove(limiter._check_request_limit)  # noqa: SLF001
     app.after_request(limited_headers)
+    for storage in (limiter._storage, getattr(limiter, "_fallback_storage", None)):  # noqa: SLF001
+        if type(storage) is MemoryStorage:
+            _sweep_lazily(storage)
+
+
+def _sweep_lazily(storage: MemoryStorage) -> None:
+    """Expire old in-memory counters inline every few seconds, not from a timer thread.
+
+    limits' memory storage restarts a 10 ms timer thread on every count when the last one has
+    finished, and each run walks every key: under steady traffic that is a thread start per
+    few requests. Expired counters are already ignored on read, so sweeping them now and then
+    only bounds memory.
+    """
+    storage.timer.cancel()
+    expire = storage._MemoryStorage__expire_events  # type: ignore[attr-defined]
+    due = [0.0]
+
+    def schedule() -> None:
+        now = time.monotonic()
+        if now >= due[0]:
+            due[0] = now + SWEEP_SECONDS
+            expire()
+
+    storage._MemoryStorage__schedule_expiry = schedule  # type: ignore[attr-defined]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -123,7 +124,7 @@ def test_postgres_down_answers_503_writes_nothing_and_recovers_without_restart(
 ) -> None:
     app = make_app(
         private_postgres.url,
-        SQLALCHEMY_ENGINE_OPTIONS={"pool_pre_ping": True, "connect_args": {"connect_timeout": 3}},
+        SQLALCHEMY_ENGINE_OPTIONS={"pool_recycle": 1800, "connect_args": {"connect_timeout": 3}},
     )
     fakes.install(app)
     key = add_site(app)
@@ -152,6 +153,29 @@ def test_postgres_down_answers_503_writes_nothing_and_recovers_without_restart(
         assert db.session.execute(select(func.count(ModerationEvent.id))).scalar_one() == 2
         assert db.session.execute(select(func.count(Thread.id))).scalar_one() == 1
         db.session.remove()  # end the open transaction: DROP would wait for its locks
+        db.drop_all()
+        db.engine.dispose()
+
+
+def test_a_restart_while_idle_costs_no_request(private_postgres: PrivatePostgres) -> None:
+    """Pooled connections idle past DB_PING_IDLE_SECONDS are checked, so none fails a reader."""
+    app = make_app(
+        private_postgres.url, DB_PING_IDLE_SECONDS=0.5,
+        SQLALCHEMY_ENGINE_OPTIONS={"pool_recycle": 1800, "connect_args": {"connect_timeout": 3}},
+    )
+    fakes.install(app)
+    key = add_site(app)
+    client = app.test_client()
+    assert post(client, key, text="before the restart").status_code == 201
+
+    private_postgres.stop()
+    private_postgres.start()
+    time.sleep(0.6)
+    assert post(client, key, text="after the restart").status_code == 201
+    listing = client.get("/api/v1/comments", query_string={"site": key, "uri": "/p"}).json
+    assert len(listing["comments"]) == 2
+    with app.app_context():
+        db.session.remove()
         db.drop_all()
         db.engine.dispose()
 
