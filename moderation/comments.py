@@ -11,11 +11,13 @@ import urllib.parse
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from blinker import Namespace
 from sqlalchemy import and_, bindparam, exists, func, insert, or_, select
-from sqlalchemy.orm import aliased
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.orm import aliased, make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
 
 from . import policy, sanitising
 from .classifier import Classifier, CommentText, Scores
@@ -190,7 +192,9 @@ _PRIOR_PUBLISHED = select(func.count(Comment.__table__.c.id)).where(
 _IS_TRUSTED = select(_trusted.c.id).where(
     _trusted.c.site_id == bindparam("site"), _trusted.c.author_key == bindparam("key")
 ).limit(1)
-_THREAD = select(Thread).where(Thread.site_id == bindparam("site"), Thread.uri == bindparam("uri"))
+_THREAD = select(Thread.__table__).where(
+    Thread.__table__.c.site_id == bindparam("site"), Thread.__table__.c.uri == bindparam("uri")
+)
 
 
 def active_ban(site: Site, email: str, addr: str, hosts: Iterable[str]) -> str | None:
@@ -324,10 +328,30 @@ def _parent(thread: Thread, parent_id: object) -> Comment | None:
     return parent
 
 
+M = TypeVar("M")
+
+
+def _attached(model: type[M], row: Mapping[str, Any], **loaded: Any) -> M:
+    """Return the persistent instance of a row read or written with Core, without a query.
+
+    ``loaded`` sets relationships to objects already at hand, as if they had been loaded.
+    """
+    obj = model(**row)
+    make_transient_to_detached(obj)
+    existing = db.session.identity_map.get(sa_inspect(obj).key)
+    if existing is not None:
+        return existing  # type: ignore[no-any-return]
+    for name, value in loaded.items():
+        set_committed_value(obj, name, value)
+    db.session.add(obj)
+    return obj
+
+
 def _thread(site: Site, uri: str, title: object) -> Thread:
-    thread = db.session.execute(_THREAD, {"site": site.id, "uri": uri}).scalar_one_or_none()
-    if thread is not None:
-        return thread
+    found = db.session.connection().execute(_THREAD, {"site": site.id, "uri": uri})
+    row = found.mappings().first()
+    if row is not None:
+        return _attached(Thread, row)
     if title is not None and not isinstance(title, str):
         raise InvalidField("title", "must be a string")
     clean_title = " ".join(sanitising.normalise(title or "").split())[:MAX_TITLE]
@@ -392,33 +416,43 @@ def submit(
             reject_as=Status.SPAM,
         )
     token = secrets.token_urlsafe(24)
-    comment = Comment(
-        site_id=site.id,
-        thread_id=thread.id,
-        thread=thread,
-        parent_id=parent.id if parent else None,
-        root_id=(parent.root_id or parent.id) if parent else None,
-        author=author,
-        email=email,
-        website=website,
-        author_key=key,
-        client_addr=addr,
-        user_agent=client.user_agent[:300],
-        text=text,
-        html=html,
-        edit_token_hash=hash_token(token),
-    )
-    _apply_scores(comment, scores, decision)
-    if decision.action is not policy.Action.HOLD:
-        comment.decided_at = comment.created_at = utcnow()
-    db.session.add(comment)
-    db.session.flush()
-    # The audit row as one plain INSERT in the same transaction: no second unit-of-work flush.
-    db.session.execute(insert(ModerationEvent), [{
-        "site_id": site.id, "comment_id": comment.id, "actor": actor, "action": "submit",
-        "to_status": comment.status, "reason": "; ".join(decision.reasons),
-    }])
+    now = utcnow()
+    scored = scores is not None
+    row: dict[str, Any] = {
+        "site_id": site.id,
+        "thread_id": thread.id,
+        "parent_id": parent.id if parent else None,
+        "root_id": (parent.root_id or parent.id) if parent else None,
+        "author": author,
+        "email": email,
+        "website": website,
+        "author_key": key,
+        "client_addr": addr,
+        "user_agent": client.user_agent[:300],
+        "text": text,
+        "html": html,
+        "status": decision.status,
+        "spam_score": round(scores.spam, 4) if scored else None,
+        "toxicity_score": round(scores.toxicity, 4) if scored else None,
+        "scores": scores.as_dict() if scored else {},
+        "reasons": list(decision.reasons),
+        "model_version": decision.model_version,
+        "edit_token_hash": hash_token(token),
+        "created_at": now,
+        "edited_at": None,
+        "decided_at": None if decision.action is policy.Action.HOLD else now,
+    }
+    # Plain INSERTs for the comment and its audit row, in one transaction: the unit of work
+    # has nothing to add for a single new row and costs more than the insert itself.
+    connection = db.session.connection()
+    comment_id = connection.execute(insert(Comment.__table__), row).inserted_primary_key[0]
+    connection.execute(insert(ModerationEvent.__table__), {
+        "site_id": site.id, "comment_id": comment_id, "actor": actor, "action": "submit",
+        "from_status": None, "to_status": decision.status,
+        "reason": "; ".join(decision.reasons), "created_at": now,
+    })
     db.session.commit()
+    comment = _attached(Comment, {"id": comment_id, **row}, thread=thread)
     comment_submitted.send(comment, decision=decision)
     return Submission(comment, decision, token)
 
