@@ -107,7 +107,10 @@ def cors_headers(response: Response) -> Response:
     if origin and (request.environ.get("moderation.cors_ok") or limited):
         response.headers["Access-Control-Allow-Origin"] = origin
         response.headers["Access-Control-Expose-Headers"] = CORS_EXPOSE_HEADERS
-    response.vary.add("Origin")
+    if "Vary" in response.headers:
+        response.vary.add("Origin")
+    else:
+        response.headers["Vary"] = "Origin"
     return response
 
 

@@ -85,6 +85,10 @@ class Submission:
 # -- small pure helpers ---------------------------------------------------------------------
 
 
+_IPV4_NET = (1 << 32) - (1 << 8)  # keep the /24
+_IPV6_NET = (1 << 128) - (1 << 80)  # keep the /48
+
+
 def anonymise_addr(addr: str) -> str:
     """Return the /24 (IPv4) or /48 (IPv6) network of an address, or "" if it is not one."""
     try:
@@ -93,8 +97,9 @@ def anonymise_addr(addr: str) -> str:
         return ""
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
         ip = ip.ipv4_mapped
-    prefix = 24 if ip.version == 4 else 48
-    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False).network_address)
+    if isinstance(ip, ipaddress.IPv4Address):
+        return str(ipaddress.IPv4Address(int(ip) & _IPV4_NET))
+    return str(ipaddress.IPv6Address(int(ip) & _IPV6_NET))
 
 
 def normalise_uri(value: object, field: str = "uri") -> str:

@@ -9,7 +9,7 @@ import re
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -106,6 +106,20 @@ class Metrics:
     decisions: Counter
     moderation: Counter
     rate_limited: Counter
+    # (route, method, status) -> its request counter and latency histogram children, so a
+    # request skips prometheus_client's label validation after the first of its kind.
+    children: dict[tuple[str, str, int], tuple[Any, Any]] = field(default_factory=dict)
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one answered request and its latency."""
+        key = (route, method, status)
+        pair = self.children.get(key)
+        if pair is None:
+            pair = (self.requests.labels(route, method, str(status)),
+                    self.latency.labels(route, method))
+            self.children[key] = pair
+        pair[0].inc()
+        pair[1].observe(seconds)
 
 
 def _metrics(registry: CollectorRegistry) -> Metrics:
@@ -225,8 +239,7 @@ def _finish_request(response: Response) -> Response:
     elapsed = time.perf_counter() - started
     route, method = _route(), request.method
     metrics = metrics_of(current_app._get_current_object())  # type: ignore[attr-defined]
-    metrics.requests.labels(route, method, str(response.status_code)).inc()
-    metrics.latency.labels(route, method).observe(elapsed)
+    metrics.observe(route, method, response.status_code, elapsed)
     if response.status_code == 429:
         metrics.rate_limited.labels(route).inc()
     if current_app.config["LOG_REQUESTS"]:
