@@ -176,8 +176,10 @@ def get_comment(comment_id: int) -> Comment:
 
 _ban, _trusted = Ban.__table__, TrustedAuthor.__table__
 # The lookups every submission makes, built once (the ORM would rebuild them per call).
-_ACTIVE_BAN = (
-    select(_ban.c.kind, _ban.c.value)
+# One statement tells whether a ban matches the author (as "kind value") and whether the
+# site trusts them: the two things every submission asks about its author.
+_STANDING = select(
+    select(_ban.c.kind + " " + _ban.c.value)
     .where(
         or_(_ban.c.site_id == bindparam("site"), _ban.c.site_id.is_(None)),
         or_(_ban.c.expires_at.is_(None), _ban.c.expires_at > bindparam("now")),
@@ -188,40 +190,39 @@ _ACTIVE_BAN = (
         ),
     )
     .limit(1)
+    .scalar_subquery()
+    .label("ban"),
+    exists().where(
+        _trusted.c.site_id == bindparam("site"), _trusted.c.author_key == bindparam("key")
+    ).label("trusted"),
 )
 _PRIOR_PUBLISHED = select(func.count(Comment.__table__.c.id)).where(
     Comment.__table__.c.site_id == bindparam("site"),
     Comment.__table__.c.author_key == bindparam("key"),
     Comment.__table__.c.status == Status.PUBLISHED.value,
 )
-_IS_TRUSTED = select(_trusted.c.id).where(
-    _trusted.c.site_id == bindparam("site"), _trusted.c.author_key == bindparam("key")
-).limit(1)
 _THREAD = select(Thread.__table__).where(
     Thread.__table__.c.site_id == bindparam("site"), Thread.__table__.c.uri == bindparam("uri")
 )
 
 
-def active_ban(site: Site, email: str, addr: str, hosts: Iterable[str]) -> str | None:
-    """Return "kind value" of a ban in force matching this email, address or any domain."""
-    if not (email or addr or hosts):
-        return None
+def author_standing(site: Site, key: str, email: str, addr: str,
+                    hosts: Iterable[str]) -> tuple[str | None, bool]:
+    """Return ("kind value" of a ban in force on this author or None, whether they are trusted).
+
+    A ban matches the e-mail, the anonymised address, or any of the hosts or their parents.
+    """
     # An empty string matches no ban: ban values are never empty.
-    found = db.session.connection().execute(_ACTIVE_BAN, {
-        "site": site.id, "now": utcnow(), "email": email.lower(), "addr": addr,
+    found = db.session.connection().execute(_STANDING, {
+        "site": site.id, "key": key, "now": utcnow(), "email": email.lower(), "addr": addr,
         "domains": sorted(_domain_candidates(hosts)) or [""],
-    }).first()
-    return None if found is None else f"{found.kind} {found.value}"
+    }).one()
+    return found.ban, bool(found.trusted)
 
 
 def _prior_published(site_id: int, key: str) -> int:
     params = {"site": site_id, "key": key}
     return int(db.session.connection().execute(_PRIOR_PUBLISHED, params).scalar_one())
-
-
-def _is_trusted(site_id: int, key: str) -> bool:
-    params = {"site": site_id, "key": key}
-    return db.session.connection().execute(_IS_TRUSTED, params).first() is not None
 
 
 def site_settings(site: Site, pipeline: Pipeline) -> policy.SiteSettings:
@@ -273,7 +274,7 @@ def _evaluate(
     hosts = [_host(website), *sanitising.link_domains(html)]
     if email:
         hosts.append(email.rsplit("@", 1)[-1])
-    ban = active_ban(site, email, addr, [h for h in hosts if h])
+    ban, trusted = author_standing(site, key, email, addr, [h for h in hosts if h])
     plain = sanitising.plain_text(html)
     scores = _score(pipeline, CommentText(plain, author, website, email))
     settings = site_settings(site, pipeline)
@@ -291,7 +292,7 @@ def _evaluate(
     version = pipeline.classifier.version if pipeline.classifier else None
     decision = policy.decide(scores, context, settings, version)
     # Trust only ever turns a hold into a publish, so it is looked up only for holds.
-    if decision.action is policy.Action.HOLD and _is_trusted(site.id, key):
+    if decision.action is policy.Action.HOLD and trusted:
         decision = policy.decide(scores, replace(context, trusted=True), settings, version)
     return scores, decision
 
