@@ -32,6 +32,7 @@ from .db import (
     Thread,
     TrustedAuthor,
     db,
+    read_once,
     utcnow,
 )
 from .exceptions import Forbidden, InvalidField, NotFound
@@ -773,5 +774,5 @@ def counts(site: Site, uris: Sequence[str]) -> dict[str, int]:
     """Return the number of published comments for each requested URI."""
     keys = {uri: normalise_uri(uri, "uris") for uri in uris}
     params = {"site": site.id, "uris": sorted(set(keys.values()))}
-    found = dict(db.session.connection().execute(_COUNTS, params).all())
+    found = dict(read_once(_COUNTS, params).all())
     return {uri: int(found.get(key, 0)) for uri, key in keys.items()}

@@ -19,7 +19,7 @@ from typing import Any
 from flask import Flask, Response, current_app, request
 from sqlalchemy import bindparam, func, select
 
-from .db import Comment, Site, Thread, db
+from .db import Comment, Site, Thread, read_once
 
 
 class PageCache:
@@ -72,7 +72,7 @@ _FINGERPRINT = (
 
 def fingerprint(site: Site, uri: str) -> tuple[Any, ...]:
     """Return what identifies the current state of a thread's comments (one aggregate query)."""
-    state = db.session.connection().execute(_FINGERPRINT, {"site": site.id, "uri": uri}).first()
+    state = read_once(_FINGERPRINT, {"site": site.id, "uri": uri}).first()
     return ("no thread",) if state is None else tuple(state)
 
 
