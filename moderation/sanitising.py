@@ -349,12 +349,13 @@ class _TextCollector(HTMLParser):
         self.parts.append(data)
 
 
-def _hrefs(html_text: str) -> list[str]:
-    """Return the href values of all links in html_text."""
+@functools.lru_cache(maxsize=64)
+def _hrefs(html_text: str) -> tuple[str, ...]:
+    """Return the href values of all links in html_text (remembered: a submission asks twice)."""
     collector = _LinkCollector()
     collector.feed(html_text)
     collector.close()
-    return collector.hrefs
+    return tuple(collector.hrefs)
 
 
 def _unicode_host(host: str) -> str:
