@@ -175,11 +175,10 @@ def get_comment(comment_id: int) -> Comment:
     return comment
 
 
-_ban, _trusted = Ban.__table__, TrustedAuthor.__table__
-# The lookups every submission makes, built once (the ORM would rebuild them per call).
-# One statement tells whether a ban matches the author (as "kind value") and whether the
-# site trusts them: the two things every submission asks about its author.
-_STANDING = select(
+_ban, _trusted, _threads = Ban.__table__, TrustedAuthor.__table__, Thread.__table__
+# The lookups every submission makes, built once (the ORM would rebuild them per call): is
+# a ban in force on the author (as "kind value"), does the site trust them, and the thread.
+_BAN = (
     select(_ban.c.kind + " " + _ban.c.value)
     .where(
         or_(_ban.c.site_id == bindparam("site"), _ban.c.site_id.is_(None)),
@@ -192,19 +191,44 @@ _STANDING = select(
     )
     .limit(1)
     .scalar_subquery()
-    .label("ban"),
-    exists().where(
-        _trusted.c.site_id == bindparam("site"), _trusted.c.author_key == bindparam("key")
-    ).label("trusted"),
+    .label("ban")
+)
+_TRUSTED = exists().where(
+    _trusted.c.site_id == bindparam("site"), _trusted.c.author_key == bindparam("key")
+).label("trusted")
+_STANDING = select(_BAN, _TRUSTED)
+
+
+def _thread_column(name: str) -> Any:
+    return (select(_threads.c[name])
+            .where(_threads.c.site_id == bindparam("site"), _threads.c.uri == bindparam("uri"))
+            .scalar_subquery().label(f"thread_{name}"))
+
+
+# A new comment's author standing and its thread in one round trip.
+_STANDING_AND_THREAD = select(
+    _BAN, _TRUSTED, _thread_column("id"), _thread_column("title"), _thread_column("created_at")
 )
 _PRIOR_PUBLISHED = select(func.count(Comment.__table__.c.id)).where(
     Comment.__table__.c.site_id == bindparam("site"),
     Comment.__table__.c.author_key == bindparam("key"),
     Comment.__table__.c.status == Status.PUBLISHED.value,
 )
-_THREAD = select(Thread.__table__).where(
-    Thread.__table__.c.site_id == bindparam("site"), Thread.__table__.c.uri == bindparam("uri")
-)
+
+
+def _hosts(website: str, html: str, email: str) -> list[str]:
+    """Return the hosts a comment names: its website, its links and its e-mail domain."""
+    hosts = [_host(website), *sanitising.link_domains(html)]
+    if email:
+        hosts.append(email.rsplit("@", 1)[-1])
+    return [h for h in hosts if h]
+
+
+def _standing_params(site: Site, key: str, email: str, addr: str,
+                     hosts: Iterable[str]) -> dict[str, Any]:
+    # An empty string matches no ban: ban values are never empty.
+    return {"site": site.id, "key": key, "now": utcnow(), "email": email.lower(), "addr": addr,
+            "domains": sorted(_domain_candidates(hosts)) or [""]}
 
 
 def author_standing(site: Site, key: str, email: str, addr: str,
@@ -213,11 +237,8 @@ def author_standing(site: Site, key: str, email: str, addr: str,
 
     A ban matches the e-mail, the anonymised address, or any of the hosts or their parents.
     """
-    # An empty string matches no ban: ban values are never empty.
-    found = db.session.connection().execute(_STANDING, {
-        "site": site.id, "key": key, "now": utcnow(), "email": email.lower(), "addr": addr,
-        "domains": sorted(_domain_candidates(hosts)) or [""],
-    }).one()
+    params = _standing_params(site, key, email, addr, hosts)
+    found = db.session.connection().execute(_STANDING, params).one()
     return found.ban, bool(found.trusted)
 
 
@@ -270,12 +291,15 @@ def _evaluate(
     website: str,
     addr: str,
     key: str,
+    standing: tuple[str | None, bool] | None = None,
 ) -> tuple[Scores | None, policy.Decision]:
-    """Score a cleaned comment and decide what the site's policy does with it."""
-    hosts = [_host(website), *sanitising.link_domains(html)]
-    if email:
-        hosts.append(email.rsplit("@", 1)[-1])
-    ban, trusted = author_standing(site, key, email, addr, [h for h in hosts if h])
+    """Score a cleaned comment and decide what the site's policy does with it.
+
+    ``standing`` is the author's (ban, trusted) when the caller has looked it up already.
+    """
+    if standing is None:
+        standing = author_standing(site, key, email, addr, _hosts(website, html, email))
+    ban, trusted = standing
     plain = sanitising.plain_text(html)
     scores = _score(pipeline, CommentText(plain, author, website, email))
     settings = site_settings(site, pipeline)
@@ -292,7 +316,7 @@ def _evaluate(
     )
     version = pipeline.classifier.version if pipeline.classifier else None
     decision = policy.decide(scores, context, settings, version)
-    # Trust only ever turns a hold into a publish, so it is looked up only for holds.
+    # Trust only ever turns a hold into a publish.
     if decision.action is policy.Action.HOLD and trusted:
         decision = policy.decide(scores, replace(context, trusted=True), settings, version)
     return scores, decision
@@ -354,11 +378,16 @@ def _attached(model: type[M], row: Mapping[str, Any], **loaded: Any) -> M:
     return obj
 
 
-def _thread(site: Site, uri: str, title: object) -> Thread:
-    found = db.session.connection().execute(_THREAD, {"site": site.id, "uri": uri})
-    row = found.mappings().first()
-    if row is not None:
-        return _attached(Thread, row)
+def _thread(site: Site, uri: str, title: object, found: Any) -> Thread:
+    """Return the page's thread, creating it with the first comment.
+
+    ``found`` is the row of thread_id, thread_title and thread_created_at the caller looked up
+    (thread_id None: there is no thread yet).
+    """
+    if found.thread_id is not None:
+        return _attached(Thread, {"id": found.thread_id, "site_id": site.id, "uri": uri,
+                                  "title": found.thread_title,
+                                  "created_at": found.thread_created_at})
     if title is not None and not isinstance(title, str):
         raise InvalidField("title", "must be a string")
     clean_title = " ".join(sanitising.normalise(title or "").split())[:MAX_TITLE]
@@ -410,11 +439,15 @@ def submit(
     addr = anonymise_addr(client.addr)
     key = author_key(email, author, addr)
 
-    thread = _thread(site, uri, payload.get("title"))
+    hosts = _hosts(website, html, email)
+    found = db.session.connection().execute(
+        _STANDING_AND_THREAD, {**_standing_params(site, key, email, addr, hosts), "uri": uri}
+    ).one()
+    thread = _thread(site, uri, payload.get("title"), found)
     parent = _parent(thread, payload.get("parent"))
     scores, decision = _evaluate(
         site, pipeline, text=text, html=html, author=author, email=email, website=website,
-        addr=addr, key=key,
+        addr=addr, key=key, standing=(found.ban, bool(found.trusted)),
     )
     if bot:
         # Kept in the Spam queue with the reason; the client sees an ordinary rejection.
