@@ -158,10 +158,11 @@ def main() -> int:
     print(f"  p50 speed-up       {theirs['p50_ms'] / ours['p50_ms']:.2f}")
     print(f"  p99 speed-up       {theirs['p99_ms'] / ours['p99_ms']:.2f}")
     print(f"  p99 best-of-3      {theirs['p99_best_ms'] / ours['p99_best_ms']:.2f}")
+    ratio = ours["batched_per_s"] / theirs["batched_per_s"]
     for label, key in (("raw", "p99_ms"), ("best of 3", "p99_best_ms")):
-        ok = ours["batched_per_s"] >= 20000 and ours[key] <= 1.0
-        print(f"targets (>= 20,000/s batched, <= 1 ms p99 single, {label}): "
-              f"{'met' if ok else 'NOT met'}")
+        ok = ours["batched_per_s"] >= 20000 and ratio >= 1.0 and ours[key] <= 1.0
+        print(f"targets (>= 20,000/s batched and >= 1x alt-profanity-check, <= 1 ms p99 single, "
+              f"{label}): {'met' if ok else 'NOT met'}")
     return 0
 
 

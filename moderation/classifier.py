@@ -39,9 +39,10 @@ _POLY = 0x100000001B3
 # Link finders are split into patterns with literal prefixes because Python's re scans those
 # quickly; a single pattern that may start at any letter was ten times slower.
 _URL_RE = re.compile(r"(?:https?://|www\.)[^\s<>\"'\x00]+", re.IGNORECASE)
-# Matched against the lower-cased text: IGNORECASE makes Python's re test every position.
-_TLD_RE = re.compile(r"\.(?:com|net|org|info|ru|cn|biz|xyz|top|io|co|me|ly|tk|us|uk|de|online|"
-                     r"site|club|shop|store|click|link|pw|cc|ws)\b")
+# Matched only at candidate dots found with numpy, so IGNORECASE costs nothing.
+_TLDS = ("com|net|org|info|ru|cn|biz|xyz|top|io|co|me|ly|tk|us|uk|de|online|site|club|shop|"
+         "store|click|link|pw|cc|ws")
+_TLD_RE = re.compile(rf"\.(?:{_TLDS})\b", re.IGNORECASE)
 _PATH_RE = re.compile(r"/[^\s<>\"'\x00]*")
 _EMAIL_RE = re.compile(r"@[\w-]+\.[A-Za-z]{2,}")
 _PHONE_RE = re.compile(r"\d[\d \t().-]{7,}\d")
@@ -67,8 +68,14 @@ _ABUSE_EN = (
     "shitty bullshit bitch bitches asshole assholes dumb dumbass loser losers retard retarded "
     "retards cunt cunts dick dicks bastard bastards scum garbage pathetic kys whore whores slut "
     "sluts nigga niggas nigger niggers fag fags faggot faggots imbecile imbeciles jerk jerks "
-    "trash",
-    "shut up|kill yourself")
+    "trash idiotic moronic stupidest dumbest stupidity ignorant clown clowns hypocrite "
+    "hypocrites liar liars coward cowards fool fools scumbag scumbags worthless useless crap "
+    "crappy suck sucks piss pissed douche douchebag wanker prick pricks twat jackass arse "
+    "asshat disgusting",
+    "shut up|kill yourself|go die|screw you")
+# Second-person words: an insult word within four words after one of them is addressed to a
+# person ("you are a complete idiot"), which is what insult labels (Kaggle, Jigsaw) mark.
+_YOU_EN = "you your you're youre u ur yourself ya"
 _ABUSE_ZH = re.compile(
     "傻逼|傻b|傻B|煞笔|沙比|傻叉|脑残|滚|垃圾|废物|贱|婊|妈的|他妈|操你|草泥马|尼玛|去死|狗东西|"
     "畜生|蠢|白痴|智障|弱智|人渣|死全家|恶心|黑鬼|娘炮|屌丝|卧槽|闭嘴|狗日|杂种|舔狗|下贱")
@@ -76,7 +83,7 @@ _ABUSE_ZH = re.compile(
 _CURRENCY = (36, 163, 8364, 165, 65509)
 _YUAN = 0x5143
 #: Version of the feature code; an artifact built by another version is refused.
-FEATURE_VERSION = 2
+FEATURE_VERSION = 3
 # Author and website go through the text n-gram weights at this scale, so spam words learned
 # from comment bodies also count in names and URLs (no training set fills in a website).
 _NAME_SCALE = 0.5
@@ -202,94 +209,213 @@ def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
     return _POWERS[0][:n], _POWERS[1][:n]
 
 
-def _encode(texts: Sequence[str]) -> tuple[Any, ...]:
-    """Join texts into one normalised code-point array; return joined, codes, raw, starts, docs."""
+# Classes of the raw (unfolded) characters, counted per comment for the shape features.
+# Lower-case letters are "other": the capital ratio is taken over word characters instead.
+_C_OTHER, _C_UPPER, _C_DIGIT, _C_EXCL, _C_CJK, _C_CUR, _C_YUAN = range(7)
+_N_CLASSES = 8
+_TABLES: list[np.ndarray] = []
+# Odd multiplier of the 32-bit rolling hash of character n-grams.
+_POLY32 = 0x01000193
+
+
+_WORD_BIT = 1 << 21
+_CODE_MASK = _WORD_BIT - 1
+_CLASS_SHIFT = 22
+# Bit 25: the folded character is "h", "w" or ".", where a link can start ("http", "www.") or
+# a bare domain's top-level domain begins.
+_LINK_BIT = 1 << 25
+
+
+def _table() -> np.ndarray:
+    """Return the lookup table from a code point to its folded code point (bits 0-20), whether
+    that is a word character (bit 21), the class of the raw character (bits 22-24) and whether
+    a link may start there (bit 25).
+
+    One gather through this 4.4 MB table replaces a chain of comparisons over the batch."""
     import numpy as np
 
-    joined = "\x00 " + " \x00 ".join(texts) + " \x00"
-    if joined.count("\x00") != len(texts) + 1:
-        joined = "\x00 " + " \x00 ".join(t.replace("\x00", " ") for t in texts) + " \x00"
+    if not _TABLES:
+        # Fold case, full-width forms and digits so that "FREE", "ｆｒｅｅ" and "free" share
+        # features and phone numbers generalise; every kind of space becomes 32, and so does
+        # the document separator 0, so that no n-gram crosses two comments.
+        fold = np.arange(0x110000, dtype=np.uint32)
+        fold[65:91] += 32
+        fold[48:58] = 48
+        fold[9:14] = 32
+        fold[[0, 0x85, 0xA0, 0x1680, 0x2028, 0x2029, 0x202F, 0x205F, 0x3000, 0xFEFF]] = 32
+        fold[0x2000:0x200C] = 32
+        wide = np.arange(0xFF01, 0xFF5F)
+        fold[wide] = fold[wide - 0xFEE0]
+        # Word characters: letters, digits and the apostrophe; outside ASCII everything but
+        # punctuation and CJK. Chinese has no spaces, so a "word" would be a whole clause seen
+        # once; character n-grams cover it.
+        word = np.zeros(0x110000, dtype=bool)
+        word[97:123] = True
+        word[[39, 48]] = True
+        word[0xC0:0x10000] = True  # emoji and other astral characters are not words
+        word[[0xD7, 0xF7]] = False
+        for lo, hi in ((0x2000, 0x206F), (0x3000, 0x303F), (0x3400, 0x9FFF), (0xF900, 0xFAFF),
+                       (0xFF00, 0xFF0F), (0xFF1A, 0xFF20)):
+            word[lo:hi + 1] = False
+        cls = np.zeros(0x110000, dtype=np.uint8)
+        cls[65:91] = _C_UPPER
+        cls[48:58] = _C_DIGIT
+        cls[33] = _C_EXCL
+        cls[0x3400:0xA000] = _C_CJK
+        cls[0xF900:0xFB00] = _C_CJK
+        cls[list(_CURRENCY)] = _C_CUR
+        cls[_YUAN] = _C_YUAN
+        packed = fold | (word[fold].astype(np.uint32) << 21)
+        packed |= cls.astype(np.uint32) << _CLASS_SHIFT
+        packed[np.isin(fold, (46, 104, 119))] |= np.uint32(_LINK_BIT)
+        _TABLES.append(packed)
+    return _TABLES[0]
+
+
+@dataclass
+class _Enc:
+    """A batch of texts joined into one code-point array."""
+
+    joined: str  # "\x00 \x00 " + " \x00 ".join(texts) + " \x00 \x00"
+    raw: np.ndarray  # code points of joined (uint32); offsets are string indices
+    packed: np.ndarray  # _table() entries of raw
+    codes: np.ndarray  # folded code points (uint32); spaces and separators are all 32
+    starts: np.ndarray  # index in joined of each text's first character
+    lengths: np.ndarray
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def bounds(self) -> np.ndarray:
+        """Return the first window start of every document, then the end of the batch.
+
+        A document owns the n-grams that start from the space before it up to the space before
+        the next one; windows that cross a separator are never generated.
+        """
+        import numpy as np
+
+        b = self.cache.get("bounds")
+        if b is None:
+            b = self.cache["bounds"] = np.append(self.starts - 1, len(self.codes))
+        return b
+
+
+def _encode(texts: Sequence[str]) -> _Enc:
+    """Join texts into one normalised code-point array."""
+    import numpy as np
+
+    # One join (concatenating to its result would copy it again).
+    joined = " \x00 ".join(["\x00", *texts, "\x00"])
+    if joined.count("\x00") != len(texts) + 3:
+        joined = " \x00 ".join(["\x00", *(t.replace("\x00", " ") for t in texts), "\x00"])
     # UTF-32 keeps one array element per Python character, so offsets are string indices.
     raw = np.frombuffer(joined.encode("utf-32-le", "replace"), dtype=np.uint32)
-    codes = raw.astype(np.uint64)
-    # Fold case, full-width forms and digits so that "FREE", "ｆｒｅｅ" and "free" share
-    # features and phone numbers generalise; the mapping is one character to one character.
-    big = raw >= 0xA0
-    if big.any():
-        fw = big & (raw >= 0xFF01) & (raw <= 0xFF5E)
-        codes[fw] -= np.uint64(0xFEE0)
-        codes[big & ((raw == 0xA0) | (raw == 0x3000) | (raw == 0x200B) | (raw == 0xFEFF))] = 32
-    codes[(codes >= 65) & (codes <= 90)] += np.uint64(32)
-    codes[(codes >= 48) & (codes <= 57)] = 48
-    codes[(codes >= 9) & (codes <= 13)] = 32
-    lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
-    starts = np.cumsum(np.concatenate(([2], lengths[:-1] + 3))) if len(texts) else lengths
-    doc = np.cumsum(raw == 0) - 1
-    # The last element caches the word hashes, which n-grams and cue words both need.
-    return joined, codes, raw, starts, doc, {}
+    packed = np.take(_table(), raw)
+    codes = packed & np.uint32(_CODE_MASK)
+    lengths = np.array(list(map(len, texts)), dtype=np.int64)
+    starts = np.cumsum(np.concatenate(([4], lengths[:-1] + 3))) if len(texts) else lengths
+    return _Enc(joined, raw, packed, codes, starts, lengths)
 
 
-def _is_word(codes: np.ndarray) -> np.ndarray:
-    """Return a mask of code points that belong to word tokens."""
-    mask = ((codes >= 97) & (codes <= 122)) | (codes == 48) | (codes == 39)
-    big = codes >= 128
-    if big.any():
-        # Everything outside ASCII except punctuation and CJK is a word character. Chinese has
-        # no spaces, so a "word" would be a whole clause seen once; character n-grams cover it.
-        punct = ((codes >= 0x3000) & (codes <= 0x303F)) | ((codes >= 0xFF00) & (codes <= 0xFF0F))
-        punct |= ((codes >= 0xFF1A) & (codes <= 0xFF20)) | ((codes >= 0x2000) & (codes <= 0x206F))
-        punct |= ((codes >= 0x3400) & (codes <= 0x9FFF)) | ((codes >= 0xF900) & (codes <= 0xFAFF))
-        mask |= big & ~punct
-    return mask
-
-
-def _ngram_passes(enc: tuple[Any, ...], bits: int, char_range: Sequence[int], salt: int,
-                  spans: bool) -> Iterator[tuple[str, np.ndarray, np.ndarray, Any, Any]]:
-    """Yield (block, rows, cols, starts, ends) per n-gram order; rows ascend within a pass."""
+def _prefix_hashes(enc: _Enc) -> np.ndarray:
+    """Return polynomial prefix hashes of the folded codes (cached per batch)."""
     import numpy as np
 
-    codes, doc = enc[1], enc[4]
-    total = len(codes)
-    zero = np.concatenate(([0], np.cumsum(codes == 0)))
-    is_space = codes == 32
-    h = codes.copy()
-    lo, hi = char_range
-    for n in range(2, hi + 1):
-        h = h[:-1] * np.uint64(_POLY) + codes[n - 1:]
-        if n < lo:
-            continue
-        m = total - n + 1
-        # Windows that cross a document separator, or start and end on spaces, say nothing.
-        ok = (zero[n:] == zero[:m]) & ~(is_space[:m] & is_space[n - 1:])
-        pos = np.flatnonzero(ok)
-        yield "char", doc[pos], _mix(h[pos], salt + n, bits), pos if spans else None, (
-            pos + n if spans else None)
-    ws, we, wh, wdoc, same, bh = _words(enc)
-    if len(ws):
-        yield "word", wdoc, _mix(wh, salt + 101, bits), ws, we
-        yield "word", wdoc[same], _mix(bh, salt + 102, bits), ws[same], we[same + 1]
+    g = enc.cache.get("prefix")
+    if g is None:
+        fwd, _ = _powers(len(enc.codes))
+        g = np.empty(len(enc.codes) + 1, dtype=np.uint64)
+        g[0] = 0
+        np.cumsum(enc.codes * fwd, out=g[1:])
+        enc.cache["prefix"] = g
+    return g
 
 
-def _words(enc: tuple[Any, ...]) -> tuple[np.ndarray, ...]:
+def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return starts and ends of the runs of True (the mask is False at both ends)."""
+    import numpy as np
+
+    edges = np.flatnonzero(mask[1:] != mask[:-1]) + 1
+    return edges[0::2], edges[1::2]
+
+
+def _run_hashes(enc: _Enc, s: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """Hash the folded characters s..e of every run, independent of its position."""
+    _, bwd = _powers(len(enc.codes))
+    g = _prefix_hashes(enc)
+    return (g[e] - g[s]) * bwd[s]
+
+
+def _tokens(enc: _Enc) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return starts, ends and hashes of the whitespace-separated tokens."""
+    if "tokens" not in enc.cache:
+        ts, te = _runs(enc.codes != 32)
+        enc.cache["tokens"] = ts, te, _run_hashes(enc, ts, te)
+    return enc.cache["tokens"]
+
+
+def _words(enc: _Enc) -> tuple[np.ndarray, ...]:
     """Return word starts, ends, hashes and documents, and the same-document bigram hashes."""
     import numpy as np
 
-    cache = enc[5]
-    if "words" not in cache:
-        codes, doc = enc[1], enc[4]
-        mask = _is_word(codes).astype(np.int8)
-        edge = np.diff(mask, prepend=np.int8(0), append=np.int8(0))
-        ws = np.flatnonzero(edge == 1)
-        we = np.flatnonzero(edge == -1)
-        # Polynomial prefix hashes, made position-free with the modular inverse of _POLY.
-        fwd, bwd = _powers(len(codes))
-        g = np.concatenate(([np.uint64(0)], np.cumsum(codes * fwd, dtype=np.uint64)))
-        wh = (g[we] - g[ws]) * bwd[ws]
-        wdoc = doc[ws]
+    if "words" not in enc.cache:
+        ws, we = _runs((enc.packed & np.uint32(_WORD_BIT)) != 0)
+        wh = _run_hashes(enc, ws, we)
+        ptr = np.searchsorted(ws, enc.bounds)
+        wdoc = np.repeat(np.arange(len(enc.starts)), np.diff(ptr))
         same = np.flatnonzero(wdoc[:-1] == wdoc[1:])
         bh = wh[same] * np.uint64(0x9E3779B1) + wh[same + 1]
-        cache["words"] = (ws, we, wh, wdoc, same, bh)
-    return cache["words"]
+        enc.cache["words"] = (ws, we, wh, wdoc, same, bh)
+    return enc.cache["words"]
+
+
+def _char_windows(codes: np.ndarray, cfg: dict[str, Any], salt: int,
+                  bits: int) -> Iterator[tuple[int, np.ndarray, np.ndarray, bool]]:
+    """Yield (n, window starts, columns, all windows kept) of the character n-grams inside
+    space-padded tokens.
+
+    A window counts when no space lies strictly inside it and it is not all spaces: these are
+    exactly the n-grams of " token " for every whitespace-separated token (like scikit-learn's
+    char_wb analyzer), so the n-grams of a token do not depend on its neighbours and can be
+    computed once per distinct token. Orders below ``char_range`` down to ``cjk_char_min`` are
+    kept only where they touch a CJK character: Chinese words are one or two characters long,
+    while Latin character pairs say little that longer n-grams do not.
+    """
+    import numpy as np
+
+    lo, hi = cfg["char_range"]
+    cjk_min = int(cfg.get("cjk_char_min", lo))
+    nonsp = codes != 32
+    cjk = None
+    total = len(codes)
+    h = codes.copy()
+    ok = nonsp
+    for n in range(2, hi + 1):
+        m = total - n + 1
+        if m <= 0:
+            return
+        h = h[:-1] * np.uint32(_POLY32) + codes[n - 1:]
+        if n == 2:
+            ok = nonsp[:m] | nonsp[1:]
+        elif n == 3:
+            ok = nonsp[1:m + 1]
+        else:
+            ok = ok[:m] & nonsp[n - 2:n - 2 + m]
+        if n < cjk_min:
+            continue
+        if n < lo:
+            if cjk is None:
+                cjk = ((codes >= 0x3400) & (codes < 0xA000)) | ((codes >= 0xF900)
+                                                               & (codes < 0xFB00))
+            keep = cjk[:m].copy()
+            for k in range(1, n):
+                keep |= cjk[k:k + m]
+            pos = np.flatnonzero(ok & keep)
+        else:
+            pos = np.flatnonzero(ok)
+        x = h[pos] ^ np.uint32((salt + n) & 0xFFFFFFFF)
+        x *= np.uint32(0x9E3779B1)
+        x >>= np.uint32(32 - bits)
+        yield n, pos, x.view(np.int32), n >= lo
 
 
 def _word_hash(word: str) -> int:
@@ -297,66 +423,128 @@ def _word_hash(word: str) -> int:
     return sum(ord(ch) * pow(_POLY, i, 1 << 64) for i, ch in enumerate(word)) & _MASK64
 
 
-_LEXICONS: dict[str, tuple[tuple[np.ndarray, np.ndarray], ...]] = {}
+_LEXICON: list[tuple[np.ndarray, ...]] = []
 _LUT_BITS = 16
 
 
-def _lexicon(words: tuple[str, str]) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
-    """Return (lookup table, hashes) for the words and for the bigrams of a cue list."""
+def _lexicon() -> tuple[np.ndarray, ...]:
+    """Return (lookup table, hashes, cue kinds) of the cue words and of the cue bigrams."""
     import numpy as np
 
-    key = words[0][:40]
-    if key not in _LEXICONS:
-        uni = sorted({_word_hash(w) for w in words[0].split()})
-        bi = sorted({(_word_hash(a) * 0x9E3779B1 + _word_hash(b)) & _MASK64
-                     for a, b in (p.split() for p in words[1].split("|"))})
-        tables = []
-        for hashes in (uni, bi):
-            arr = np.array(hashes, dtype=np.uint64)
+    if not _LEXICON:
+        for part in (0, 1):
+            kinds: dict[int, int] = {}
+            for kind, (words, pairs) in enumerate((_PROMO_EN, _ABUSE_EN, (_YOU_EN, ""))):
+                if part == 0:
+                    kinds.update((_word_hash(w), kind) for w in words.split())
+                elif pairs:
+                    kinds.update(((_word_hash(a) * 0x9E3779B1 + _word_hash(b)) & _MASK64, kind)
+                                 for a, b in (p.split() for p in pairs.split("|")))
+            arr = np.array(sorted(kinds), dtype=np.uint64)
             # A direct-mapped table: bucket -> 1 + index of the cue hash stored there.
             slots = _mix(arr, 0, _LUT_BITS)
             if len(set(slots.tolist())) != len(arr):
                 raise ValueError("cue words collide in the lookup table; raise _LUT_BITS")
             lut = np.zeros(1 << _LUT_BITS, dtype=np.int32)
             lut[slots] = np.arange(1, len(arr) + 1)
-            tables.append((lut, np.r_[np.uint64(0), arr]))
-        _LEXICONS[key] = tuple(tables)
-    return _LEXICONS[key]
+            _LEXICON.append((lut, np.r_[np.uint64(0), arr],
+                             np.array([0] + [kinds[int(h)] for h in arr], dtype=np.int64)))
+    return tuple(_LEXICON)
 
 
-def _cue_counts(enc: tuple[Any, ...], n_docs: int, words: tuple[str, str],
-                zh: re.Pattern[str]) -> np.ndarray:
-    """Count English cue words (whole words) and Chinese cue strings per document."""
+def _cue_counts(enc: _Enc) -> np.ndarray:
+    """Count cues per document: promotional, abusive, and abusive words addressed to a person.
+
+    English whole words and bigrams come from the word hashes, Chinese cue strings from a
+    regex. Returns (documents, 3).
+    """
     import numpy as np
 
+    n_docs = len(enc.starts)
     _, _, wh, wdoc, same, bh = _words(enc)
-    uni, bi = _lexicon(words)
-    out = np.zeros(n_docs + 1, dtype=np.int64)
-    for hashes, (lut, table), docs in ((wh, uni, wdoc), (bh, bi, wdoc[same])):
-        if len(hashes):
-            k = lut[_mix(hashes, 0, _LUT_BITS)]
-            hit = (k > 0) & (table[k] == hashes)
-            out += np.bincount(docs[hit], minlength=n_docs + 1)
-    counts = out[:n_docs]
-    if enc[2].max(initial=0) >= 0x3400:
-        counts += _per_doc(_pattern_spans(enc[0], zh), enc[3], n_docs)[0]
+    out = np.zeros((n_docs + 1) * 3, dtype=np.int64)
+    for part, (hashes, (lut, table, kinds), docs) in enumerate(zip(
+            (wh, bh), _lexicon(), (wdoc, wdoc[same]), strict=True)):
+        if not len(hashes):
+            continue
+        k = lut[_mix(hashes, 0, _LUT_BITS)]
+        hit = np.flatnonzero(table[k] == hashes)
+        k = k[hit]
+        hit, kind = hit[k > 0], kinds[k[k > 0]]
+        if part == 0:
+            you = hit[kind == 2]
+            abuse = hit[kind == 1]
+            if len(you) and len(abuse):
+                is_you = np.zeros(len(wh) + 4, dtype=bool)
+                is_you[you + 4] = True  # shifted by 4 so that i - 4 never wraps
+                near = np.zeros(len(abuse), dtype=bool)
+                for d in (1, 2, 3, 4):
+                    prev = np.maximum(abuse - d, 0)
+                    near |= is_you[abuse + 4 - d] & (wdoc[prev] == wdoc[abuse])
+                out += np.bincount(wdoc[abuse[near]] * 3 + 2, minlength=(n_docs + 1) * 3)
+            keep = kind < 2
+            hit, kind = hit[keep], kind[keep]
+        out += np.bincount(docs[hit] * 3 + kind, minlength=(n_docs + 1) * 3)
+    counts = out.reshape(n_docs + 1, 3)[:n_docs]
+    cjk_docs = np.flatnonzero(_class_counts(enc)[:, _C_CJK])
+    if len(cjk_docs):
+        # One regex pass per cue list over the comments that hold Chinese characters, joined
+        # by a separator that no cue contains.
+        sub = [enc.joined[s:s + n] for s, n in zip(enc.starts[cjk_docs].tolist(),
+                                                   enc.lengths[cjk_docs].tolist(), strict=True)]
+        offsets = np.cumsum([0] + [len(t) + 1 for t in sub[:-1]])
+        text = "\x00".join(sub)
+        for kind, pattern in enumerate((_PROMO_ZH, _ABUSE_ZH)):
+            hits = [m.start() for m in pattern.finditer(text)]
+            if hits:
+                k = np.searchsorted(offsets, hits, side="right") - 1
+                counts[:, kind] += np.bincount(cjk_docs[k], minlength=n_docs)
     return counts
 
 
-def _add_ngrams(entries: _Entries, enc: tuple[Any, ...], n_docs: int, fld: int, bits: int,
-                char_range: Sequence[int], salt: int, idf: np.ndarray | None,
-                scale: float = 1.0) -> None:
+def _class_counts(enc: _Enc) -> np.ndarray:
+    """Return per document the number of characters of every class (documents x classes)."""
+    import numpy as np
+
+    counts = enc.cache.get("classes")
+    if counts is None:
+        n = len(enc.starts)
+        # One pass finds the few characters that have a class or may start a link.
+        sel = enc.packed >> np.uint32(_CLASS_SHIFT)
+        pos = np.flatnonzero(sel)
+        sel = sel[pos]
+        cls = sel & np.uint32(7)
+        enc.cache["link_at"] = pos[sel >= 8]
+        has = cls > 0
+        pos, cls = pos[has], cls[has]
+        enc.cache["class_at"] = pos, cls
+        key = (np.searchsorted(enc.starts, pos, side="right") - 1) * _N_CLASSES + cls
+        counts = np.bincount(key, minlength=n * _N_CLASSES).reshape(n, _N_CLASSES)
+        counts[:, _C_CJK] += counts[:, _C_YUAN]
+        enc.cache["classes"] = counts
+    return counts
+
+
+def _add_ngrams(entries: _Entries, enc: _Enc, fld: int, bits: int, cfg: dict[str, Any],
+                salt: int, idf: np.ndarray | None, scale: float = 1.0) -> None:
     """Add character n-grams and word uni/bigrams of one field, each set scaled to unit length."""
-    blocks: dict[str, tuple[list[Any], ...]] = {}
-    for kind, rows, cols, st, en in _ngram_passes(enc, bits, char_range, salt, entries.spans):
-        lists = blocks.setdefault(kind, ([], [], [], []))
-        lists[0].append(rows)
-        lists[1].append(cols)
+    import numpy as np
+
+    n_docs = len(enc.starts)
+    bounds = enc.bounds
+    rows_l, cols_l, s_l, e_l = [], [], [], []
+    for n, pos, cols, _ in _char_windows(enc.codes, cfg, salt, bits):
+        rows_l.append(np.searchsorted(bounds, pos, side="right") - 1)
+        cols_l.append(cols.astype(np.int64))
         if entries.spans:
-            lists[2].append(st)
-            lists[3].append(en)
-    for rows_l, cols_l, s_l, e_l in blocks.values():
-        _add_block(entries, n_docs, fld, enc[3], idf, rows_l, cols_l, s_l, e_l, scale)
+            s_l.append(pos)
+            e_l.append(pos + n)
+    _add_block(entries, n_docs, fld, enc.starts, idf, rows_l, cols_l, s_l, e_l, scale)
+    ws, we, wh, wdoc, same, bh = _words(enc)
+    if len(ws):
+        _add_block(entries, n_docs, fld, enc.starts, idf, [wdoc, wdoc[same]],
+                   [_mix(wh, salt + 101, bits), _mix(bh, salt + 102, bits)],
+                   [ws, ws[same]], [we, we[same + 1]], scale)
 
 
 def _add_block(entries: _Entries, n_docs: int, fld: int, starts: np.ndarray,
@@ -410,6 +598,7 @@ _META_EDGES: dict[str, tuple[float, ...]] = {
     "website": (1,),
     "promo": (1, 2, 3, 5),
     "abuse": (1, 2, 3),
+    "addressed": (1, 2),
     "money": (1,),
 }
 # Scale of the meta block relative to a text block (which has unit length).
@@ -417,47 +606,50 @@ _META_VALUE = 0.35
 _PROMO_VALUE = 1.0
 # Scale of each URL/domain token.
 _URL_VALUE = 0.5
-_META_TABLES: dict[int, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+_META_NAMES = tuple(_META_EDGES)
+_CUE_FEATURES = ("promo", "abuse", "addressed")
+# Feature k is bucketed as value + k * _META_SHIFT against all edges at once.
+_META_SHIFT = 1e9
+_META_TABLES: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
 
-def _meta_table(bits: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Return the bucket edges and bucket columns of every meta feature."""
+def _meta_table(bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return the shifted bucket edges, the bucket columns and the bucket values of all meta
+    features, feature after feature."""
     import numpy as np
 
     table = _META_TABLES.get(bits)
     if table is None:
-        table = _META_TABLES[bits] = {
-            name: (np.asarray(edges, dtype=np.float64),
-                   np.array([_str_hash(f"{name}:{b}", 4000, bits)
-                             for b in range(len(edges) + 1)], dtype=np.int64))
-            for name, edges in _META_EDGES.items()
-        }
+        edges, cols, vals = [], [], []
+        for k, (name, e) in enumerate(_META_EDGES.items()):
+            edges += [x + k * _META_SHIFT for x in e]
+            cols += [_str_hash(f"{name}:{b}", 4000, bits) for b in range(len(e) + 1)]
+            # Cue counts get full weight: the learned value of a cue word must carry to
+            # unseen cue words.
+            vals += [_PROMO_VALUE if name in _CUE_FEATURES else _META_VALUE] * (len(e) + 1)
+        table = _META_TABLES[bits] = (np.array(edges), np.array(cols, dtype=np.int64),
+                                      np.array(vals, dtype=np.float32))
     return table
 
 
-def _find_all(text: str, sub: str) -> list[int]:
-    """Return every start of ``sub`` in ``text``."""
-    out = []
-    i = text.find(sub)
-    while i >= 0:
-        out.append(i)
-        i = text.find(sub, i + 1)
-    return out
-
-
-def _money(raw: np.ndarray, doc: np.ndarray, n_docs: int) -> np.ndarray:
+def _money(enc: _Enc) -> np.ndarray:
     """Count currency amounts ($5, € 20, 500元) per document."""
     import numpy as np
 
-    d = (raw >= 48) & (raw <= 57)
-    next1 = np.r_[d[1:], False]
-    next2 = np.r_[d[2:], False, False] & np.r_[raw[1:] == 32, False]
-    cur = raw == _CURRENCY[0]
-    for c in _CURRENCY[1:]:
-        cur |= raw == c
-    before = cur & (next1 | next2)
-    after = (raw == _YUAN) & np.r_[False, d[:-1]]
-    return np.bincount(doc[before | after], minlength=n_docs + 1)[:n_docs]
+    _class_counts(enc)
+    pos, cls = enc.cache["class_at"]
+    raw = enc.raw
+    cur = pos[cls == _C_CUR]
+    yuan = pos[cls == _C_YUAN]
+
+    def digit(at: np.ndarray) -> np.ndarray:
+        return (raw[at] >= 48) & (raw[at] <= 57)
+
+    # The batch ends with " \x00 \x00", so cur + 2 stays inside it.
+    amounts = np.concatenate((cur[digit(cur + 1) | ((raw[cur + 1] == 32) & digit(cur + 2))],
+                              yuan[digit(yuan - 1)]))
+    docs = np.searchsorted(enc.starts, amounts, side="right") - 1
+    return np.bincount(docs, minlength=len(enc.starts))
 
 
 def _phones(joined: str, starts: np.ndarray, lengths: np.ndarray,
@@ -472,26 +664,43 @@ def _phones(joined: str, starts: np.ndarray, lengths: np.ndarray,
     return out
 
 
-def _find_links(joined: str) -> list[tuple[int, int]]:
-    """Return (start, end) of every URL or bare domain in a string."""
+def _find_links(enc: _Enc) -> list[tuple[int, int]]:
+    """Return (start, end) of every URL or bare domain in a joined batch."""
+    import numpy as np
+
+    joined, c = enc.joined, enc.codes
     spans: list[tuple[int, int]] = []
-    low = joined.lower()
-    if len(low) != len(joined):  # a few characters lower-case to two; keep offsets exact
-        for ch in {c for c in set(joined) if len(c.lower()) != 1}:
-            joined = joined.replace(ch, " ")
-        low = joined.lower()
-    # str.find scans in C; the regex then only runs where a link can start.
-    cands = sorted(_find_all(low, "http") + _find_all(low, "www."))
+    if "." not in joined and "/" not in joined:  # every link holds one or the other
+        return spans
+    # Candidates come from the folded (lower-case) codes with numpy; the regex then only runs
+    # where a link can start. The batch ends with " \x00 \x00", so at + 3 stays inside it.
+    _class_counts(enc)
+    link_at = enc.cache["link_at"]
+    first = c[link_at]
+    cands: list[int] = []
+    for start, rest in ((104, (116, 116, 112)), (119, (119, 119, 46))):  # "http", "www."
+        at = link_at[first == start]
+        for k, code in enumerate(rest, 1):
+            at = at[c[at + k] == code]
+        cands += at.tolist()
     end = -1
-    for pos in cands:
+    for pos in sorted(cands):
         m = _URL_RE.match(joined, pos) if pos >= end else None
         if m:
             # Trailing punctuation ends the sentence, not the link.
             end = m.start() + len(m.group().rstrip(".,;:!?)]}'"))
             spans.append((m.start(), end))
     starts = [s for s, _ in spans]
-    for m in _TLD_RE.finditer(low):
-        dot = m.start()
+    # Bare domains: a dot followed by two letters that can begin a top-level domain.
+    dots = link_at[first == 46]
+    a, b = c[dots + 1].astype(np.int64) - 97, c[dots + 2].astype(np.int64) - 97
+    ok = (a >= 0) & (a < 26) & (b >= 0) & (b < 26)
+    dots = dots[ok]
+    dots = dots[_tld_pairs()[a[ok] * 26 + b[ok]]]
+    for dot in dots.tolist():
+        m = _TLD_RE.match(joined, dot)
+        if m is None:
+            continue
         k = bisect.bisect_right(starts, dot) - 1
         if k >= 0 and dot < spans[k][1]:
             continue
@@ -505,6 +714,21 @@ def _find_links(joined: str) -> list[tuple[int, int]]:
         link = joined[start:path.end() if path else m.end()].rstrip(".,;:!?)]}'\"")
         spans.append((start, start + len(link)))
     return sorted(spans)
+
+
+_TLD_PAIRS: list[np.ndarray] = []
+
+
+def _tld_pairs() -> np.ndarray:
+    """Return a mask over the 26*26 letter pairs that begin one of the top-level domains."""
+    import numpy as np
+
+    if not _TLD_PAIRS:
+        mask = np.zeros(26 * 26, dtype=bool)
+        for tld in _TLDS.split("|"):
+            mask[(ord(tld[0]) - 97) * 26 + ord(tld[1]) - 97] = True
+        _TLD_PAIRS.append(mask)
+    return _TLD_PAIRS[0]
 
 
 def _per_doc(spans: list[tuple[int, int]], starts: np.ndarray,
@@ -530,15 +754,14 @@ def featurize(items: Sequence[CommentText], cfg: dict[str, Any], spans: bool = F
     entries = _Entries(spans=spans)
     if not items:
         return entries.concat()
-    texts = [it.text for it in items]
-    enc = _encode(texts)
+    enc = _encode([it.text for it in items])
     authors = [it.author for it in items]
     a_enc = _encode(authors) if any(authors) else None
-    _add_ngrams(entries, enc, len(items), _F_TEXT, bits, cfg["char_range"], _SALT_TEXT, idf)
-    for fld, e in _name_fields(items, a_enc):
-        _add_ngrams(entries, e, len(items), fld, bits, cfg["char_range"], _SALT_TEXT, idf,
-                    _NAME_SCALE)
-    _add_other(entries, items, texts, enc, authors, a_enc, bits)
+    names = _name_fields(items, a_enc)
+    _add_ngrams(entries, enc, _F_TEXT, bits, cfg, _SALT_TEXT, idf)
+    for fld, e in names:
+        _add_ngrams(entries, e, fld, bits, cfg, _SALT_TEXT, idf, _NAME_SCALE)
+    _add_other(entries, items, enc, a_enc, bits, names)
     return entries.concat()
 
 
@@ -546,7 +769,7 @@ _SALT_TEXT = 1000
 
 
 def _name_fields(items: Sequence[CommentText],
-                 a_enc: tuple[Any, ...] | None) -> list[tuple[int, tuple[Any, ...]]]:
+                 a_enc: _Enc | None) -> list[tuple[int, _Enc]]:
     """Return the encoded author and website fields that are filled in anywhere in a batch."""
     out = [] if a_enc is None else [(_F_AUTHOR, a_enc)]
     sites = [it.website for it in items]
@@ -555,19 +778,16 @@ def _name_fields(items: Sequence[CommentText],
     return out
 
 
-def _add_other(entries: _Entries, items: Sequence[CommentText], texts: list[str],
-               enc: tuple[Any, ...], authors: list[str], a_enc: tuple[Any, ...] | None,
-               bits: int, names: list[tuple[int, tuple[Any, ...]]] | None = None) -> None:
+def _add_other(entries: _Entries, items: Sequence[CommentText], enc: _Enc,
+               a_enc: _Enc | None, bits: int, names: list[tuple[int, _Enc]]) -> None:
     """Add link, website, e-mail domain and shape features."""
     import numpy as np
 
     n_docs = len(items)
-
-    joined, _, raw, starts, doc, _ = enc
-    lengths = np.fromiter((len(t) for t in texts), dtype=np.int64, count=n_docs)
+    joined, starts, lengths = enc.joined, enc.starts, enc.lengths
     # Links, website and e-mail domain share one token space, so what the model learns from
     # links in bodies also applies to the website field, which no training set fills in.
-    links = _find_links(joined)
+    links = _find_links(enc)
     n_links, link_doc = _per_doc(links, starts, n_docs)
     u_rows: list[int] = []
     u_cols: list[int] = []
@@ -602,57 +822,51 @@ def _add_other(entries: _Entries, items: Sequence[CommentText], texts: list[str]
                     np.array(u_s), np.array(u_e))
 
     # The shape of a comment: spam is long on links, digits and capitals, short on words.
-    def counts(mask: np.ndarray) -> np.ndarray:
-        return np.bincount(doc[mask], minlength=n_docs + 1)[:n_docs]
-
-    upper = counts((raw >= 65) & (raw <= 90))
-    n_digits = counts((raw >= 48) & (raw <= 57))
-    alpha = upper + counts((raw >= 97) & (raw <= 122))
+    counts = _class_counts(enc)
+    upper, n_digits = counts[:, _C_UPPER], counts[:, _C_DIGIT]
+    ws, we, _, wdoc, _, _ = _words(enc)
+    alpha = np.bincount(wdoc, weights=we - ws, minlength=n_docs)
+    cues = _cue_counts(enc)
+    email = (np.zeros(n_docs, dtype=np.int64) if "@" not in joined
+             else _per_doc(_pattern_spans(joined, _EMAIL_RE), starts, n_docs)[0])
     values: dict[str, np.ndarray] = {
         "links": n_links,
         "len": lengths,
         "digits": n_digits / np.maximum(lengths, 1),
         "caps": np.where(alpha >= 8, upper / np.maximum(alpha, 1), -1.0),
-        "excl": counts(raw == 33),
+        "excl": counts[:, _C_EXCL],
         "phone": _phones(joined, starts, lengths, n_digits),
-        "email": _per_doc(_pattern_spans(joined, _EMAIL_RE), starts, n_docs)[0],
+        "email": email,
         "website": np.fromiter((bool(w) for w in websites), dtype=np.int64, count=n_docs),
-        "promo": _cue_counts(enc, n_docs, _PROMO_EN, _PROMO_ZH),
-        "money": _money(raw, doc, n_docs),
-        "abuse": _cue_counts(enc, n_docs, _ABUSE_EN, _ABUSE_ZH),
+        "promo": cues[:, 0],
+        "money": _money(enc),
+        "abuse": cues[:, 1],
+        "addressed": cues[:, 2],
     }
     # Cue words count the same in the author and website fields as in the text.
-    for _, e in names if names is not None else _name_fields(items, a_enc):
-        values["promo"] += _cue_counts(e, n_docs, _PROMO_EN, _PROMO_ZH)
+    for _, e in names:
+        values["promo"] = values["promo"] + _cue_counts(e)[:, 0]
     if a_enc is not None:
-        a_len = np.fromiter((len(a) for a in authors), dtype=np.int64, count=n_docs)
-        a_raw, a_doc = a_enc[2], a_enc[4]
-        values["author_len"] = a_len
-        values["author_digits"] = np.bincount(a_doc[(a_raw >= 48) & (a_raw <= 57)],
-                                              minlength=n_docs + 1)[:n_docs]
-        values["author_url"] = _per_doc(_find_links(a_enc[0]), a_enc[3], n_docs)[0]
-    table = _meta_table(bits)
-    all_rows = np.arange(n_docs)
-    # Author features exist only where there is an author, so that a comment scores the same
-    # alone or in any batch.
-    has_author = np.fromiter((bool(a) for a in authors), dtype=bool, count=n_docs)
-    for name, v in values.items():
-        if v is None:
-            continue
-        edges, cols = table[name]
-        b = np.searchsorted(edges, v, side="right")
-        if name == "caps":
-            keep = np.flatnonzero(v >= 0)
-        elif name.startswith("author_"):
-            keep = np.flatnonzero(has_author)
-        elif name in ("promo", "abuse"):
-            # Full weight: the learned value of a cue word must carry to unseen cue words.
-            entries.add(all_rows, cols[b], _PROMO_VALUE, _F_META)
-            continue
-        else:
-            entries.add(all_rows, cols[b], _META_VALUE, _F_META)
-            continue
-        entries.add(keep, cols[b[keep]], _META_VALUE, _F_META)
+        values["author_len"] = a_enc.lengths
+        values["author_digits"] = _class_counts(a_enc)[:, _C_DIGIT]
+        values["author_url"] = _per_doc(_find_links(a_enc), a_enc.starts, n_docs)[0]
+    edges, cols, vals = _meta_table(bits)
+    v = np.zeros((n_docs, len(_META_NAMES)))
+    keep = np.ones(v.shape, dtype=bool)
+    for k, name in enumerate(_META_NAMES):
+        if name in values:
+            v[:, k] = values[name]
+        if name.startswith("author_"):
+            # Author features exist only where there is an author, so that a comment scores
+            # the same alone or in any batch.
+            keep[:, k] = a_enc.lengths > 0 if a_enc is not None else False
+    keep[:, _META_NAMES.index("caps")] = v[:, _META_NAMES.index("caps")] >= 0
+    np.minimum(v, _META_SHIFT / 4, out=v)
+    v += np.arange(len(_META_NAMES)) * _META_SHIFT
+    bucket = np.searchsorted(edges, v, side="right") + np.arange(len(_META_NAMES))
+    rows, _ = np.nonzero(keep)
+    bucket = bucket[keep]
+    entries.add(rows, cols[bucket], vals[bucket], _F_META)
 
 
 # --------------------------------------------------------------------------------------------
@@ -677,9 +891,12 @@ class Classifier:
         self.weights_t = np.ascontiguousarray(weights.T, dtype=np.float32)
         self.idf = np.asarray(artifact["idf"], dtype=np.float32)
         # idf*w per head plus idf**2: scoring n-grams then needs one lookup per occurrence.
-        self.table = np.empty((len(self.idf), weights.shape[1] + 1), dtype=np.float32)
-        np.multiply(weights, self.idf[:, None], out=self.table[:, :-1])
-        self.table[:, -1] = self.idf ** 2
+        # Rows are padded to a multiple of 8 floats (32 bytes), so that no row straddles two
+        # cache lines: the lookups are random and memory-bound.
+        h = weights.shape[1]
+        self.table = np.zeros((len(self.idf), -(-(h + 1) // 8) * 8), dtype=np.float32)
+        np.multiply(weights, self.idf[:, None], out=self.table[:, :h])
+        self.table[:, h] = self.idf ** 2
         self.intercept = np.asarray(artifact["intercept"], dtype=np.float64)
         self.calib_a = np.asarray(artifact["calib_a"], dtype=np.float64)
         self.calib_b = np.asarray(artifact["calib_b"], dtype=np.float64)
@@ -704,52 +921,101 @@ class Classifier:
 
         n, h = len(items), len(self.heads)
         out = np.zeros((n, h), dtype=np.float64)
-        texts = [it.text for it in items]
-        enc = _encode(texts)
+        enc = _encode([it.text for it in items])
         authors = [it.author for it in items]
         a_enc = _encode(authors) if any(authors) else None
-        bits = int(self.config["bits"])
-        char_range = self.config["char_range"]
         names = _name_fields(items, a_enc)
         for e, scale in [(enc, 1.0)] + [(e, _NAME_SCALE) for _, e in names]:
             # Same TF-IDF/unit-length values as featurize(), summed without materialising them:
             # sum(idf*w)/sqrt(sum(idf**2)) per document and block, via one table lookup.
-            passes = [(kind, rows, cols) for kind, rows, cols, _, _
-                      in _ngram_passes(e, bits, char_range, _SALT_TEXT, False)]
-            sums = self._sum_passes(passes, n)
-            acc: dict[str, np.ndarray] = {}
-            for (kind, _, _), part in zip(passes, sums, strict=True):
-                acc[kind] = acc[kind] + part if kind in acc else part
-            for a in acc.values():
+            for a in (self._char_sums(e), self._word_sums(e)):
                 norm = np.sqrt(np.maximum(a[:, h], 0.0))
                 out += a[:, :h] * (scale / np.maximum(norm, 1e-6))[:, None]
         entries = _Entries()
-        _add_other(entries, items, texts, enc, authors, a_enc, bits, names)
+        _add_other(entries, items, enc, a_enc, int(self.config["bits"]), names)
         rows, cols, vals, _, _, _ = entries.concat()
-        for j, w in enumerate(self.weights_t):
-            out[:, j] += np.bincount(rows, weights=w[cols] * vals, minlength=n)
+        if n == 1:
+            out[0] += self.weights_t[:, cols] @ vals
+        else:
+            for j, w in enumerate(self.weights_t):
+                out[:, j] += np.bincount(rows, weights=w[cols] * vals, minlength=n)
         return out + self.intercept
 
-    def _sum_passes(self, passes: list[tuple[str, np.ndarray, np.ndarray]],
-                    n: int) -> list[np.ndarray]:
-        """Sum table rows per document for every pass (``rows`` ascend within a pass)."""
+    def _char_sums(self, enc: _Enc) -> np.ndarray:
+        """Sum the table rows of every character n-gram per document."""
         import numpy as np
 
-        if n == 1:
-            return [self.table[cols].sum(axis=0, dtype=np.float64)[None, :]
-                    for _, _, cols in passes]
-        if not passes:
-            return []
+        bits = int(self.config["bits"])
+        n = len(enc.starts)
+        ts, te, th = _tokens(enc)
+        if len(ts) < 256:
+            bounds = enc.bounds
+            return self._block_sums([(cols, np.searchsorted(pos, bounds)) for _, pos, cols, _
+                                     in _char_windows(enc.codes, self.config, _SALT_TEXT, bits)],
+                                    n)
+        # The n-grams of a token do not depend on its neighbours, and a batch repeats most
+        # of its tokens: sum each distinct token once, then add the tokens up per document.
+        slot = _mix(th, 7, max(10, len(ts).bit_length() + 1))
+        ar = np.arange(len(ts), dtype=np.int64)
+        lut = np.empty(int(slot.max()) + 1, dtype=np.int64)
+        lut[slot] = ar
+        rep = lut[slot]
+        own = np.where(th[rep] == th, rep, ar)
+        uniq = np.flatnonzero(own == ar)
+        row_of = np.empty(len(ts), dtype=np.int64)
+        row_of[uniq] = np.arange(len(uniq))
+        # The distinct tokens laid out as " tok1 tok2 ... ", each with the space before it.
+        us, ue = ts[uniq], te[uniq]
+        lens = ue - us + 1
+        off = np.cumsum(lens) - lens
+        codes = np.empty(int(lens.sum()) + 1, dtype=np.uint32)
+        codes[:-1] = enc.codes[np.arange(len(codes) - 1) + np.repeat(us - 1 - off, lens)]
+        codes[-1] = 32
+        # " tok" holds len(tok) + 3 - n windows of n characters (with the space after it)
+        # when no window is left out.
+        bounds = np.append(off, len(codes))
+        per_token = self._block_sums(
+            [(cols, np.concatenate(([0], np.cumsum(np.maximum(lens + 2 - n, 0)))) if full
+              else np.searchsorted(pos, bounds))
+             for n, pos, cols, full in _char_windows(codes, self.config, _SALT_TEXT, bits)],
+            len(uniq))
+        import scipy.sparse as sp
+
+        docs = sp.csr_matrix((np.ones(len(ts), dtype=np.float32), row_of[own],
+                              np.searchsorted(ts, enc.bounds)), shape=(n, len(uniq)))
+        return np.asarray(docs @ per_token)
+
+    def _word_sums(self, enc: _Enc) -> np.ndarray:
+        """Sum the table rows of every word unigram and bigram per document."""
+        import numpy as np
+
+        bits = int(self.config["bits"])
+        ws, _, wh, _, same, bh = _words(enc)
+        bounds = enc.bounds
+        return self._block_sums([(_mix(wh, _SALT_TEXT + 101, bits), np.searchsorted(ws, bounds)),
+                                 (_mix(bh, _SALT_TEXT + 102, bits),
+                                  np.searchsorted(ws[same], bounds))], len(enc.starts))
+
+    def _block_sums(self, passes: list[tuple[np.ndarray, np.ndarray]], n: int) -> np.ndarray:
+        """Sum table rows per row for passes of (columns, row pointers), as (n, heads + 1)."""
+        import numpy as np
+
+        if n == 1 or not passes:
+            out = np.zeros((n, self.table.shape[1]), dtype=np.float64)
+            if passes:
+                cols = np.concatenate([c for c, _ in passes])
+                out[0] = self.table[cols].sum(axis=0, dtype=np.float64)
+            return out
         import scipy.sparse as sp
 
         # One sparse product for all passes: pass k owns the rows k*n .. k*n+n-1.
-        rows = np.concatenate([r + k * n for k, (_, r, _) in enumerate(passes)])
-        cols = np.concatenate([c for _, _, c in passes])
-        indptr = np.searchsorted(rows, np.arange(n * len(passes) + 1))
+        cols = np.concatenate([c for c, _ in passes])
+        sizes = np.cumsum([0] + [len(c) for c, _ in passes])
+        indptr = np.concatenate([p[:-1] + sizes[k] for k, (_, p) in enumerate(passes)]
+                                + [sizes[-1:]])
         m = sp.csr_matrix((np.ones(len(cols), dtype=np.float32), cols, indptr),
                           shape=(n * len(passes), self.table.shape[0]))
-        res = np.asarray(m @ self.table, dtype=np.float64)
-        return [res[k * n:(k + 1) * n] for k in range(len(passes))]
+        return np.asarray(m @ self.table, dtype=np.float64).reshape(len(passes), n, -1).sum(0)
 
     def predict(self, items: Sequence[CommentText]) -> np.ndarray:
         """Return calibrated probabilities as an array of shape (comments, heads)."""

@@ -441,3 +441,41 @@ def test_shipped_model_on_unseen_video() -> None:
         "--score", "spam", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["roc_auc"] >= 0.98
+
+
+def _random_classifier(bits: int = 16) -> Classifier:
+    """Return a classifier with random weights over the current feature code."""
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    heads = ["spam", "toxicity", "insult", "obscene", "threat", "identity_attack"]
+    artifact = {
+        "format": classifier.ARTIFACT_FORMAT, "heads": heads,
+        "features": {"bits": bits, "char_range": [2, 4], "version": classifier.FEATURE_VERSION},
+        "weights": rng.normal(size=(1 << bits, len(heads))).astype(np.float16),
+        "idf": rng.uniform(1.0, 8.0, 1 << bits).astype(np.float16),
+        "intercept": np.zeros(len(heads)), "calib_a": np.ones(len(heads)),
+        "calib_b": np.zeros(len(heads)),
+    }
+    return Classifier(artifact, {})
+
+
+def test_fast_scoring_equals_the_training_features() -> None:
+    import numpy as np
+
+    clf = _random_classifier()
+    rng = random.Random(5)
+    pool = HAM + TOXIC + ZH_TOXIC + ZH_OK + SPAM + ["", "   ", "a", "Ünïcödé ＦＵＬＬ　width 😀!!",
+                                                    "x\x00y", "$5 £ 20 500元 phone 555 123 4567"]
+    # Enough repeated tokens that the batch path sums each distinct token once.
+    items = [CommentText(" ".join(rng.choice(pool) for _ in range(rng.randint(1, 4))),
+                         author=rng.choice(["", "Anna", "Cheap Pills 24"]),
+                         website=rng.choice(["", "http://x.example/a"]),
+                         email=rng.choice(["", "a@b.example"])) for _ in range(300)]
+    rows, cols, vals, *_ = classifier.featurize(items, clf.config, idf=clf.idf)
+    expected = np.stack([np.bincount(rows, weights=w[cols] * vals, minlength=len(items))
+                         for w in clf.weights_t], axis=1)
+    got = clf._logits(items) - clf.intercept
+    assert np.allclose(got, expected, atol=1e-3)
+    singles = np.vstack([clf._logits([it]) for it in items[:40]]) - clf.intercept
+    assert np.allclose(singles, expected[:40], atol=1e-3)
