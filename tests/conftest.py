@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,19 @@ def need_service(name: str, host: str, port: int) -> None:
     if IN_CI:
         pytest.fail(message + " (CI must provide it: see .ci/run)")
     pytest.skip(message)
+
+
+@pytest.fixture
+def steady_window() -> None:
+    """Start a test that counts requests up to a limit well inside one limiter window.
+
+    The sliding-window-counter strategy weighs the previous window's count by how much of the
+    current window is left, rounding down: a test whose requests straddle a minute boundary
+    could see one extra request allowed. Windows are aligned to whole minutes of the epoch.
+    """
+    into_minute = time.time() % 60
+    if into_minute > 50:
+        time.sleep(60.05 - into_minute)
 
 
 def base_config(**overrides: Any) -> dict[str, Any]:

@@ -179,6 +179,7 @@ def test_perspective_key_errors_and_missing_model(
     assert wrong_method.status_code == 405
 
 
+@pytest.mark.usefixtures("steady_window")
 def test_perspective_rate_limit_answers_resource_exhausted() -> None:
     app = make_app(RATELIMIT_ENABLED=True, LIMIT_API_KEY="2/minute")
     fakes.install(app)

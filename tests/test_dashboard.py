@@ -300,6 +300,7 @@ def test_forms_without_a_csrf_token_are_refused(csrf_app: Flask) -> None:
 # -- throttled login ------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("steady_window")
 def test_login_attempts_are_throttled_per_address(database_url: str) -> None:
     app = make_app(database_url, RATELIMIT_ENABLED=True)
     try:

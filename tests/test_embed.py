@@ -249,6 +249,7 @@ def test_demo_api_origin_can_be_configured() -> None:
     assert 'src="https://comments.example/embed.js"' in html
 
 
+@pytest.mark.usefixtures("steady_window")
 def test_a_429_is_readable_cross_origin_with_its_retry_after() -> None:
     app = make_app(RATELIMIT_ENABLED=True, LIMIT_POST="1/minute")
     fakes.install(app)

@@ -255,6 +255,7 @@ def test_keyboard_reply_and_escape(live: Callable[..., Live], browser: Any) -> N
     expect(page.locator(".cm-widget > .cm-form textarea")).to_be_focused()
 
 
+@pytest.mark.usefixtures("steady_window")
 def test_too_many_comments_shows_when_to_retry(live: Callable[..., Live], browser: Any) -> None:
     server = live(RATELIMIT_ENABLED=True, LIMIT_POST="1/minute", LIMIT_READ="1000/minute")
     page = server.open(browser, EN_POST)

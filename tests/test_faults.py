@@ -23,7 +23,7 @@ from tests import fakes
 from tests.conftest import make_app
 from tests.services import PrivatePostgres, PrivateRedis
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("steady_window")]
 
 
 @pytest.fixture

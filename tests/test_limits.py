@@ -13,6 +13,8 @@ from moderation.db import Site, db
 from tests import fakes
 from tests.conftest import REDIS_URL, clear_tables, make_app, need_service
 
+pytestmark = pytest.mark.usefixtures("steady_window")
+
 
 @pytest.fixture(params=["memory", "redis"])
 def storage(request: pytest.FixtureRequest) -> str:

@@ -28,7 +28,8 @@ from moderation.db import Comment, Site, db
 from tests.conftest import PG_BASE, make_app, need_service
 from tests.services import free_port, listening, wait_for
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis,
+              pytest.mark.usefixtures("steady_window")]
 
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = Path(sys.executable).parent / "gunicorn"

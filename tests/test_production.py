@@ -173,6 +173,7 @@ def test_logs_are_json_with_request_id_and_no_raw_address_or_secrets(
 # -- metrics ----------------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("steady_window")
 def test_metrics_count_routes_decisions_queue_model_and_limit_hits(database_url: str) -> None:
     app = make_app(database_url, RATELIMIT_ENABLED=True, LIMIT_POST="3/minute")
     try:

@@ -149,6 +149,7 @@ def test_a_key_sees_only_its_own_site(
     assert feedback.status_code == 404
 
 
+@pytest.mark.usefixtures("steady_window")
 def test_per_key_rate_limit_counts_each_key_separately() -> None:
     app = make_app(RATELIMIT_ENABLED=True, LIMIT_API_KEY="3/minute")
     site = add_site(app)
