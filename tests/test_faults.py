@@ -119,16 +119,21 @@ def private_postgres() -> Iterator[PrivatePostgres]:
     server.remove()
 
 
+def pg_app(server: PrivatePostgres, **overrides: Any) -> tuple[Flask, str, FlaskClient]:
+    """Return an app on the private server with the production pool settings, a site, a client."""
+    app = make_app(
+        server.url,
+        SQLALCHEMY_ENGINE_OPTIONS={"pool_recycle": 1800, "connect_args": {"connect_timeout": 3}},
+        **overrides,
+    )
+    fakes.install(app)
+    return app, add_site(app), app.test_client()
+
+
 def test_postgres_down_answers_503_writes_nothing_and_recovers_without_restart(
     private_postgres: PrivatePostgres,
 ) -> None:
-    app = make_app(
-        private_postgres.url,
-        SQLALCHEMY_ENGINE_OPTIONS={"pool_recycle": 1800, "connect_args": {"connect_timeout": 3}},
-    )
-    fakes.install(app)
-    key = add_site(app)
-    client = app.test_client()
+    app, key, client = pg_app(private_postgres)
     assert post(client, key, text="before").status_code == 201
 
     private_postgres.stop()
@@ -159,13 +164,7 @@ def test_postgres_down_answers_503_writes_nothing_and_recovers_without_restart(
 
 def test_a_restart_while_idle_costs_no_request(private_postgres: PrivatePostgres) -> None:
     """Pooled connections idle past DB_PING_IDLE_SECONDS are checked, so none fails a reader."""
-    app = make_app(
-        private_postgres.url, DB_PING_IDLE_SECONDS=0.5,
-        SQLALCHEMY_ENGINE_OPTIONS={"pool_recycle": 1800, "connect_args": {"connect_timeout": 3}},
-    )
-    fakes.install(app)
-    key = add_site(app)
-    client = app.test_client()
+    app, key, client = pg_app(private_postgres, DB_PING_IDLE_SECONDS=0.5)
     assert post(client, key, text="before the restart").status_code == 201
 
     private_postgres.stop()
