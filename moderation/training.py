@@ -15,7 +15,7 @@ import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -74,6 +74,11 @@ SOURCE_BUDGET: dict[str, float] = {
     "youtube": 1.0,
     "sms": 0.7,
     "ham_other": 0.6,
+    # Only YouTube comments have author names, so at 0.3 the spam head learns that a name is
+    # spam-like (+1.5 to +2 logits on named ham and spam alike in validation). At 1.0 that
+    # went (+0.1), but validation ROC-AUC fell 0.001, the unseen video fell to 0.98999 and the
+    # hold threshold held 34% of DataCamp's good comments instead of 17%: kept at 0.3, and the
+    # card says so.
     "youtube_ham": 0.3,
     "sms_ham": 0.3,
 }
@@ -549,6 +554,16 @@ def train(data: Path, out: Path, quick: bool = False,
     idf = (np.log((1 + len(train_rows)) / (1 + df)) + 1.0).astype(np.float16).astype(np.float32)
     del raw
     x_all = feature_matrix(items, idf=idf)
+    # Only YouTube comments carry author names, and for the toxicity and attribute heads they
+    # are all negatives (casual ham): with them, those heads learned "has an author name, so
+    # not toxic" (a logit of about -10 for a 10-19 character name, whatever the text said).
+    # Those heads see these comments without author and website; the spam head, which has
+    # named spam and named ham, keeps them.
+    named = [i for i, e in enumerate(ex) if e.item.author or e.item.website]
+    x_plain = sp.vstack([x_all, feature_matrix(
+        [replace(ex[i].item, author="", website="") for i in named], idf=idf)], format="csr")
+    plain_row = np.arange(len(ex))
+    plain_row[named] = len(ex) + np.arange(len(named))
     progress(f"features ready ({time.perf_counter() - t0:.0f}s, {x_all.nnz} non-zeros)")
 
     def rows_for(head: str, split: str) -> tuple[list[int], np.ndarray, list[Example]]:
@@ -600,8 +615,11 @@ def train(data: Path, out: Path, quick: bool = False,
         w = _weights(etr, ytr)
         # Naive-Bayes log-count ratios scale each column by how much it separates the classes;
         # with a few thousand in-domain rows this beat plain TF-IDF on every validation source.
-        r = _nb_ratio(x_all[tr], ytr, w)
-        xr = x_all @ sp.diags(r)
+        x_head = x_all if head == "spam" else x_plain
+        if head != "spam":
+            tr, va = plain_row[tr].tolist(), plain_row[va].tolist()
+        r = _nb_ratio(x_head[tr], ytr, w)
+        xr = x_head @ sp.diags(r)
         x_tr = xr[tr].tocsr()
         x_va = xr[va].tocsr() if len(va) else None
         best = None
@@ -888,6 +906,14 @@ Attributes are trained on English only and mean little for Chinese text.
 
 Spam ham also includes a sample of ordinary comments from the toxicity corpora (`ham_other`),
 whose labels are unchanged: they are comments, not adverts.
+
+Only YouTube comments have author names, and for toxicity they are all negatives (YouTube ham).
+Until model version 2026.11.26-2e8f33be the toxicity head learned from them that a comment with
+an author name is not toxic: "You are a stupid idiot and everyone hates you." from "John Smith"
+scored 0.035 instead of 1.0. The toxicity and attribute heads now see those comments without
+author and website, so a name changes toxicity only through its own words. The spam head keeps
+the author features, which it learned from named spam and named ham alike (see the limits for
+what a name's mere presence does to the spam score).
 """
 
 CARD_FINDINGS = """
@@ -905,6 +931,7 @@ Iteration 3 (feature version 3):
 | feature version 2 (model 2026.11.26-2e8f33be, C=4) | 0.9399 | 0.9187 |
 | character 2–4-grams inside space-padded tokens (char_wb) | 0.9470 | 0.9180 |
 | char_wb 3–5-grams | 0.9468 | 0.8804 |
+| char_wb 2–5-grams (with the shipped lists and budgets below) | 0.9592 | 0.9191 |
 | char_wb 3–4-grams, 2-grams only where they touch a CJK character | 0.9451 | 0.9172 |
 | char_wb 2–4, budgets Jigsaw 2.0 and Davidson 0.5 | 0.9376 | 0.9129 |
 | char_wb 2–4, Toxic Spans budgets 0.5 / civil 0.8 / snippets 0.6 | 0.9450 | 0.9139 |
@@ -958,7 +985,7 @@ CARD_LIMITS = """
 - **Spam domain shift.** Training spam is YouTube comment spam (2013–2015) and SMS spam; blog
   spam (SEO link drops, fake praise with a website link, tech-support phone numbers) differs.
   The website and e-mail fields never appear in training data: they reuse what the text taught
-  (n-gram weights, link tokens, cue words). On the DataCamp blog-comment set ROC-AUC is 0.71;
+  (n-gram weights, link tokens, cue words). On the DataCamp blog-comment set ROC-AUC is 0.73;
   that set also labels every non-English or one-word comment spam, which no model here is
   taught. Expect lower recall on new spam campaigns; moderator feedback is the remedy.
 - **Comparison caveat.** alt-profanity-check's README says it was trained on the Davidson data
@@ -966,13 +993,19 @@ CARD_LIMITS = """
   `jigsaw_test` are probably measured on rows it was trained on; ours never saw those rows.
 - **Author and website fields**: no training set has a website and only YouTube has author
   names, so both are scored with the weights learned from comment bodies (at half scale) plus
-  the shared promotional-cue count. A spam word the training spam never used (a brand, a
-  Chinese pharmacy name outside the cue list) in the name or URL of an otherwise polite comment
-  moves the score little; moderator feedback is the remedy.
+  the shared promotional-cue count; the author's length, digits and links count for spam only.
+  Because only YouTube comments (half spam) have names, any author name raises the spam logit by
+  about 1.5–2 (in odds, a polite comment at 0.1% spam goes to about 1%, still far below the
+  hold threshold). Giving YouTube ham the budget of YouTube spam removed that but cost spam
+  ROC-AUC on validation and on the unseen video, and held more good DataCamp comments, so it
+  was not shipped. A
+  spam word the training spam never used (a brand, a Chinese pharmacy name outside the cue list)
+  in the name or URL of an otherwise polite comment moves the score little; moderator feedback
+  is the remedy.
 - **Toxicity holds trade recall for fewer held good comments**: the 98% recall target would
   have held a large share of good comments; the cap keeps good-comment holds at 10% per
   validation source and the recall reached is in the table above. On sources unlike the
-  training data more good comments are held (Kaggle insults 29%, ETHOS 25%, SWSR 25%, DataCamp
+  training data more good comments are held (Kaggle insults 29%, ETHOS 25%, SWSR 26%, DataCamp
   17% in the test tables), because those sets' "good" rows are themselves heated or off-topic.
 - **Calibration** holds for the validation mixture of sources; on a site where bad comments are
   rarer the same score means a lower chance of being bad, so precision at the thresholds will
@@ -989,7 +1022,9 @@ flask --app wsgi model evaluate --input my_comments.csv.gz --text-column text \\
 python bench/scoring.py
 ```
 
-`train` rewrites `classifier.skops`, `manifest.json` and this card; the loader refuses the artifact
+The app factory behind `flask --app wsgi` wants a secret key: `instance/config.py` (written by
+`python3 dev.py serve`) or `MODERATION_SECRET_KEY` in the environment. `train` rewrites
+`classifier.skops`, `manifest.json` and this card; the loader refuses the artifact
 when its sha256 differs from the manifest or the installed scikit-learn differs from the one it
 was built with.
 """

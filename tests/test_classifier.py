@@ -391,8 +391,22 @@ def test_shipped_model_publishes_polite_comments(shipped: Classifier, item: Comm
 
 
 @pytest.mark.parametrize("text", ["你就是个傻逼，滚", "you are a fucking idiot"])
-def test_shipped_model_holds_insults(shipped: Classifier, text: str) -> None:
-    assert shipped.score_one(CommentText(text)).toxicity >= shipped.thresholds["toxicity"]["hold"]
+@pytest.mark.parametrize("author", ["", "Maria", "John Smith", "Li Wei 1987"])
+def test_shipped_model_holds_insults(shipped: Classifier, text: str, author: str) -> None:
+    # An author name must not vouch for the text: only YouTube ham had names in training.
+    item = CommentText(text, author=author)
+    assert shipped.score_one(item).toxicity >= shipped.thresholds["toxicity"]["hold"]
+
+
+@pytest.mark.parametrize("author", ["Maria", "John Smith", "Li Wei"])
+def test_shipped_model_does_not_hold_a_comment_for_its_name(shipped: Classifier,
+                                                             author: str) -> None:
+    text = "Thanks for the clear explanation, the second example helped me most."
+    plain = shipped.score_one(CommentText(text))
+    named = shipped.score_one(CommentText(text, author=author))
+    assert named.spam < shipped.thresholds["spam"]["hold"]
+    assert named.toxicity < shipped.thresholds["toxicity"]["hold"]
+    assert abs(named.toxicity - plain.toxicity) < 0.05
 
 
 def test_hold_threshold_is_capped_by_good_comments_held() -> None:
