@@ -947,8 +947,9 @@ class Classifier:
 
         bits = int(self.config["bits"])
         n = len(enc.starts)
-        ts, te, th = _tokens(enc)
-        if len(ts) < 256:
+        # One comment or a few tokens: summing every window directly is cheaper.
+        ts, te, th = _tokens(enc) if n > 1 else (enc.starts, enc.starts, None)
+        if n == 1 or len(ts) < 256:
             bounds = enc.bounds
             return self._block_sums([(cols, np.searchsorted(pos, bounds)) for _, pos, cols, _
                                      in _char_windows(enc.codes, self.config, _SALT_TEXT, bits)],
@@ -1004,7 +1005,7 @@ class Classifier:
             out = np.zeros((n, self.table.shape[1]), dtype=np.float64)
             if passes:
                 cols = np.concatenate([c for c, _ in passes])
-                out[0] = self.table[cols].sum(axis=0, dtype=np.float64)
+                out[0] = self.table[cols].sum(axis=0)
             return out
         import scipy.sparse as sp
 
