@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from blinker import Namespace
-from sqlalchemy import and_, bindparam, exists, func, insert, or_, select
+from sqlalchemy import ARRAY, String, and_, any_, bindparam, exists, func, insert, or_, select
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import aliased, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
@@ -793,13 +793,21 @@ def thread_page(
     return result
 
 
-_COUNTS = (  # built once: counts are asked for on every page with a comment link
-    select(Thread.__table__.c.uri, func.count(Comment.__table__.c.id))
-    .join(Comment.__table__, and_(Comment.__table__.c.thread_id == Thread.__table__.c.id,
-                                  Comment.__table__.c.status == Status.PUBLISHED.value))
-    .where(Thread.__table__.c.site_id == bindparam("site"),
-           Thread.__table__.c.uri.in_(bindparam("uris", expanding=True)))
-    .group_by(Thread.__table__.c.uri)
+def _counts_statement(uris_match: Any) -> Any:
+    return (
+        select(Thread.__table__.c.uri, func.count(Comment.__table__.c.id))
+        .join(Comment.__table__, and_(Comment.__table__.c.thread_id == Thread.__table__.c.id,
+                                      Comment.__table__.c.status == Status.PUBLISHED.value))
+        .where(Thread.__table__.c.site_id == bindparam("site"), uris_match)
+        .group_by(Thread.__table__.c.uri)
+    )
+
+
+# Built once: counts are asked for on every page with a comment link. PostgreSQL takes the
+# URIs as one array parameter, so the statement never changes and stays prepared.
+_COUNTS = _counts_statement(Thread.__table__.c.uri.in_(bindparam("uris", expanding=True)))
+_COUNTS_PG = _counts_statement(
+    Thread.__table__.c.uri == any_(bindparam("uris", type_=ARRAY(String)))
 )
 
 
@@ -807,5 +815,6 @@ def counts(site: Site, uris: Sequence[str]) -> dict[str, int]:
     """Return the number of published comments for each requested URI."""
     keys = {uri: normalise_uri(uri, "uris") for uri in uris}
     params = {"site": site.id, "uris": sorted(set(keys.values()))}
-    found = dict(read_once(_COUNTS, params).all())
+    statement = _COUNTS_PG if db.engine.dialect.name == "postgresql" else _COUNTS
+    found = dict(read_once(statement, params).all())
     return {uri: int(found.get(key, 0)) for uri, key in keys.items()}
