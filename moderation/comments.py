@@ -11,6 +11,7 @@ import urllib.parse
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any, TypeVar
 
 from blinker import Namespace
@@ -107,6 +108,12 @@ def normalise_uri(value: object, field: str = "uri") -> str:
     """Return the thread key of a page: its path, without query, fragment or trailing slash."""
     if not isinstance(value, str) or not value.strip():
         raise InvalidField(field, "is required: the page path, e.g. /posts/hello")
+    return _path_of(value, field)
+
+
+@lru_cache(maxsize=4096)
+def _path_of(value: str, field: str) -> str:
+    """normalise_uri for a non-empty string; remembered, as pages ask for the same URIs."""
     raw = sanitising.normalise(value).strip()
     if len(raw) > MAX_URI:
         raise InvalidField(field, f"must be at most {MAX_URI} characters")
