@@ -376,7 +376,7 @@ def test_chinese_interface(live: Callable[..., Live], browser: Any) -> None:
     assert_clean(server)
 
     dark = server.open(browser, ZH_POST, color_scheme="dark", viewport=PHONE)
-    assert "cm-dark" in dark.locator("#comments").get_attribute("class")
+    expect(dark.locator("#comments")).to_have_class(re.compile(r"\bcm-dark\b"))
     shot(dark, "zh-dark-phone")
 
 
@@ -384,13 +384,13 @@ def test_themes_follow_the_page(live: Callable[..., Live], browser: Any) -> None
     server = live()
     light = server.open(browser, EN_POST)
     color = "getComputedStyle(document.querySelector('.cm-author')).color"
-    assert "cm-light" in light.locator("#comments").get_attribute("class")
+    expect(light.locator("#comments")).to_have_class(re.compile(r"\bcm-light\b"))
     dark = server.open(browser, EN_POST, color_scheme="dark")
-    assert "cm-dark" in dark.locator("#comments").get_attribute("class")
+    expect(dark.locator("#comments")).to_have_class(re.compile(r"\bcm-dark\b"))
     assert light.evaluate(color) != dark.evaluate(color)
     shot(dark, "en-dark-desktop")
     forced = server.open(browser, EN_POST + "?theme=dark", viewport=PHONE)
-    assert "cm-solid" in forced.locator("#comments").get_attribute("class")
+    expect(forced.locator("#comments")).to_have_class(re.compile(r"\bcm-solid\b"))
     shot(forced, "en-forced-dark-phone")
     phone = server.open(browser, EN_POST, viewport=PHONE)
     phone.locator(".cm-reply").first.click()

@@ -771,6 +771,9 @@
       loadStyles();
       build();
       applyTheme();
+      // The page's own stylesheets may still be loading (this script is async): look again
+      // once they are in, so the widget follows the page's background.
+      if (document.readyState !== "complete") window.addEventListener("load", applyTheme);
       if (window.matchMedia) matchMedia("(prefers-color-scheme: dark)").addEventListener("change", applyTheme);
       load();
       setInterval(function () {
