@@ -16,11 +16,11 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
-from moderation.db import Comment, ModerationEvent, Site, Thread, db
+from moderation.db import Comment, ModerationEvent, Thread, db
 from moderation.limits import limiter
 from moderation.observability import JsonFormatter
 from tests import fakes
-from tests.conftest import make_app
+from tests.conftest import add_site, make_app
 from tests.services import PrivatePostgres, PrivateRedis
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("steady_window")]
@@ -39,14 +39,6 @@ def logs() -> Iterator[io.StringIO]:
 
 def messages(stream: io.StringIO) -> list[str]:
     return [json.loads(line)["message"] for line in stream.getvalue().splitlines() if line]
-
-
-def add_site(app: Flask) -> str:
-    with app.app_context():
-        site = Site(name="Blog", origins=[], settings={})
-        db.session.add(site)
-        db.session.commit()
-        return site.key
 
 
 def post(client: FlaskClient, key: str, text: str = "Nice post", addr: str = "198.51.100.1",
@@ -74,7 +66,7 @@ def test_redis_down_falls_back_to_per_process_limits_and_recovers(
     app = make_app(RATELIMIT_ENABLED=True, RATELIMIT_STORAGE_URI=private_redis.url,
                    RATELIMIT_KEY_PREFIX="faults", LIMIT_POST="3/minute", PROXY_COUNT=1)
     fakes.install(app)
-    key = add_site(app)
+    key = add_site(app).key
     client = app.test_client()
     shared = redis.Redis.from_url(private_redis.url)
 
@@ -127,7 +119,7 @@ def pg_app(server: PrivatePostgres, **overrides: Any) -> tuple[Flask, str, Flask
         **overrides,
     )
     fakes.install(app)
-    return app, add_site(app), app.test_client()
+    return app, add_site(app).key, app.test_client()
 
 
 def test_postgres_down_answers_503_writes_nothing_and_recovers_without_restart(
@@ -185,7 +177,7 @@ def test_postgres_down_in_the_middle_of_a_submission_leaves_no_partial_rows(
     """Stop the server after the thread row is flushed but before the commit."""
     app = make_app(private_postgres.url)
     fakes.install(app)
-    key = add_site(app)
+    key = add_site(app).key
     client = app.test_client()
     fake = app.extensions["classifier"].classifier
     original = fake.score_one
@@ -239,7 +231,7 @@ def test_missing_or_corrupt_model_holds_everything_and_degrades_health(
     tmp_path: Path, logs: io.StringIO, kind: str, reason: str
 ) -> None:
     app = make_app(MODEL_DIR=str(_model_dir(tmp_path, kind)))
-    key = add_site(app)
+    key = add_site(app).key
     client = app.test_client()
     for text in ("A thoughtful, friendly comment.", "viagra viagra cheap pills"):
         response = post(client, key, text=text)

@@ -9,9 +9,9 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from moderation.db import Site, db
+from moderation.db import db
 from tests import fakes
-from tests.conftest import REDIS_URL, clear_tables, make_app, need_service
+from tests.conftest import REDIS_URL, add_site, clear_tables, make_app, need_service
 
 pytestmark = pytest.mark.usefixtures("steady_window")
 
@@ -41,14 +41,6 @@ def limited_app(storage: str, **limits: Any) -> Flask:
     return app
 
 
-def add_site(app: Flask, **settings: Any) -> str:
-    with app.app_context():
-        site = Site(name="Blog", origins=[], settings=settings)
-        db.session.add(site)
-        db.session.commit()
-        return site.key
-
-
 def post(client: FlaskClient, key: str, addr: str, uri: str = "/p", text: str = "hello there"):
     return client.post(
         "/api/v1/comments",
@@ -59,7 +51,7 @@ def post(client: FlaskClient, key: str, addr: str, uri: str = "/p", text: str = 
 
 def test_per_address_limit_answers_429_in_the_error_shape(storage: str) -> None:
     app = limited_app(storage)
-    key, client = add_site(app), app.test_client()
+    key, client = add_site(app).key, app.test_client()
     assert post(client, key, "203.0.113.5").status_code == 201
     assert post(client, key, "203.0.113.5").status_code == 201
     third = post(client, key, "203.0.113.5")
@@ -74,7 +66,7 @@ def test_per_address_limit_answers_429_in_the_error_shape(storage: str) -> None:
 
 def test_site_wide_breaker_stops_floods_from_rotating_addresses(storage: str) -> None:
     app = limited_app(storage, LIMIT_SITE="3/minute")
-    key, other, client = add_site(app), add_site(app), app.test_client()
+    key, other, client = add_site(app).key, add_site(app).key, app.test_client()
     codes = [post(client, key, f"192.0.2.{n}").status_code for n in range(1, 6)]
     assert codes == [201, 201, 201, 429, 429]
     # The breaker is per site: another blog keeps working.
@@ -84,7 +76,7 @@ def test_site_wide_breaker_stops_floods_from_rotating_addresses(storage: str) ->
 
 def test_per_thread_burst_guard(storage: str) -> None:
     app = limited_app(storage, LIMIT_THREAD="2/minute")
-    key, client = add_site(app), app.test_client()
+    key, client = add_site(app).key, app.test_client()
     codes = [post(client, key, f"192.0.2.{n}", uri="/hot").status_code for n in range(1, 4)]
     assert codes == [201, 201, 429]
     assert post(client, key, "192.0.2.50", uri="/quiet").status_code == 201
@@ -93,7 +85,7 @@ def test_per_thread_burst_guard(storage: str) -> None:
 
 def test_site_settings_override_the_default_limit(storage: str) -> None:
     app = limited_app(storage)
-    key = add_site(app, limits={"post": "1/minute"})
+    key = add_site(app, settings={"limits": {"post": "1/minute"}}).key
     client = app.test_client()
     assert post(client, key, "203.0.113.9").status_code == 201
     assert post(client, key, "203.0.113.9").status_code == 429
@@ -102,7 +94,7 @@ def test_site_settings_override_the_default_limit(storage: str) -> None:
 
 def test_edits_and_deletes_are_limited(storage: str) -> None:
     app = limited_app(storage, LIMIT_EDIT="2/minute")
-    key, client = add_site(app), app.test_client()
+    key, client = add_site(app).key, app.test_client()
     created = post(client, key, "203.0.113.20").json
     url = f"/api/v1/comments/{created['comment']['id']}"
     headers = {"X-Edit-Token": created["edit_token"]}
@@ -117,7 +109,7 @@ def test_edits_and_deletes_are_limited(storage: str) -> None:
 
 def test_proxy_count_uses_the_forwarded_client_address(storage: str) -> None:
     app = limited_app(storage, PROXY_COUNT=1)
-    key, client = add_site(app), app.test_client()
+    key, client = add_site(app).key, app.test_client()
 
     def via_proxy(addr: str) -> int:
         return client.post(
@@ -134,7 +126,7 @@ def test_proxy_count_uses_the_forwarded_client_address(storage: str) -> None:
 
 def test_stored_address_is_anonymised(storage: str) -> None:
     app = limited_app(storage)
-    key, client = add_site(app), app.test_client()
+    key, client = add_site(app).key, app.test_client()
     created = post(client, key, "203.0.113.77").json["comment"]["id"]
     from moderation.db import Comment
 

@@ -18,7 +18,7 @@ from moderation import comments, create_app
 from moderation.db import Comment, Site, db
 from moderation.observability import JsonFormatter
 from tests import fakes
-from tests.conftest import base_config, make_app
+from tests.conftest import add_site, base_config, make_app
 
 ORIGIN = "https://blog.example"
 
@@ -141,11 +141,7 @@ def test_logs_are_json_with_request_id_and_no_raw_address_or_secrets(
 ) -> None:
     app = make_app(PROXY_COUNT=1)
     fakes.install(app)
-    with app.app_context():
-        site = Site(name="Blog", origins=[ORIGIN], settings={})
-        db.session.add(site)
-        db.session.commit()
-        key = site.key
+    key = add_site(app, origins=[ORIGIN]).key
     client = app.test_client()
     response = client.post(
         "/api/v1/comments",
@@ -178,11 +174,7 @@ def test_metrics_count_routes_decisions_queue_model_and_limit_hits(database_url:
     app = make_app(database_url, RATELIMIT_ENABLED=True, LIMIT_POST="3/minute")
     try:
         fakes.install(app)
-        with app.app_context():
-            site = Site(name="Blog", origins=[ORIGIN], settings={})
-            db.session.add(site)
-            db.session.commit()
-            key = site.key
+        key = add_site(app, origins=[ORIGIN]).key
         client = app.test_client()
         body = {"site": key, "uri": "/p"}
         assert client.post("/api/v1/comments", json={**body, "text": "fine"}).status_code == 201

@@ -10,9 +10,9 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from moderation import comments
-from moderation.db import Comment, Site, db
+from moderation.db import Comment, db
 from tests import fakes
-from tests.conftest import make_app
+from tests.conftest import add_site, make_app
 
 
 def listing(client: FlaskClient, key: str, **headers: str) -> Any:
@@ -34,11 +34,7 @@ def test_each_kind_of_write_shows_up_on_the_next_read_of_another_worker(tmp_path
     writer: Flask = make_app(url)
     reader: Flask = make_app(url)  # a second worker with its own cache, same database
     fakes.install(writer)
-    with writer.app_context():
-        site = Site(name="Blog", origins=[], settings={})
-        db.session.add(site)
-        db.session.commit()
-        key = site.key
+    key = add_site(writer).key
     w, r = writer.test_client(), reader.test_client()
 
     def post(text: str, **extra: Any) -> Any:
@@ -79,11 +75,7 @@ def test_each_kind_of_write_shows_up_on_the_next_read_of_another_worker(tmp_path
 def test_etag_lets_clients_revalidate_without_a_body(tmp_path: Path) -> None:
     app = make_app(f"sqlite:///{tmp_path / 'db.sqlite3'}")
     fakes.install(app)
-    with app.app_context():
-        site = Site(name="Blog", origins=[], settings={})
-        db.session.add(site)
-        db.session.commit()
-        key = site.key
+    key = add_site(app).key
     client = app.test_client()
     client.post("/api/v1/comments", json={"site": key, "uri": "/p", "text": "hello"})
     first = listing(client, key)
@@ -101,9 +93,5 @@ def test_etag_lets_clients_revalidate_without_a_body(tmp_path: Path) -> None:
 def test_the_cache_can_be_turned_off() -> None:
     app = make_app(READ_CACHE_ENTRIES=0)
     assert "read_cache" not in app.extensions
-    with app.app_context():
-        site = Site(name="Blog", origins=[], settings={})
-        db.session.add(site)
-        db.session.commit()
-        key = site.key
+    key = add_site(app).key
     assert listing(app.test_client(), key).json["comments"] == []
