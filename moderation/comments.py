@@ -18,7 +18,7 @@ from blinker import Namespace
 from sqlalchemy import ARRAY, String, and_, any_, bindparam, exists, func, insert, or_, select
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import aliased, make_transient_to_detached
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.attributes import instance_state, set_committed_value
 
 from . import policy, sanitising
 from .classifier import Classifier, CommentText, Scores
@@ -374,7 +374,10 @@ def _attached(model: type[M], row: Mapping[str, Any], **loaded: Any) -> M:
 
     ``loaded`` sets relationships to objects already at hand, as if they had been loaded.
     """
-    obj = model(**row)
+    # Filled the way a query loads a row (straight into the instance state): the constructor
+    # would fire an attribute event per column, which costs more than the INSERT itself.
+    obj = sa_inspect(model).class_manager.new_instance()
+    instance_state(obj).dict.update(row)
     make_transient_to_detached(obj)
     existing = db.session.identity_map.get(sa_inspect(obj).key)
     if existing is not None:

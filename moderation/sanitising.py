@@ -192,34 +192,41 @@ def _link_callback(attrs: dict[Any, str], new: bool = False) -> dict[Any, str] |
 _cleaners = threading.local()
 
 
-def _cleaner() -> Cleaner:
-    """Return this thread's bleach Cleaner, building it once (Cleaner is not thread-safe)."""
-    cleaner: Cleaner | None = getattr(_cleaners, "cleaner", None)
+def _cleaner(linkify: bool = True) -> Cleaner:
+    """Return this thread's bleach Cleaner, building it once (Cleaner is not thread-safe).
+
+    With linkify, a filter after the sanitiser turns bare URLs into links and applies
+    _link_callback to every link, old and new; without, links are not expected.
+    """
+    name = "linkify" if linkify else "plain"
+    cleaner: Cleaner | None = getattr(_cleaners, name, None)
     if cleaner is None:
+        filters = [
+            functools.partial(
+                _LinkifyFilter,
+                callbacks=[_link_callback],
+                skip_tags={"pre", "code"},
+                parse_email=False,
+                url_re=_LINKIFY_URL_RE,
+            )
+        ] if linkify else []
         cleaner = Cleaner(
             tags=ALLOWED_TAGS,
             attributes={"a": _allow_attribute},
             protocols=ALLOWED_PROTOCOLS,
             strip=True,
             strip_comments=True,
-            # Runs after the sanitiser: applies _link_callback to every link, old and new.
-            filters=[
-                functools.partial(
-                    _LinkifyFilter,
-                    callbacks=[_link_callback],
-                    skip_tags={"pre", "code"},
-                    parse_email=False,
-                    url_re=_LINKIFY_URL_RE,
-                )
-            ],
+            filters=filters,
         )
-        _cleaners.cleaner = cleaner
+        setattr(_cleaners, name, cleaner)
     return cleaner
 
 
 def render(text: str) -> str:
     """Render the comment markdown subset in text to allowlisted, linkified HTML."""
-    return _cleaner().clean(_MARKDOWN.render(text)).strip()
+    html = _MARKDOWN.render(text)
+    # Only a scheme ("://" of a bare URL) or a markdown link ("<a") gives the linkifier work.
+    return _cleaner(linkify="://" in html or "<a" in html).clean(html).strip()
 
 
 def clean_text(value: object) -> tuple[str, str]:
