@@ -216,6 +216,9 @@ def _thread_column(name: str) -> Any:
 _STANDING_AND_THREAD = select(
     _BAN, _TRUSTED, _thread_column("id"), _thread_column("title"), _thread_column("created_at")
 )
+# A new comment and its audit row, as statements built once (their cache keys too).
+_INSERT_COMMENT = insert(Comment.__table__)
+_INSERT_EVENT = insert(ModerationEvent.__table__)
 _PRIOR_PUBLISHED = select(func.count(Comment.__table__.c.id)).where(
     Comment.__table__.c.site_id == bindparam("site"),
     Comment.__table__.c.author_key == bindparam("key"),
@@ -495,8 +498,8 @@ def submit(
     # Plain INSERTs for the comment and its audit row, in one transaction: the unit of work
     # has nothing to add for a single new row and costs more than the insert itself.
     connection = db.session.connection()
-    comment_id = connection.execute(insert(Comment.__table__), row).inserted_primary_key[0]
-    connection.execute(insert(ModerationEvent.__table__), {
+    comment_id = connection.execute(_INSERT_COMMENT, row).inserted_primary_key[0]
+    connection.execute(_INSERT_EVENT, {
         "site_id": site.id, "comment_id": comment_id, "actor": actor, "action": "submit",
         "from_status": None, "to_status": decision.status,
         "reason": "; ".join(decision.reasons), "created_at": now,
