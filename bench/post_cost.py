@@ -1,0 +1,129 @@
+"""Where the time of one comment POST goes, in-process (no HTTP server, no network).
+
+Run: .venv/bin/python -P bench/post_cost.py [--posts 2000]
+
+Builds the app on a temporary SQLite file (WAL, as in production) with the shipped model and
+rate limits on, posts comments through the WSGI app the way gunicorn calls it, and prints the
+mean wall time per post, split into stages by timing the functions that do each. Figures are
+printed, not asserted; run it on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
+from werkzeug.test import EnvironBuilder
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from moderation import api, comments, limits, sanitising  # noqa: E402
+from tests.conftest import add_site, base_config  # noqa: E402
+
+TEXT = ("I read the whole article and I think the point about the committee vote is fair, "
+        "though the numbers for 2019 deserve a second look. 我同意这个观点。 **Thanks** for "
+        "writing it, and see https://example.org/report for the data.")
+WARM_UP = 200
+
+
+def timed(spent: Counter[str], stage: str, owner: Any, name: str) -> None:
+    """Replace owner.name with a wrapper adding its wall time to spent[stage]."""
+    original: Callable[..., Any] = getattr(owner, name)
+
+    @functools.wraps(original)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            spent[stage] += time.perf_counter() - started
+
+    setattr(owner, name, wrapper)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--posts", type=int, default=2000)
+    args = parser.parse_args()
+
+    from moderation import create_app
+
+    tmp = tempfile.mkdtemp(prefix="post-cost-")
+    app = create_app(base_config(
+        TESTING=False,
+        SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp}/bench.db",
+        MODEL_DIR=str(ROOT / "models"),
+        RATELIMIT_ENABLED=True,
+        PROXY_COUNT=1,
+        LIMIT_THREAD="10000000/minute",
+        LIMIT_SITE="10000000/minute",
+        LOG_REQUESTS=False,
+    ))
+    with app.app_context():
+        from moderation.db import db
+
+        db.create_all()
+    site = add_site(app, "Bench")
+
+    def environ(i: int) -> dict[str, Any]:
+        body = json.dumps({"site": site.key, "uri": "/posted", "text": f"{TEXT} {i}-{i * 7}"})
+        return EnvironBuilder(
+            path="/api/v1/comments", method="POST", data=body,
+            headers={"Content-Type": "application/json",
+                     "X-Forwarded-For": f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255 or 1}"},
+        ).get_environ()
+
+    def post(env: dict[str, Any]) -> str:
+        status: list[str] = []
+        body = app(env, lambda s, _h, _e=None: status.append(s))
+        b"".join(body)
+        body.close()  # type: ignore[attr-defined]
+        return status[0]
+
+    for i in range(WARM_UP):
+        status = post(environ(i))
+    if not status.startswith("20"):
+        sys.exit(f"the app refused the benchmark's comments: {status}")
+
+    spent: Counter[str] = Counter()
+    timed(spent, "sanitise + render (markdown, bleach)", sanitising, "clean_text")
+    timed(spent, "model scores", comments, "_score")
+    timed(spent, "SQL statements", Connection, "execute")
+    timed(spent, "commit", Session, "commit")
+    timed(spent, "rate limits", limits, "check")
+    timed(spent, "request hooks (id, metrics, headers, CORS)", Flask, "preprocess_request")
+    timed(spent, "request hooks (id, metrics, headers, CORS)", Flask, "process_response")
+    timed(spent, "answer (JSON body, Location)", api, "_submitted")
+    envs = [environ(WARM_UP + i) for i in range(args.posts)]
+    started = time.perf_counter()
+    for env in envs:
+        post(env)
+    total = (time.perf_counter() - started) / args.posts * 1000
+
+    print(f"{args.posts} POSTs in-process on SQLite, {os.cpu_count()} cores, load average "
+          f"{os.getloadavg()[0]:.2f}: {total:.2f} ms per post ({1000 / total:.0f} posts/s)")
+    print(f"| {'stage':<44} | {'ms/post':>7} | {'share':>5} |")
+    print(f"|{'-' * 46}|{'-' * 9}|{'-' * 7}|")
+    rest = total
+    for stage, seconds in spent.most_common():
+        ms = seconds / args.posts * 1000
+        rest -= ms
+        print(f"| {stage:<44} | {ms:>7.3f} | {ms / total:>5.0%} |")
+    print(f"| {'rest: Flask, validation, policy, ORM':<44} | {rest:>7.3f} | {rest / total:>5.0%} |")
+
+
+if __name__ == "__main__":
+    main()
