@@ -30,12 +30,10 @@ from werkzeug.test import EnvironBuilder
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.servers import TEXT  # noqa: E402 - the comment bench/web.py posts
 from moderation import api, comments, limits, sanitising  # noqa: E402
 from tests.conftest import add_site, base_config  # noqa: E402
 
-TEXT = ("I read the whole article and I think the point about the committee vote is fair, "
-        "though the numbers for 2019 deserve a second look. 我同意这个观点。 **Thanks** for "
-        "writing it, and see https://example.org/report for the data.")
 WARM_UP = 200
 
 
