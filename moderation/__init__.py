@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,10 +30,28 @@ def load_config(app: Flask, test_config: Mapping[str, Any] | None) -> None:
         path = Path(app.instance_path) / "moderation.sqlite3"
         app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{path}"
     if app.config["SECRET_KEY"] == defaults.SECRET_KEY and not (app.debug or app.testing):
-        raise RuntimeError(
-            "Refusing to start with the default SECRET_KEY: set MODERATION_SECRET_KEY "
-            "or SECRET_KEY in instance/config.py (python3 dev.py serve writes one)."
-        )
+        if serves_requests():
+            raise RuntimeError(
+                "Refusing to start with the default SECRET_KEY: set MODERATION_SECRET_KEY "
+                "or SECRET_KEY in instance/config.py (python3 dev.py serve writes one)."
+            )
+        # A command such as `flask model evaluate` signs nothing; a throwaway key keeps
+        # anything that would sign from using the public default.
+        app.config["SECRET_KEY"] = secrets.token_hex(32)
+
+
+def serves_requests() -> bool:
+    """Return whether this process may serve requests: anything but a non-serving flask command.
+
+    The flask CLI sets FLASK_RUN_FROM_CLI before it loads the app; its `run` command serves,
+    the others (model, db, site, ...) do not. gunicorn and WSGI imports never set it.
+    """
+    if os.environ.get("FLASK_RUN_FROM_CLI") != "true":
+        return True
+    import click
+
+    context = click.get_current_context(silent=True)
+    return context is None or context.command.name == "run"
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:

@@ -84,10 +84,14 @@ SOURCE_BUDGET: dict[str, float] = {
 }
 
 POSITIVE_LABELS = {"1", "true", "t", "yes", "y", "spam", "toxic", "off", "offensive", "insult",
-                   "abusive", "hate", "bad", "positive", "pos", "sexist", "reject", "1.0"}
+                   "abusive", "abuse", "hate", "hateful", "hatespeech", "hate speech", "bad",
+                   "positive", "pos", "sexist", "racist", "profane", "obscene", "threat",
+                   "harassment", "reject", "1.0"}
 NEGATIVE_LABELS = {"0", "false", "f", "no", "n", "ham", "ok", "not", "clean", "non-toxic",
-                   "nontoxic", "none", "neither", "good", "negative", "neg", "safe", "normal",
-                   "not spam", "not_spam", "0.0", "publish"}
+                   "nontoxic", "non_toxic", "not toxic", "none", "neither", "good", "negative",
+                   "neg", "safe", "normal", "not spam", "not_spam", "non-spam", "legit",
+                   "legitimate", "nothate", "not hate", "non-hate", "not offensive",
+                   "not_offensive", "non-offensive", "0.0", "publish"}
 
 
 @dataclass
@@ -129,10 +133,23 @@ def clean_tweet(text: str) -> str:
 
 
 def read_csv(path: Path) -> Iterator[dict[str, str]]:
-    """Yield the rows of a (gzip-compressed) CSV file as dictionaries."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8-sig", newline="") as fh:
-        yield from csv.DictReader(fh)
+    """Yield the rows of a (gzip-compressed) CSV or TSV file as dictionaries.
+
+    Text is UTF-8, with or without a byte-order mark; a file that is not valid UTF-8 is read
+    as Windows-1252, the other encoding spreadsheets write. Tabs separate the fields of a
+    .tsv file, or of any file whose header line has tabs and no commas.
+    """
+    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as fh:
+        raw = fh.read()
+    try:
+        content = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        content = raw.decode("cp1252", errors="replace")
+    header = content.split("\n", 1)[0]
+    tabs = path.name.removesuffix(".gz").endswith(".tsv") or ("\t" in header and "," not in header)
+    # Long comments exceed the csv module's default 128 KiB field limit.
+    csv.field_size_limit(2**31 - 1)
+    yield from csv.DictReader(io.StringIO(content, newline=""), delimiter="\t" if tabs else ",")
 
 
 def _split(key: str, val: float, test: float) -> str:
@@ -1022,8 +1039,10 @@ flask --app wsgi model evaluate --input my_comments.csv.gz --text-column text \\
 python bench/scoring.py
 ```
 
-The app factory behind `flask --app wsgi` wants a secret key: `instance/config.py` (written by
-`python3 dev.py serve`) or `MODERATION_SECRET_KEY` in the environment. `train` rewrites
+These commands need no configuration (no secret key: only serving does). The input is
+CSV or TSV, optionally gzip-compressed, UTF-8 or Windows-1252; labels may be 0/1, true/false,
+spam/ham, toxic/non-toxic, OFF/NOT and the like, or probabilities (0.5 and above counts as
+positive). `train` rewrites
 `classifier.skops`, `manifest.json` and this card; the loader refuses the artifact
 when its sha256 differs from the manifest or the installed scikit-learn differs from the one it
 was built with.

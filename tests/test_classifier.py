@@ -273,6 +273,24 @@ def test_evaluate_reads_gzip_and_rejects_unknown_labels(tiny_model: Path, tmp_pa
     assert "'verdict'" in result.output and "'maybe'" in result.output
 
 
+def test_evaluate_reads_tsv_and_windows_1252(tiny_model: Path, tmp_path: Path) -> None:
+    tsv = tmp_path / "mine.tsv"
+    tsv.write_text("text\tlabel\n" + "".join(f"{t}\thatespeech\n" for t in SPAM)
+                   + "".join(f"{t}\tnormal\n" for t in HAM), encoding="utf-8")
+    # A spreadsheet export: curly quotes and a dash in Windows-1252, not UTF-8.
+    legacy = tmp_path / "legacy.csv"
+    legacy.write_bytes("text,label\n\u201cGreat post\u201d \u2013 thanks,legit\n"
+                       "Buy cheap pills now,spam\n".encode("cp1252"))
+    for path, n in ((tsv, 10), (legacy, 2)):
+        result = _runner().invoke(args=["model", "evaluate", "--input", str(path),
+                                        "--text-column", "text", "--label-column", "label",
+                                        "--score", "toxicity", "--model", str(tiny_model),
+                                        "--json"])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.output)["n"] == n
+        assert json.loads(result.output)["positives"] == n // 2
+
+
 def test_parse_label() -> None:
     assert [parse_label(v, "c") for v in ("1", "spam", "toxic", "OFF", "true", "0.8")] == [1] * 6
     assert [parse_label(v, "c") for v in ("0", "ham", "ok", "NOT", "False", "0.1")] == [0] * 6

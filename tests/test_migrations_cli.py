@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,7 @@ from sqlalchemy import create_engine, inspect, text
 
 from moderation import create_app
 from moderation.comments import anonymise_addr, normalise_uri
+from moderation.config import PROJECT_ROOT
 from moderation.db import db
 from tests.conftest import base_config
 
@@ -65,6 +69,27 @@ def test_site_add_and_list(tmp_path: Path) -> None:
 def test_refuses_default_secret_outside_testing() -> None:
     with pytest.raises(RuntimeError, match="SECRET_KEY"):
         create_app({"SECRET_KEY": "dev", "SQLALCHEMY_DATABASE_URI": "sqlite://"})
+
+
+def _flask(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the flask CLI as an operator would on a fresh clone: no secret key anywhere."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MODERATION_", "FLASK_")) and k != "SECRET_KEY"}
+    env["MODERATION_INSTANCE_PATH"] = str(tmp_path / "instance")
+    return subprocess.run([str(Path(sys.executable).parent / "flask"), "--app", "wsgi", *args],
+                          cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_commands_that_serve_nothing_need_no_secret_but_run_does(tmp_path: Path) -> None:
+    data = tmp_path / "mine.csv"
+    data.write_text("text,label\nThanks for the post,0\nYou are a stupid idiot,1\n")
+    evaluated = _flask(tmp_path, "model", "evaluate", "--input", str(data), "--text-column",
+                       "text", "--label-column", "label", "--score", "toxicity", "--json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout)["positives"] == 1
+    served = _flask(tmp_path, "run", "--port", "1")
+    assert served.returncode != 0
+    assert "Refusing to start with the default SECRET_KEY" in served.stderr
 
 
 @pytest.mark.parametrize(
