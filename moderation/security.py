@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import secrets
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Request, Response, current_app, g, request
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 
 # Headers that make sense on any response, JSON and scripts included.
 ALWAYS = {
@@ -52,6 +53,20 @@ def _secure_headers(response: Response) -> Response:
     return response
 
 
+class CookieSessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions, without building a signer for requests that have none.
+
+    Readers and API clients never send the dashboard's session cookie; for them Flask would
+    build an itsdangerous serializer on every request only to find no cookie to check.
+    """
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        """Return an empty session when there is no cookie, else verify the cookie."""
+        if app.secret_key and not request.cookies.get(self.get_cookie_name(app)):
+            return self.session_class()
+        return super().open_session(app, request)
+
+
 def init_app(app: Flask) -> None:
     """Harden the session cookie and add security headers to every response."""
     if app.config.get("SESSION_COOKIE_SECURE") is None:
@@ -60,5 +75,6 @@ def init_app(app: Flask) -> None:
     app.config["SESSION_COOKIE_HTTPONLY"] = True
     if not app.config.get("SESSION_COOKIE_SAMESITE"):
         app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    app.session_interface = CookieSessionInterface()
     app.jinja_env.globals["csp_nonce"] = csp_nonce
     app.after_request(_secure_headers)

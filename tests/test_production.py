@@ -118,6 +118,24 @@ def test_session_cookie_is_secure_httponly_and_lax_outside_testing() -> None:
     assert _cookie_app(SESSION_COOKIE_SECURE=True).config["SESSION_COOKIE_SECURE"] is True
 
 
+def test_session_survives_requests_and_a_forged_cookie_opens_an_empty_one() -> None:
+    app = _cookie_app()
+
+    @app.get("/who")
+    def who() -> str:
+        return str(session.get("moderator"))
+
+    reader = app.test_client()
+    assert reader.get("/who").text == "None"
+    assert "Set-Cookie" not in reader.get("/livez").headers  # no cookie, none handed out
+    moderator = app.test_client()
+    moderator.get("/set-session")
+    assert moderator.get("/who").text == "1"
+    forger = app.test_client()
+    forger.set_cookie("session", "eyJtb2RlcmF0b3IiOjF9.forged.signature")
+    assert forger.get("/who").text == "None"
+
+
 def test_refuses_to_start_with_the_default_secret_outside_debug() -> None:
     with pytest.raises(RuntimeError, match="default SECRET_KEY"):
         create_app(base_config(TESTING=False, SECRET_KEY="dev"))
