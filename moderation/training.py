@@ -1042,10 +1042,9 @@ python bench/scoring.py
 These commands need no configuration (no secret key: only serving does). The input is
 CSV or TSV, optionally gzip-compressed, UTF-8 or Windows-1252; labels may be 0/1, true/false,
 spam/ham, toxic/non-toxic, OFF/NOT and the like, or probabilities (0.5 and above counts as
-positive). `train` rewrites
-`classifier.skops`, `manifest.json` and this card; the loader refuses the artifact
-when its sha256 differs from the manifest or the installed scikit-learn differs from the one it
-was built with.
+positive). `train` rewrites `classifier.skops`, `manifest.json` and this card; the loader
+refuses the artifact when its sha256 differs from the manifest or the installed scikit-learn
+differs from the one it was built with.
 """
 
 
