@@ -346,6 +346,17 @@ def test_shipped_model_batch_equals_single(shipped: Classifier) -> None:
     assert shipped.score([]) == []
 
 
+def test_big_batches_are_scored_in_chunks_with_the_same_scores(
+    shipped: Classifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    items = [CommentText(t) for t in HAM + TOXIC + ZH_TOXIC + SPAM]
+    whole = shipped.predict(items)
+    monkeypatch.setattr(classifier, "PREDICT_CHUNK", 3)
+    chunked = shipped.predict(items)
+    assert chunked.shape == whole.shape == (len(items), len(shipped.heads))
+    assert chunked == pytest.approx(whole, abs=1e-9)
+
+
 def test_shipped_model_thresholds_and_attributes(shipped: Classifier) -> None:
     assert shipped.version
     for head in ("spam", "toxicity"):
