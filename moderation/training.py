@@ -652,6 +652,21 @@ def train(data: Path, out: Path, quick: bool = False,
         _, c, clf, zv = best
         weights[:, j] = clf.coef_[0] * r
         intercept[j] = clf.intercept_[0]
+        if len(va):
+            # C, calibration and thresholds come from the train-only fit's validation scores
+            # (below); the shipped head is then refit on train + validation with that C, as
+            # scikit-learn's CalibratedClassifierCV(ensemble=False) refits on all its data:
+            # a fifth more rows for the same settings.
+            both, y_both = tr + va, np.concatenate([ytr, yva])
+            w_both = _weights(etr + eva, y_both)
+            r_both = _nb_ratio(x_head[both], y_both, w_both)
+            final = _fit_head((x_head @ sp.diags(r_both))[both].tocsr(), y_both, w_both, c, quick)
+            weights[:, j] = final.coef_[0] * r_both
+            intercept[j] = final.intercept_[0]
+            rows_per_source[head] = dict(Counter(
+                f"{e.source}:{y}" for e, y in zip(etr + eva, y_both, strict=True)))
+            progress(f"  {head}: refit on train + validation with C={c:g} "
+                     f"({time.perf_counter() - t0:.0f}s)")
         # Snippets are fragments, not comments: keep them out of calibration and thresholds.
         real = np.array([e.source != "toxic_spans_snippet" for e in eva], dtype=bool)
         zc, yc = zv[real] if len(va) else zv, yva[real] if len(va) else yva
@@ -787,7 +802,8 @@ def write_model_card(out: Path, m: dict[str, Any]) -> None:
     """Write MODEL_CARD.md from the manifest and the fixed descriptive text."""
     lines = [f"# Comment moderation model {m['version']}", ""]
     lines += CARD_INTRO.strip().splitlines() + [""]
-    lines += ["## Data per head", "", "| head | source:label | training rows |", "|---|---|---:|"]
+    lines += ["## Data per head", "", "| head | source:label | rows (training + validation) |",
+              "|---|---|---:|"]
     for head, counts in m.get("rows_per_source", {}).items():
         for key, n in sorted(counts.items()):
             lines.append(f"| {head} | {key} | {n} |")
@@ -902,9 +918,18 @@ One L2-regularised logistic-regression head per score on NB-scaled features
 budget split evenly between its classes (so words that only mark a source, such as Wikipedia or
 Twitter jargon, cannot stand in for the label). The regularisation strength is picked on the
 validation split by the mean ROC-AUC over sources; each head is Platt-calibrated on the
-validation split. The shipped heads are those fitted on the training split, so calibration and
-thresholds were measured on data the model had not seen. Weights and IDF are stored as float16
-in a skops file holding only numpy arrays and builtins; no pickle.
+validation split, and the default thresholds are chosen there, all from a head fitted on the
+training split only, so they were measured on comments that head had not seen. The shipped head
+is then refit on training + validation rows with the chosen C, and keeps that calibration, as
+scikit-learn's `CalibratedClassifierCV(ensemble=False)` does: a fifth more rows (54 more toxic
+Jigsaw comments) for the same settings. Against the training-only head (same machine, same
+code) the refit raised test ROC-AUC on ten sets, the evaluation-only files included (Jigsaw
+0.9294 → 0.9329, Kaggle insults 0.8389 → 0.8408, COLD 0.9428 → 0.9446, DataCamp spam
+0.7273 → 0.7345), lowered OLID (0.8078 → 0.8040) and the threat attribute, and left SMS and
+Davidson level; its validation logits are about 1.5% wider, so scores are a little more
+confident than the calibration measured. The test figures below are the refit head's. Weights
+and IDF are stored as float16 in a skops file holding only numpy arrays and builtins; no
+pickle.
 
 Toxic Spans posts are all toxic, so they enter with a low budget, and the stretches of text that
 at least half of their raters marked toxic enter as extra short positives
