@@ -1018,6 +1018,11 @@ CARD_LIMITS = """
   high, polite but hostile text (condescension, dog whistles) scores low.
 - **Sarcasm, irony and quotation** are not understood: quoting an insult to condemn it scores like
   the insult; sarcastic praise scores as polite.
+- **Threats and harassment without insult words** are weakly covered: the permitted data holds
+  9 Jigsaw threat rows and about 100 Toxic Spans posts marked as threats. Before the refit on
+  validation rows, "Stop undoing my edits or die!" scored 0.07 and a Jigsaw antisemitic
+  one-liner 0.03; sexual harassment phrased without profanity also scores low. Suspect words
+  in a site's settings hold such comments for review.
 - **Chinese coverage** is COLD (race, gender, region) and SWSR (sexism); other kinds of abuse,
   traditional characters, pinyin and homophone evasion are weakly covered. SWSR label 0 is not
   "clean" (it only means "not sexist").
