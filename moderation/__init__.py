@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import click
 from flask import Flask
 
 from . import config as defaults
@@ -48,8 +49,6 @@ def serves_requests() -> bool:
     """
     if os.environ.get("FLASK_RUN_FROM_CLI") != "true":
         return True
-    import click
-
     context = click.get_current_context(silent=True)
     return context is None or context.command.name == "run"
 

@@ -299,10 +299,9 @@ def read_once(statement: Executable, params: dict[str, Any]) -> Result[Any]:
     SQLite the driver opens no transaction for a SELECT anyway; skipping the ORM session saves
     its set-up and tear-down, which cost more than the query on a cached read.
     """
-    if db.engine.dialect.name == "sqlite":
-        with db.engine.connect() as connection:
-            return connection.execute(statement, params).freeze()()
-    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+    with db.engine.connect() as connection:
+        if db.engine.dialect.name != "sqlite":
+            connection.execution_options(isolation_level="AUTOCOMMIT")
         return connection.execute(statement, params).freeze()()
 
 

@@ -650,9 +650,10 @@ def train(data: Path, out: Path, quick: bool = False,
                 best = (auc, c, clf, zv)
         assert best is not None
         _, c, clf, zv = best
-        weights[:, j] = clf.coef_[0] * r
-        intercept[j] = clf.intercept_[0]
-        if len(va):
+        if not len(va):
+            weights[:, j] = clf.coef_[0] * r
+            intercept[j] = clf.intercept_[0]
+        else:
             # C, calibration and thresholds come from the train-only fit's validation scores
             # (below); the shipped head is then refit on train + validation with that C, as
             # scikit-learn's CalibratedClassifierCV(ensemble=False) refits on all its data:
