@@ -10,6 +10,8 @@ import re
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
+from itertools import accumulate
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -314,7 +316,8 @@ def _encode(texts: Sequence[str]) -> _Enc:
     packed = np.take(_table(), raw)
     codes = packed & np.uint32(_CODE_MASK)
     lengths = np.array(list(map(len, texts)), dtype=np.int64)
-    starts = np.cumsum(np.concatenate(([4], lengths[:-1] + 3))) if len(texts) else lengths
+    # Text i starts after "\x00 \x00 " and the texts before it, each followed by " \x00 ".
+    starts = np.cumsum(lengths + 3) - lengths + 1
     return _Enc(joined, raw, packed, codes, starts, lengths)
 
 
@@ -362,8 +365,7 @@ def _words(enc: _Enc) -> tuple[np.ndarray, ...]:
     if "words" not in enc.cache:
         ws, we = _runs((enc.packed & np.uint32(_WORD_BIT)) != 0)
         wh = _run_hashes(enc, ws, we)
-        ptr = np.searchsorted(ws, enc.bounds)
-        wdoc = np.repeat(np.arange(len(enc.starts)), np.diff(ptr))
+        wdoc = np.searchsorted(enc.bounds, ws, side="right") - 1
         same = np.flatnonzero(wdoc[:-1] == wdoc[1:])
         bh = wh[same] * np.uint64(0x9E3779B1) + wh[same + 1]
         enc.cache["words"] = (ws, we, wh, wdoc, same, bh)
@@ -494,7 +496,7 @@ def _cue_counts(enc: _Enc) -> np.ndarray:
         # by a separator that no cue contains.
         sub = [enc.joined[s:s + n] for s, n in zip(enc.starts[cjk_docs].tolist(),
                                                    enc.lengths[cjk_docs].tolist(), strict=True)]
-        offsets = np.cumsum([0] + [len(t) + 1 for t in sub[:-1]])
+        offsets = list(accumulate((len(t) + 1 for t in sub[:-1]), initial=0))
         text = "\x00".join(sub)
         for kind, pattern in enumerate((_PROMO_ZH, _ABUSE_ZH)):
             hits = [m.start() for m in pattern.finditer(text)]
@@ -571,6 +573,12 @@ def _add_block(entries: _Entries, n_docs: int, fld: int, starts: np.ndarray,
         entries.add(rows, cols, vals, fld, np.concatenate(s_l) - base, np.concatenate(e_l) - base)
     else:
         entries.add(rows, cols, vals, fld)
+
+
+@lru_cache(maxsize=4096)
+def _url_columns(url: str, bits: int) -> tuple[int, ...]:
+    """Return the columns of a URL's tokens (remembered: links and websites recur)."""
+    return tuple(_str_hash(t, 3000, bits) for t in _url_tokens(url))
 
 
 def _url_tokens(url: str) -> list[str]:
@@ -796,13 +804,9 @@ def _add_other(entries: _Entries, items: Sequence[CommentText], enc: _Enc,
     u_fld: list[int] = []
     u_s: list[int] = []
     u_e: list[int] = []
-    cache: dict[str, list[int]] = {}
 
     def add_url(i: int, url: str, fld: int, s: int, e: int) -> None:
-        cols = cache.get(url)
-        if cols is None:
-            cols = cache[url] = [_str_hash(t, 3000, bits) for t in _url_tokens(url)]
-        for c in cols:
+        for c in _url_columns(url, bits):
             u_rows.append(i)
             u_cols.append(c)
             u_fld.append(fld)
@@ -953,7 +957,9 @@ class Classifier:
         ts, te, th = _tokens(enc) if n > 1 else (enc.starts, enc.starts, None)
         if n == 1 or len(ts) < 256:
             bounds = enc.bounds
-            return self._block_sums([(cols, np.searchsorted(pos, bounds)) for _, pos, cols, _
+            # One comment needs no row pointers: all its n-grams go in one sum.
+            return self._block_sums([(cols, np.searchsorted(pos, bounds) if n > 1 else None)
+                                     for _, pos, cols, _
                                      in _char_windows(enc.codes, self.config, _SALT_TEXT, bits)],
                                     n)
         # The n-grams of a token do not depend on its neighbours, and a batch repeats most
@@ -994,13 +1000,19 @@ class Classifier:
 
         bits = int(self.config["bits"])
         ws, _, wh, _, same, bh = _words(enc)
+        n = len(enc.starts)
         bounds = enc.bounds
-        return self._block_sums([(_mix(wh, _SALT_TEXT + 101, bits), np.searchsorted(ws, bounds)),
-                                 (_mix(bh, _SALT_TEXT + 102, bits),
-                                  np.searchsorted(ws[same], bounds))], len(enc.starts))
+        return self._block_sums(
+            [(_mix(wh, _SALT_TEXT + 101, bits), np.searchsorted(ws, bounds) if n > 1 else None),
+             (_mix(bh, _SALT_TEXT + 102, bits),
+              np.searchsorted(ws[same], bounds) if n > 1 else None)], n)
 
-    def _block_sums(self, passes: list[tuple[np.ndarray, np.ndarray]], n: int) -> np.ndarray:
-        """Sum table rows per row for passes of (columns, row pointers), as (n, heads + 1)."""
+    def _block_sums(self, passes: list[tuple[np.ndarray, np.ndarray | None]],
+                    n: int) -> np.ndarray:
+        """Sum table rows per row for passes of (columns, row pointers), as (n, heads + 1).
+
+        One row (n == 1) needs no pointers.
+        """
         import numpy as np
 
         if n == 1 or not passes:
@@ -1014,7 +1026,8 @@ class Classifier:
         # One sparse product for all passes: pass k owns the rows k*n .. k*n+n-1.
         cols = np.concatenate([c for c, _ in passes])
         sizes = np.cumsum([0] + [len(c) for c, _ in passes])
-        indptr = np.concatenate([p[:-1] + sizes[k] for k, (_, p) in enumerate(passes)]
+        indptr = np.concatenate([p[:-1] + sizes[k] for k, (_, p) in enumerate(passes)
+                                 if p is not None]
                                 + [sizes[-1:]])
         m = sp.csr_matrix((np.ones(len(cols), dtype=np.float32), cols, indptr),
                           shape=(n * len(passes), self.table.shape[0]))

@@ -317,34 +317,27 @@ def clean_website(value: object) -> str:
     return normalised
 
 
-class _LinkCollector(HTMLParser):
-    """Collect the href of every <a> element in an HTML fragment."""
+class _Collector(HTMLParser):
+    """Collect the visible text of an HTML fragment and the href of every <a> element.
 
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.hrefs: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        """Record the href of an <a> start tag."""
-        if tag == "a":
-            href = dict(attrs).get("href")
-            if href:
-                self.hrefs.append(href)
-
-
-class _TextCollector(HTMLParser):
-    """Collect the visible text of an HTML fragment, separating block elements by newlines."""
+    Block elements and line breaks separate the text by newlines.
+    """
 
     _BREAKS = frozenset({"p", "br", "li", "pre", "blockquote", "ul", "ol"})
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.parts: list[str] = []
+        self.hrefs: list[str] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        """Start a new line before block-level elements and line breaks."""
+        """Start a new line before block-level elements; record the href of a link."""
         if tag in self._BREAKS:
             self.parts.append("\n")
+        elif tag == "a":
+            href = dict(attrs).get("href")
+            if href:
+                self.hrefs.append(href)
 
     def handle_endtag(self, tag: str) -> None:
         """End block-level elements with a new line."""
@@ -357,12 +350,16 @@ class _TextCollector(HTMLParser):
 
 
 @functools.lru_cache(maxsize=64)
-def _hrefs(html_text: str) -> tuple[str, ...]:
-    """Return the href values of all links in html_text (remembered: a submission asks twice)."""
-    collector = _LinkCollector()
+def _parse(html_text: str) -> tuple[str, tuple[str, ...]]:
+    """Return the visible text and the link hrefs of html_text in one pass.
+
+    Remembered: a submission asks for its text, its links and their hosts.
+    """
+    collector = _Collector()
     collector.feed(html_text)
     collector.close()
-    return tuple(collector.hrefs)
+    lines = (" ".join(line.split()) for line in "".join(collector.parts).split("\n"))
+    return "\n".join(line for line in lines if line), tuple(collector.hrefs)
 
 
 def _unicode_host(host: str) -> str:
@@ -384,7 +381,7 @@ def count_links(html: str) -> int:
     """Return the number of <a href> links in sanitised HTML."""
     if "<a" not in html:
         return 0
-    return len(_hrefs(html))
+    return len(_parse(html)[1])
 
 
 def link_domains(html: str) -> list[str]:
@@ -392,7 +389,7 @@ def link_domains(html: str) -> list[str]:
     if "<a" not in html:
         return []
     domains: list[str] = []
-    for href in _hrefs(html):
+    for href in _parse(html)[1]:
         try:
             parts = urlsplit(href.strip())
             host = parts.hostname
@@ -407,8 +404,4 @@ def link_domains(html: str) -> list[str]:
 
 def plain_text(html: str) -> str:
     """Return the visible text of sanitised HTML with tags stripped and entities unescaped."""
-    collector = _TextCollector()
-    collector.feed(html)
-    collector.close()
-    lines = (" ".join(line.split()) for line in "".join(collector.parts).split("\n"))
-    return "\n".join(line for line in lines if line)
+    return _parse(html)[0]
