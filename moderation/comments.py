@@ -79,7 +79,7 @@ class Pipeline:
 class Submission:
     """A stored comment with its decision and the author's edit token."""
 
-    comment: Comment
+    comment: Comment  # detached, with its thread: load it into a session to change it
     decision: policy.Decision
     token: str
 
@@ -183,6 +183,10 @@ def get_comment(comment_id: int) -> Comment:
 
 
 _ban, _trusted, _threads = Ban.__table__, TrustedAuthor.__table__, Thread.__table__
+# Domains are matched through a fixed number of parameters: an expanding IN list would be
+# rendered into new SQL on every call. Comments with more hosts ask again for the rest.
+_DOMAIN_SLOTS = 8
+_DOMAIN_KEYS = tuple(f"domain{i}" for i in range(_DOMAIN_SLOTS))
 # The lookups every submission makes, built once (the ORM would rebuild them per call): is
 # a ban in force on the author (as "kind value"), does the site trust them, and the thread.
 _BAN = (
@@ -193,7 +197,8 @@ _BAN = (
         or_(
             and_(_ban.c.kind == "email", _ban.c.value == bindparam("email")),
             and_(_ban.c.kind == "addr", _ban.c.value == bindparam("addr")),
-            and_(_ban.c.kind == "domain", _ban.c.value.in_(bindparam("domains", expanding=True))),
+            and_(_ban.c.kind == "domain",
+                 _ban.c.value.in_([bindparam(k) for k in _DOMAIN_KEYS])),
         ),
     )
     .limit(1)
@@ -204,6 +209,7 @@ _TRUSTED = exists().where(
     _trusted.c.site_id == bindparam("site"), _trusted.c.author_key == bindparam("key")
 ).label("trusted")
 _STANDING = select(_BAN, _TRUSTED)
+_BAN_ONLY = select(_BAN)
 
 
 def _thread_column(name: str) -> Any:
@@ -234,11 +240,27 @@ def _hosts(website: str, html: str, email: str) -> list[str]:
     return [h for h in hosts if h]
 
 
-def _standing_params(site: Site, key: str, email: str, addr: str,
-                     hosts: Iterable[str]) -> dict[str, Any]:
+def _domain_slots(domains: Sequence[str]) -> dict[str, str]:
     # An empty string matches no ban: ban values are never empty.
+    return dict(zip(_DOMAIN_KEYS, [*domains, *[""] * _DOMAIN_SLOTS], strict=False))
+
+
+def _standing_params(site: Site, key: str, email: str, addr: str,
+                     domains: Sequence[str]) -> dict[str, Any]:
     return {"site": site.id, "key": key, "now": utcnow(), "email": email.lower(), "addr": addr,
-            "domains": sorted(_domain_candidates(hosts)) or [""]}
+            **_domain_slots(domains)}
+
+
+def _ban_in_force(found: str | None, params: Mapping[str, Any],
+                  domains: Sequence[str]) -> str | None:
+    """Return the ban the standing query found, else one on the domains past its slots."""
+    start = _DOMAIN_SLOTS
+    while found is None and start < len(domains):
+        rest = _domain_slots(domains[start:start + _DOMAIN_SLOTS])
+        found = db.session.connection().execute(
+            _BAN_ONLY, {**params, "email": "", "addr": "", **rest}).scalar()
+        start += _DOMAIN_SLOTS
+    return found
 
 
 def author_standing(site: Site, key: str, email: str, addr: str,
@@ -247,9 +269,10 @@ def author_standing(site: Site, key: str, email: str, addr: str,
 
     A ban matches the e-mail, the anonymised address, or any of the hosts or their parents.
     """
-    params = _standing_params(site, key, email, addr, hosts)
+    domains = sorted(_domain_candidates(hosts))
+    params = _standing_params(site, key, email, addr, domains)
     found = db.session.connection().execute(_STANDING, params).one()
-    return found.ban, bool(found.trusted)
+    return _ban_in_force(found.ban, params, domains), bool(found.trusted)
 
 
 def _prior_published(site_id: int, key: str) -> int:
@@ -372,22 +395,20 @@ def _parent(thread: Thread, parent_id: object) -> Comment | None:
 M = TypeVar("M")
 
 
-def _attached(model: type[M], row: Mapping[str, Any], **loaded: Any) -> M:
-    """Return the persistent instance of a row read or written with Core, without a query.
+def _detached(model: type[M], row: Mapping[str, Any], **loaded: Any) -> M:
+    """Return a detached instance of a row read or written with Core, without a query.
 
     ``loaded`` sets relationships to objects already at hand, as if they had been loaded.
+    Callers that go on changing it load it into their session (``db.session.get``).
     """
     # Filled the way a query loads a row (straight into the instance state): the constructor
-    # would fire an attribute event per column, which costs more than the INSERT itself.
+    # would fire an attribute event per column, and adding it to the session would cost
+    # more than the INSERT itself.
     obj = sa_inspect(model).class_manager.new_instance()
     instance_state(obj).dict.update(row)
     make_transient_to_detached(obj)
-    existing = db.session.identity_map.get(sa_inspect(obj).key)
-    if existing is not None:
-        return existing  # type: ignore[no-any-return]
     for name, value in loaded.items():
         set_committed_value(obj, name, value)
-    db.session.add(obj)
     return obj
 
 
@@ -398,7 +419,7 @@ def _thread(site: Site, uri: str, title: object, found: Any) -> Thread:
     (thread_id None: there is no thread yet).
     """
     if found.thread_id is not None:
-        return _attached(Thread, {"id": found.thread_id, "site_id": site.id, "uri": uri,
+        return _detached(Thread, {"id": found.thread_id, "site_id": site.id, "uri": uri,
                                   "title": found.thread_title,
                                   "created_at": found.thread_created_at})
     if title is not None and not isinstance(title, str):
@@ -452,15 +473,15 @@ def submit(
     addr = anonymise_addr(client.addr)
     key = author_key(email, author, addr)
 
-    hosts = _hosts(website, html, email)
-    found = db.session.connection().execute(
-        _STANDING_AND_THREAD, {**_standing_params(site, key, email, addr, hosts), "uri": uri}
-    ).one()
+    domains = sorted(_domain_candidates(_hosts(website, html, email)))
+    params = _standing_params(site, key, email, addr, domains)
+    found = db.session.connection().execute(_STANDING_AND_THREAD, {**params, "uri": uri}).one()
     thread = _thread(site, uri, payload.get("title"), found)
     parent = _parent(thread, payload.get("parent"))
     scores, decision = _evaluate(
         site, pipeline, text=text, html=html, author=author, email=email, website=website,
-        addr=addr, key=key, standing=(found.ban, bool(found.trusted)),
+        addr=addr, key=key,
+        standing=(_ban_in_force(found.ban, params, domains), bool(found.trusted)),
     )
     if bot:
         # Kept in the Spam queue with the reason; the client sees an ordinary rejection.
@@ -505,7 +526,7 @@ def submit(
         "reason": "; ".join(decision.reasons), "created_at": now,
     })
     db.session.commit()
-    comment = _attached(Comment, {"id": comment_id, **row}, thread=thread)
+    comment = _detached(Comment, {"id": comment_id, **row}, thread=thread)
     comment_submitted.send(comment, decision=decision)
     return Submission(comment, decision, token)
 

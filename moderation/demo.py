@@ -180,7 +180,7 @@ def seed_comments(site: Site) -> int:
             payload = {"site": site.key, "uri": item.uri, "title": item.title, "author": author,
                        "website": website, "text": text, "parent": ids.get(parent or "")}
             submission = comments.submit(payload, client, pipeline(), site=site, actor="system")
-            comment = submission.comment
+            comment = db.session.get_one(Comment, submission.comment.id)
             if comment.status != Status.PUBLISHED:
                 comments.moderate(comment, "approve", "system", "demo seed")
             comment.created_at = comment.decided_at = utcnow() - timedelta(hours=hours)

@@ -590,6 +590,19 @@ def test_timed_bans_expire_and_bans_can_be_lifted(
     assert "(ended)" in page
 
 
+def test_a_domain_ban_applies_among_many_linked_hosts(
+    client: FlaskClient, world: dict[str, Any]
+) -> None:
+    login(client, "admin@example.org")
+    client.post("/dashboard/bans", data={"kind": "domain", "value": "zz-spam.example",
+                                         "site": "", "duration": ""})
+    # Six hosts and their parent domains come before the banned one in the lookup.
+    links = " ".join(f"https://a{i}.site{i}.example/" for i in range(6))
+    assert post(client, world["a"], f"Read {links}").status_code == 202
+    banned = post(client, world["a"], f"Read {links} and https://www.zz-spam.example/buy")
+    assert banned.status_code == 422
+
+
 def test_invalid_bans_name_the_field_and_store_nothing(
     app: Flask, client: FlaskClient, world: dict[str, Any]
 ) -> None:
