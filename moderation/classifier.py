@@ -651,6 +651,8 @@ def _money(enc: _Enc) -> np.ndarray:
     raw = enc.raw
     cur = pos[cls == _C_CUR]
     yuan = pos[cls == _C_YUAN]
+    if not len(cur) and not len(yuan):  # most comments name no currency
+        return np.zeros(len(enc.starts), dtype=np.int64)
 
     def digit(at: np.ndarray) -> np.ndarray:
         return (raw[at] >= 48) & (raw[at] <= 57)
