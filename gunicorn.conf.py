@@ -5,6 +5,7 @@ Every setting can be changed from the environment, so one file serves one laptop
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
@@ -97,6 +98,17 @@ def on_starting(server: Any) -> None:
         if path.is_dir():
             shutil.rmtree(path)
         path.mkdir(parents=True, exist_ok=True)
+
+
+def post_worker_init(worker: Any) -> None:
+    """Hide everything the worker loaded at start-up from the garbage collector.
+
+    The app, the model and the imported modules are about 130,000 objects that live as long
+    as the worker. A full collection scans them all and paused a worker for about 80 ms every
+    few thousand requests, which showed up as p99 latency; frozen, it scans only what requests
+    left behind (about 2 ms).
+    """
+    gc.freeze()
 
 
 def child_exit(server: Any, worker: Any) -> None:

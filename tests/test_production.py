@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import logging
 import re
+import runpy
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -134,6 +137,19 @@ def test_session_survives_requests_and_a_forged_cookie_opens_an_empty_one() -> N
     forger = app.test_client()
     forger.set_cookie("session", "eyJtb2RlcmF0b3IiOjF9.forged.signature")
     assert forger.get("/who").text == "None"
+
+
+def test_gunicorn_workers_hide_their_startup_objects_from_the_collector() -> None:
+    # A full collection over the app, model and modules paused a worker for ~80 ms; frozen,
+    # they are no longer scanned.
+    config = runpy.run_path(str(Path(__file__).resolve().parents[1] / "gunicorn.conf.py"))
+    make_app()
+    before = gc.get_freeze_count()
+    try:
+        config["post_worker_init"](None)
+        assert gc.get_freeze_count() - before > 10_000
+    finally:
+        gc.unfreeze()
 
 
 def test_refuses_to_start_with_the_default_secret_outside_debug() -> None:
