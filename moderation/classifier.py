@@ -87,7 +87,7 @@ _YUAN = 0x5143
 #: Largest batch featurised at once; bigger ones are scored in chunks of this size.
 PREDICT_CHUNK = 4096
 #: Version of the feature code; an artifact built by another version is refused.
-FEATURE_VERSION = 3
+FEATURE_VERSION = 4
 # Author and website go through the text n-gram weights at this scale, so spam words learned
 # from comment bodies also count in names and URLs (no training set fills in a website).
 _NAME_SCALE = 0.5
@@ -611,6 +611,8 @@ _META_EDGES: dict[str, tuple[float, ...]] = {
     "addressed": (1, 2),
     "money": (1,),
 }
+# The least value at which an author feature says something about the name.
+_AUTHOR_SIGNALS = {"author_len": 20, "author_digits": 1, "author_url": 1}
 # Scale of the meta block relative to a text block (which has unit length).
 _META_VALUE = 0.35
 _PROMO_VALUE = 1.0
@@ -864,10 +866,12 @@ def _add_other(entries: _Entries, items: Sequence[CommentText], enc: _Enc,
     for k, name in enumerate(_META_NAMES):
         if name in values:
             v[:, k] = values[name]
-        if name.startswith("author_"):
-            # Author features exist only where there is an author, so that a comment scores
-            # the same alone or in any batch.
-            keep[:, k] = a_enc.lengths > 0 if a_enc is not None else False
+        if name in _AUTHOR_SIGNALS:
+            # Having a name is no sign of spam: every comment form asks for one, while in
+            # training only YouTube comments (half of them spam) have one, so "has a name"
+            # would be learned as spam. Author features fire only for what is unusual in a
+            # name (v is 0 without an author, so a comment scores the same in any batch).
+            keep[:, k] = v[:, k] >= _AUTHOR_SIGNALS[name]
     keep[:, _META_NAMES.index("caps")] = v[:, _META_NAMES.index("caps")] >= 0
     np.minimum(v, _META_SHIFT / 4, out=v)
     v += np.arange(len(_META_NAMES)) * _META_SHIFT

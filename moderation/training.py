@@ -74,11 +74,9 @@ SOURCE_BUDGET: dict[str, float] = {
     "youtube": 1.0,
     "sms": 0.7,
     "ham_other": 0.6,
-    # Only YouTube comments have author names, so at 0.3 the spam head learns that a name is
-    # spam-like (+1.5 to +2 logits on named ham and spam alike in validation). At 1.0 that
-    # went (+0.1), but validation ROC-AUC fell 0.001, the unseen video fell to 0.98999 and the
-    # hold threshold held 34% of DataCamp's good comments instead of 17%: kept at 0.3, and the
-    # card says so.
+    # Only YouTube comments have author names. Before feature version 4 the spam head learned
+    # from that that any name is spam-like, and raising this budget to 1.0 cost validation
+    # ROC-AUC; now author features fire only for unusual names, so a plain name is neutral.
     "youtube_ham": 0.3,
     "sms_ham": 0.3,
 }
@@ -954,9 +952,18 @@ Only YouTube comments have author names, and for toxicity they are all negatives
 Until model version 2026.11.26-2e8f33be the toxicity head learned from them that a comment with
 an author name is not toxic: "You are a stupid idiot and everyone hates you." from "John Smith"
 scored 0.035 instead of 1.0. The toxicity and attribute heads now see those comments without
-author and website, so a name changes toxicity only through its own words. The spam head keeps
-the author features, which it learned from named spam and named ham alike (see the limits for
-what a name's mere presence does to the spam score).
+author and website, so a name changes toxicity only through its own words.
+
+The spam head made the same mistake the other way round: with only YouTube comments (half of
+them spam) named, it learned that having a name is spam-like. Model 2026.11.27-47b9ec99 held
+50–67% of 800 non-toxic Jigsaw comments for spam once a plain name (Ann, John Smith, Maria,
+王小明) was added, against 20% without, and held "Thanks, the point about the committee vote is
+well made." from Ann (spam 0.079). Since feature version 4 the author features fire only for
+what is unusual in a name: digits, a link, or 20 characters or more. With those names this
+model holds 25–33% of the same comments (25% without a name; see the spam domain shift in the
+limits) and publishes Ann's comment (0.014), while spammy names still count: 91% and 97% held
+as "Cheap Pills 24" and "Buy Viagra Online Cheap Now". Test ROC-AUC barely moved (unseen video
+0.992 → 0.9915, SMS 0.9926 → 0.9925, DataCamp 0.7345 → 0.732).
 """
 
 CARD_FINDINGS = """
@@ -1061,12 +1068,8 @@ CARD_LIMITS = """
   `jigsaw_test` are probably measured on rows it was trained on; ours never saw those rows.
 - **Author and website fields**: no training set has a website and only YouTube has author
   names, so both are scored with the weights learned from comment bodies (at half scale) plus
-  the shared promotional-cue count; the author's length, digits and links count for spam only.
-  Because only YouTube comments (half spam) have names, any author name raises the spam logit by
-  about 1.5–2 (in odds, a polite comment at 0.1% spam goes to about 1%, still far below the
-  hold threshold). Giving YouTube ham the budget of YouTube spam removed that but cost spam
-  ROC-AUC on validation and on the unseen video, and held more good DataCamp comments, so it
-  was not shipped. A
+  the shared promotional-cue count; digits, links and a length of 20 characters or more in a
+  name count for spam only, and a plain name counts only through its own n-grams. A
   spam word the training spam never used (a brand, a Chinese pharmacy name outside the cue list)
   in the name or URL of an otherwise polite comment moves the score little; moderator feedback
   is the remedy.

@@ -427,15 +427,26 @@ def test_shipped_model_holds_insults(shipped: Classifier, text: str, author: str
     assert shipped.score_one(item).toxicity >= shipped.thresholds["toxicity"]["hold"]
 
 
-@pytest.mark.parametrize("author", ["Maria", "John Smith", "Li Wei"])
-def test_shipped_model_does_not_hold_a_comment_for_its_name(shipped: Classifier,
+@pytest.mark.parametrize("author", ["Ann", "Maria", "John Smith", "Li Wei", "王小明"])
+@pytest.mark.parametrize("text", [
+    "Thanks for the clear explanation, the second example helped me most.",
+    # Held for spam (0.079) by model 2026.11.27-47b9ec99, which took any name as a spam sign.
+    "Thanks, the point about the committee vote is well made.",
+])
+def test_shipped_model_does_not_hold_a_comment_for_its_name(shipped: Classifier, text: str,
                                                              author: str) -> None:
-    text = "Thanks for the clear explanation, the second example helped me most."
     plain = shipped.score_one(CommentText(text))
     named = shipped.score_one(CommentText(text, author=author))
     assert named.spam < shipped.thresholds["spam"]["hold"]
     assert named.toxicity < shipped.thresholds["toxicity"]["hold"]
     assert abs(named.toxicity - plain.toxicity) < 0.05
+
+
+def test_shipped_model_still_reads_spam_in_a_name(shipped: Classifier) -> None:
+    text = "Thanks, the point about the committee vote is well made."
+    plain = shipped.score_one(CommentText(text, author="Ann")).spam
+    for author in ("Cheap Pills 24", "Buy Viagra Online Cheap Now"):
+        assert shipped.score_one(CommentText(text, author=author)).spam > 5 * plain
 
 
 def test_hold_threshold_is_capped_by_good_comments_held() -> None:
