@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import accumulate
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     import numpy as np
@@ -886,6 +886,16 @@ def _add_other(entries: _Entries, items: Sequence[CommentText], enc: _Enc,
 # --------------------------------------------------------------------------------------------
 
 
+def _row_pointers(pos: np.ndarray, bounds: np.ndarray, n: int) -> np.ndarray | None:
+    """Return where each document's entries start in the sorted positions pos.
+
+    One document needs none: all its entries go in one sum.
+    """
+    import numpy as np
+
+    return np.searchsorted(pos, bounds) if n > 1 else None
+
+
 class Classifier:
     """A loaded model that scores and explains comments."""
 
@@ -963,9 +973,7 @@ class Classifier:
         ts, te, th = _tokens(enc) if n > 1 else (enc.starts, enc.starts, None)
         if n == 1 or len(ts) < 256:
             bounds = enc.bounds
-            # One comment needs no row pointers: all its n-grams go in one sum.
-            return self._block_sums([(cols, np.searchsorted(pos, bounds) if n > 1 else None)
-                                     for _, pos, cols, _
+            return self._block_sums([(cols, _row_pointers(pos, bounds, n)) for _, pos, cols, _
                                      in _char_windows(enc.codes, self.config, _SALT_TEXT, bits)],
                                     n)
         # The n-grams of a token do not depend on its neighbours, and a batch repeats most
@@ -1002,16 +1010,13 @@ class Classifier:
 
     def _word_sums(self, enc: _Enc) -> np.ndarray:
         """Sum the table rows of every word unigram and bigram per document."""
-        import numpy as np
-
         bits = int(self.config["bits"])
         ws, _, wh, _, same, bh = _words(enc)
         n = len(enc.starts)
         bounds = enc.bounds
-        return self._block_sums(
-            [(_mix(wh, _SALT_TEXT + 101, bits), np.searchsorted(ws, bounds) if n > 1 else None),
-             (_mix(bh, _SALT_TEXT + 102, bits),
-              np.searchsorted(ws[same], bounds) if n > 1 else None)], n)
+        return self._block_sums([(_mix(wh, _SALT_TEXT + 101, bits), _row_pointers(ws, bounds, n)),
+                                 (_mix(bh, _SALT_TEXT + 102, bits),
+                                  _row_pointers(ws[same], bounds, n))], n)
 
     def _block_sums(self, passes: list[tuple[np.ndarray, np.ndarray | None]],
                     n: int) -> np.ndarray:
@@ -1032,8 +1037,8 @@ class Classifier:
         # One sparse product for all passes: pass k owns the rows k*n .. k*n+n-1.
         cols = np.concatenate([c for c, _ in passes])
         sizes = np.cumsum([0] + [len(c) for c, _ in passes])
-        indptr = np.concatenate([p[:-1] + sizes[k] for k, (_, p) in enumerate(passes)
-                                 if p is not None]
+        pointers = cast("list[np.ndarray]", [p for _, p in passes])  # n > 1: none is None
+        indptr = np.concatenate([p[:-1] + sizes[k] for k, p in enumerate(pointers)]
                                 + [sizes[-1:]])
         m = sp.csr_matrix((np.ones(len(cols), dtype=np.float32), cols, indptr),
                           shape=(n * len(passes), self.table.shape[0]))
