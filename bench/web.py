@@ -234,8 +234,15 @@ def measure(server: servers.Server, scenarios: dict[str, tuple[str, str]], wrk: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 s per run instead of 10 s")
+    parser.add_argument("--only", choices=["sqlite", "postgres"],
+                        help="run one setup instead of both")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="threads per worker for both servers (1: sync workers; more: "
+                             "gunicorn's gthread workers)")
     args = parser.parse_args()
     seconds = 3 if args.quick else 10
+    threads = {"GUNICORN_THREADS": str(args.threads)}
+    per_worker = f" x {args.threads} threads" if args.threads > 1 else ""
     paced_seconds = 4 if args.quick else 10
     wrk = ensure_wrk()
     if not wrk:
@@ -245,20 +252,22 @@ def main() -> None:
     if model == "no model":
         model_dir = ""
 
-    configs = [("ours, SQLite, 1 worker", "sqlite", 1), ("ours, PG + Redis, 2 workers",
-                                                          "postgres", 2)]
+    configs = [(f"ours, SQLite, 1 worker{per_worker}", "sqlite", 1),
+               (f"ours, PG + Redis, 2 workers{per_worker}", "postgres", 2)]
+    configs = [c for c in configs if args.only in (None, c[1])]
     table: list[tuple[str, str, Result, Result]] = []
     extra: list[str] = []
     for label, backend, workers in configs:
         uncached = servers.start_ours(label + ", no page cache", backend, workers, model_dir,
-                                      {"MODERATION_READ_CACHE_ENTRIES": "0"})
+                                      {"MODERATION_READ_CACHE_ENTRIES": "0", **threads})
         try:
             reads = {k: v for k, v in ours_scenarios(uncached).items() if k.startswith("GET")}
             without_cache = measure(uncached, reads, wrk, seconds, "/livez")
         finally:
             uncached.stop()
-        ours = servers.start_ours(label, backend, workers, model_dir)
-        isso = servers.start_isso(f"Isso 0.14, {workers} worker(s)", workers)
+        ours = servers.start_ours(label, backend, workers, model_dir, threads)
+        isso = servers.start_isso(f"Isso 0.14, {workers} worker(s){per_worker}", workers,
+                                  args.threads)
         try:
             check_equivalent(ours, isso)
             print(f"{label} vs {isso.name}:", flush=True)
@@ -291,7 +300,9 @@ def main() -> None:
     print()
     print(f"Machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
           f"Python {platform.python_version()}; wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS} "
-          f"-d{seconds}s on 127.0.0.1; {model}; gunicorn sync workers for both.")
+          f"-d{seconds}s on 127.0.0.1; {model}; gunicorn "
+          f"{'sync workers' if args.threads == 1 else f'gthread workers, {args.threads} threads'}"
+          " for both.")
     header = (f"| {'setup':<42} | {'endpoint':<22} | {'ours req/s':>10} | {'p50 ms':>7} | "
               f"{'p99 ms':>7} | {'Isso req/s':>10} | {'p50 ms':>7} | {'p99 ms':>7} | "
               f"{'ratio':>7} | target |")

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from flask import Flask, Response, current_app, g, request
 from flask_limiter import Limiter
 from limits import RateLimitItem, parse_many
-from limits.storage import MemoryStorage
+from limits.storage import MemoryStorage, RedisSentinelStorage, RedisStorage
+from limits.strategies import SlidingWindowCounterRateLimiter
 from werkzeug.exceptions import TooManyRequests
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -100,19 +101,107 @@ def parse(value: str) -> tuple[RateLimitItem, ...]:
     return tuple(parse_many(value))
 
 
+Hit = tuple[RateLimitItem, tuple[str, ...]]
+
+# The limits library's sliding-window acquire script, applied to several limits in one round
+# trip: KEYS are (previous, current) window pairs, ARGV (amount, expiry in s) per limit. Limits
+# are counted in order and counting stops at the first that refuses, as hitting them one by
+# one does; the script returns that limit's 1-based position, or 0 when all admitted the hit.
+_ACQUIRE_MANY = """
+for i = 1, #KEYS / 2 do
+  local previous, current = KEYS[2 * i - 1], KEYS[2 * i]
+  local limit = tonumber(ARGV[2 * i - 1])
+  local expiry = tonumber(ARGV[2 * i]) * 1000
+  if limit < 1 then return i end
+  local current_ttl = tonumber(redis.call('pttl', current))
+  if current_ttl > 0 and current_ttl < expiry then
+    redis.call('rename', current, previous)
+    redis.call('set', current, 0, 'PX', current_ttl + expiry)
+  end
+  local previous_count = tonumber(redis.call('get', previous)) or 0
+  local previous_ttl = tonumber(redis.call('pttl', previous)) or 0
+  local current_count = tonumber(redis.call('get', current)) or 0
+  current_ttl = tonumber(redis.call('pttl', current)) or 0
+  if previous_ttl < 0 then previous_ttl = 0 end
+  if current_ttl < 0 then current_ttl = 0 end
+  if math.floor(previous_count * previous_ttl / expiry) + current_count + 1 > limit then
+    return i
+  end
+  if redis.call('exists', current) == 1 then
+    redis.call('incrby', current, 1)
+  else
+    redis.call('set', current, 1, 'PX', expiry * 2)
+  end
+end
+return 0
+"""
+
+
+@lru_cache(maxsize=4)
+def _acquire_many_script(storage: RedisStorage) -> Any:
+    """Return the batch script registered on a Redis storage (loaded on its first use)."""
+    return storage.get_connection().register_script(_ACQUIRE_MANY)
+
+
+def _one_round_trip(hits: list[Hit]) -> Any:
+    """Return the batch script if these hits can be counted in one Redis call, else None.
+
+    Only for sliding-window counters in a single Redis (or Sentinel-managed) server: a cluster
+    would spread the keys over nodes, and the in-memory fallback needs no round trips.
+    """
+    storage = limiter._storage  # noqa: SLF001
+    if (len(hits) < 2 or limiter._storage_dead  # noqa: SLF001
+            or type(storage) not in (RedisStorage, RedisSentinelStorage)
+            or not isinstance(limiter._limiter, SlidingWindowCounterRateLimiter)):  # noqa: SLF001
+        return None
+    return _acquire_many_script(storage)
+
+
+def _hit_all(hits: list[Hit]) -> Hit | None:
+    """Count one request against each limit in order; return the first that refuses it."""
+    script = _one_round_trip(hits)
+    if script is not None:
+        storage = cast(RedisStorage, limiter._storage)  # noqa: SLF001
+        keys: list[str] = []
+        amounts: list[int] = []
+        for item, args in hits:
+            key = item.key_for(*args)
+            keys += [storage.prefixed_key(storage._previous_window_key(key)),  # noqa: SLF001
+                     storage.prefixed_key(storage._current_window_key(key))]  # noqa: SLF001
+            amounts += [item.amount, item.get_expiry()]
+        try:
+            refused = int(script(keys, amounts))
+        except Exception as error:  # noqa: BLE001 - any storage failure: fall back
+            _fall_back(error)
+        else:
+            return hits[refused - 1] if refused else None
+    for item, args in hits:
+        if not _hit(item, args):
+            return item, args
+    return None
+
+
 def _hit(item: RateLimitItem, args: tuple[str, ...]) -> bool:
     """Count one request against a limit, falling back to per-process counters if need be."""
     if limiter._storage_dead:  # noqa: SLF001 - flask-limiter's own fallback state
         _maybe_recover()
     try:
         return bool(limiter.limiter.hit(item, *args))
-    except Exception:  # noqa: BLE001 - any storage failure: fall back, as flask-limiter does
-        if not limiter._in_memory_fallback_enabled or limiter._storage_dead:  # noqa: SLF001
-            raise
-        limiter._storage_dead = True  # noqa: SLF001
-        current_app.extensions["limiter_recheck"] = time.monotonic() + RECHECK_SECONDS
-        _log_transition(False)
+    except Exception as error:  # noqa: BLE001 - any storage failure: fall back
+        _fall_back(error)
         return bool(limiter.limiter.hit(item, *args))
+
+
+def _fall_back(error: Exception) -> None:
+    """Switch to per-process counters after a storage failure, as flask-limiter does.
+
+    Re-raises the failure when the fallback is off, or when it was the fallback that failed.
+    """
+    if not limiter._in_memory_fallback_enabled or limiter._storage_dead:  # noqa: SLF001
+        raise error
+    limiter._storage_dead = True  # noqa: SLF001
+    current_app.extensions["limiter_recheck"] = time.monotonic() + RECHECK_SECONDS
+    _log_transition(False)
 
 
 def _maybe_recover() -> None:
@@ -129,16 +218,18 @@ def check(rules: tuple[Rule, ...]) -> None:
     if not limiter.enabled:
         return
     prefix = limiter._key_prefix  # noqa: SLF001
+    hits: list[Hit] = []
     for rule in rules:
         if request.method not in rule.methods:
             continue
         value = site_limit_override(rule.name) or current_app.config[f"LIMIT_{rule.name.upper()}"]
         key = rule.key()
         args = (prefix, key, rule.scope) if prefix else (key, rule.scope)
-        for item in parse(value):
-            if not _hit(item, args):
-                g.rate_limited = (item, args)
-                raise TooManyRequests(str(item))
+        hits += [(item, args) for item in parse(value)]
+    refused = _hit_all(hits)
+    if refused is not None:
+        g.rate_limited = refused
+        raise TooManyRequests(str(refused[0]))
 
 
 def guarded(*rules: Rule) -> Callable[[F], F]:

@@ -74,6 +74,18 @@ def test_site_wide_breaker_stops_floods_from_rotating_addresses(storage: str) ->
     clear_tables(app)
 
 
+def test_a_refused_post_does_not_count_against_the_later_limits(storage: str) -> None:
+    # Limits are counted in order (address, thread, site), and a post the address limit
+    # refuses uses up nothing of the site's: one noisy reader cannot shut a blog's comments.
+    app = limited_app(storage, LIMIT_POST="1/minute;5/day", LIMIT_SITE="3/minute")
+    key, client = add_site(app).key, app.test_client()
+    codes = [post(client, key, "203.0.113.40").status_code for _ in range(4)]
+    assert codes == [201, 429, 429, 429]
+    codes = [post(client, key, f"198.51.100.{n}").status_code for n in range(1, 4)]
+    assert codes == [201, 201, 429]
+    clear_tables(app)
+
+
 def test_per_thread_burst_guard(storage: str) -> None:
     app = limited_app(storage, LIMIT_THREAD="2/minute")
     key, client = add_site(app).key, app.test_client()
