@@ -305,6 +305,17 @@ def read_once(statement: Executable, params: dict[str, Any]) -> Result[Any]:
         return connection.execute(statement, params).freeze()()
 
 
+def write_once(statement: Executable, params: dict[str, Any]) -> Result[Any]:
+    """Run one writing statement on a pooled connection as a transaction of its own.
+
+    In autocommit the statement commits as it runs: on PostgreSQL one round trip instead of
+    BEGIN, the statement and COMMIT. It either happens whole or not at all, like any statement.
+    """
+    with db.engine.connect() as connection:
+        connection.execution_options(isolation_level="AUTOCOMMIT")
+        return connection.execute(statement, params).freeze()()
+
+
 def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     """Use SQLite's write-ahead log: readers never block the writer and commits skip a sync."""
     cursor = dbapi_connection.cursor()

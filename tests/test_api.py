@@ -158,6 +158,38 @@ def test_rejected_comment_is_kept_in_the_spam_queue(
         assert (event.action, event.to_status) == ("submit", "spam")
 
 
+def test_every_new_comment_is_stored_with_its_audit_row(
+    scored: Flask, client: FlaskClient, site: Site
+) -> None:
+    # The first comment of a page creates its thread; later ones, replies and rejections take
+    # the short path on PostgreSQL (one INSERT for comment and audit row): all must match.
+    first = post(client, site, text="first comment")
+    assert first.status_code == 201
+    first_id = first.json["comment"]["id"]
+    answers = [
+        post(client, site, text="borderline remark"),
+        post(client, site, parent=first_id, text="a reply"),
+        post(client, site, author="Cheap viagra", text="buy now"),
+    ]
+    assert [a.status_code for a in answers] == [202, 201, 422]
+    assert post(client, site, parent=first_id + 100, text="lost").status_code == 400
+    with scored.app_context():
+        comments = db.session.execute(select(Comment).order_by(Comment.id)).scalars().all()
+        events = db.session.execute(select(ModerationEvent)).scalars().all()
+        assert [c.status for c in comments] == ["published", "pending", "published", "spam"]
+        assert [c.parent_id for c in comments] == [None, None, first_id, None]
+        assert [c.root_id for c in comments] == [None, None, first_id, None]
+        assert comments[3].reasons and comments[3].scores["spam"] == pytest.approx(0.99)
+        assert sorted((e.comment_id, e.action, e.to_status) for e in events) == [
+            (c.id, "submit", c.status) for c in comments
+        ]
+        for event in events:
+            comment = next(c for c in comments if c.id == event.comment_id)
+            assert (event.site_id, event.actor, event.from_status) == (site.id, "reader", None)
+            assert event.created_at == comment.created_at
+            assert event.reason == "; ".join(comment.reasons)
+
+
 # -- the author's edit window ---------------------------------------------------------------
 
 
