@@ -267,7 +267,7 @@ renderer = mistune
 """
 
 
-def start_isso(name: str, workers: int, threads: int = 1) -> Server:
+def start_isso(name: str, workers: int, threads: int = 1, worker_class: str = "sync") -> Server:
     """Start Isso 0.14 under gunicorn with its guard off, and seed the same threads."""
     bin_dir = ensure_isso()
     tmp = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
@@ -278,7 +278,7 @@ def start_isso(name: str, workers: int, threads: int = 1) -> Server:
            "ISSO_SETTINGS": str(config)}
     process = _spawn(
         [str(bin_dir / "gunicorn"), "-b", f"127.0.0.1:{port}", "-w", str(workers),
-         "--threads", str(threads), "--log-level", "warning", "isso.run"],
+         "--threads", str(threads), "-k", worker_class, "--log-level", "warning", "isso.run"],
         env, tmp / "server.log", tmp,
     )
     server = Server(name, process, port, workers, tmp)

@@ -239,10 +239,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="threads per worker for both servers (1: sync workers; more: "
                              "gunicorn's gthread workers)")
+    parser.add_argument("--worker-class", choices=["sync", "gthread"],
+                        help="gunicorn worker class for both servers (default: sync with one "
+                             "thread, gthread with more)")
     args = parser.parse_args()
     seconds = 3 if args.quick else 10
-    threads = {"GUNICORN_THREADS": str(args.threads)}
+    worker_class = args.worker_class or ("sync" if args.threads == 1 else "gthread")
+    threads = {"GUNICORN_THREADS": str(args.threads), "GUNICORN_WORKER_CLASS": worker_class}
     per_worker = f" x {args.threads} threads" if args.threads > 1 else ""
+    if worker_class != "sync":
+        per_worker = f", {worker_class}{per_worker}"
     paced_seconds = 4 if args.quick else 10
     wrk = ensure_wrk()
     if not wrk:
@@ -267,7 +273,7 @@ def main() -> None:
             uncached.stop()
         ours = servers.start_ours(label, backend, workers, model_dir, threads)
         isso = servers.start_isso(f"Isso 0.14, {workers} worker(s){per_worker}", workers,
-                                  args.threads)
+                                  args.threads, worker_class)
         try:
             check_equivalent(ours, isso)
             print(f"{label} vs {isso.name}:", flush=True)
@@ -300,9 +306,8 @@ def main() -> None:
     print()
     print(f"Machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, "
           f"Python {platform.python_version()}; wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS} "
-          f"-d{seconds}s on 127.0.0.1; {model}; gunicorn "
-          f"{'sync workers' if args.threads == 1 else f'gthread workers, {args.threads} threads'}"
-          " for both.")
+          f"-d{seconds}s on 127.0.0.1; {model}; gunicorn {worker_class} workers with "
+          f"{args.threads} thread(s) for both.")
     header = (f"| {'setup':<42} | {'endpoint':<22} | {'ours req/s':>10} | {'p50 ms':>7} | "
               f"{'p99 ms':>7} | {'Isso req/s':>10} | {'p50 ms':>7} | {'p99 ms':>7} | "
               f"{'ratio':>7} | target |")
