@@ -323,9 +323,8 @@ def author_standing(site: Site, key: str, email: str, addr: str,
     return _ban_in_force(found.ban, params, domains), bool(found.trusted)
 
 
-def _prior_published(site_id: int, key: str) -> int:
-    params = {"site": site_id, "key": key}
-    return int(db.session.connection().execute(_PRIOR_PUBLISHED, params).scalar_one())
+def _prior_published(site_id: int, key: str, lookup: Lookup) -> int:
+    return int(lookup(_PRIOR_PUBLISHED, {"site": site_id, "key": key}).scalar_one())
 
 
 def site_settings(site: Site, pipeline: Pipeline) -> policy.SiteSettings:
@@ -373,10 +372,12 @@ def _evaluate(
     addr: str,
     key: str,
     standing: tuple[str | None, bool] | None = None,
+    lookup: Lookup = _in_session,
 ) -> tuple[Scores | None, policy.Decision]:
     """Score a cleaned comment and decide what the site's policy does with it.
 
-    ``standing`` is the author's (ban, trusted) when the caller has looked it up already.
+    ``standing`` is the author's (ban, trusted) when the caller has looked it up already;
+    ``lookup`` runs the author's history query.
     """
     if standing is None:
         standing = author_standing(site, key, email, addr, _hosts(website, html, email))
@@ -391,7 +392,7 @@ def _evaluate(
         links=sanitising.count_links(html),
         # Only "new commenter" pre-moderation needs the author's history.
         prior_published=(
-            _prior_published(site.id, key) if settings.premoderation == "new" else 0
+            _prior_published(site.id, key, lookup) if settings.premoderation == "new" else 0
         ),
         banned=ban,
     )
@@ -537,6 +538,7 @@ def submit(
         site, pipeline, text=text, html=html, author=author, email=email, website=website,
         addr=addr, key=key,
         standing=(_ban_in_force(found.ban, params, domains, lookup), bool(found.trusted)),
+        lookup=lookup,
     )
     if bot:
         # Kept in the Spam queue with the reason; the client sees an ordinary rejection.

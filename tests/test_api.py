@@ -10,8 +10,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
+from moderation import comments
 from moderation.db import Comment, ModerationEvent, Site, Thread, db
 from tests import fakes
+from tests.conftest import add_site
 
 ORIGIN = "https://blog.example"
 
@@ -188,6 +190,25 @@ def test_every_new_comment_is_stored_with_its_audit_row(
             assert (event.site_id, event.actor, event.from_status) == (site.id, "reader", None)
             assert event.created_at == comment.created_at
             assert event.reason == "; ".join(comment.reasons)
+
+
+def test_a_new_commenters_first_comments_are_held_until_one_is_approved(
+    scored: Flask, client: FlaskClient
+) -> None:
+    site = add_site(scored, settings={"premoderation": "new", "new_commenter_holds": 1})
+    first = post(client, site, author="Ann", email="ann@example.org", uri="/a")
+    again = post(client, site, author="Ann", email="ann@example.org", uri="/b")
+    assert (first.status_code, again.status_code) == (202, 202)
+    with scored.app_context():
+        held = db.session.get(Comment, first.json["comment"]["id"])
+        assert held.status == "pending" and "new commenter" in " ".join(held.reasons)
+        comments.moderate(held, "approve", actor="moderator:test")
+        db.session.commit()
+    # One approved comment: Ann is no longer new, on a page of hers or a new one.
+    assert post(client, site, author="Ann", email="ann@example.org", uri="/a").status_code == 201
+    assert post(client, site, author="Ann", email="ann@example.org", uri="/c").status_code == 201
+    # Someone else still is.
+    assert post(client, site, author="Bo", email="bo@example.org", uri="/a").status_code == 202
 
 
 # -- the author's edit window ---------------------------------------------------------------
