@@ -574,6 +574,7 @@ def submit(
         "decided_at": None if decision.action is policy.Action.HOLD else now,
     }
     event = {"actor": actor, "action": "submit", "reason": "; ".join(decision.reasons)}
+    # (_thread() opens the session's transaction when it creates the page's thread.)
     if alone and not db.session().in_transaction():
         comment_id = write_once(_INSERT_BOTH, {**row, **event}).scalar_one()
     else:

@@ -104,7 +104,7 @@ def parse(value: str) -> tuple[RateLimitItem, ...]:
 Hit = tuple[RateLimitItem, tuple[str, ...]]
 
 # The limits library's sliding-window acquire script, applied to several limits in one round
-# trip: KEYS are (previous, current) window pairs, ARGV (amount, expiry in s) per limit. Limits
+# trip: KEYS are (previous, current) window pairs, ARGV (limit, expiry in s) per limit. Limits
 # are counted in order and counting stops at the first that refuses, as hitting them one by
 # one does; the script returns that limit's 1-based position, or 0 when all admitted the hit.
 _ACQUIRE_MANY = """

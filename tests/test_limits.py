@@ -10,6 +10,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from moderation.db import db
+from moderation.limits import client_key, limiter, parse
 from tests import fakes
 from tests.conftest import REDIS_URL, add_site, clear_tables, make_app, need_service
 
@@ -83,6 +84,19 @@ def test_a_refused_post_does_not_count_against_the_later_limits(storage: str) ->
     assert codes == [201, 429, 429, 429]
     codes = [post(client, key, f"198.51.100.{n}").status_code for n in range(1, 4)]
     assert codes == [201, 201, 429]
+    clear_tables(app)
+
+
+def test_counters_are_the_limiters_own(storage: str) -> None:
+    # A post is counted against all its limits at once (in Redis, one script call); what it
+    # counted is what flask-limiter's own window statistics read back.
+    app = limited_app(storage, LIMIT_POST="5/minute")
+    key, client = add_site(app).key, app.test_client()
+    assert [post(client, key, "203.0.113.60").status_code for _ in range(2)] == [201, 201]
+    with app.test_request_context(environ_base={"REMOTE_ADDR": "203.0.113.60"}):
+        args = (limiter._key_prefix, client_key(), "post-addr")  # noqa: SLF001
+        _, remaining = limiter.limiter.get_window_stats(parse("5/minute")[0], *args)
+    assert remaining == 3
     clear_tables(app)
 
 
