@@ -555,9 +555,17 @@ def train(data: Path, out: Path, quick: bool = False,
 
     # Spam also learns what ordinary comments look like from the toxicity corpora: they are
     # comments, not ads, so a sample of them serves as extra ham (their label is not changed).
+    # The sample takes the same share from every source, so each style of comment (Wikipedia
+    # talk, tweets, news comments, Chinese forums) is among the ham, not in proportion to its
+    # corpus's size (COLD and Davidson alone would fill most of it).
     rng = random.Random(SEED)
-    ham_pool = [e for e in ex if e.toxicity is not None and e.spam is None and e.split != "test"]
-    ham_extra = rng.sample(ham_pool, min(len(ham_pool), 600 if quick else 6000))
+    ham_pool: dict[str, list[Example]] = defaultdict(list)
+    for e in ex:
+        if e.toxicity is not None and e.spam is None and e.split != "test":
+            ham_pool[e.source].append(e)
+    quota = (600 if quick else 6000) // max(1, len(ham_pool))
+    ham_extra = [e for source in sorted(ham_pool)
+                 for e in rng.sample(ham_pool[source], min(quota, len(ham_pool[source])))]
 
     progress(f"featurising {len(ex)} comments ...")
     items = [e.item for e in ex]
@@ -946,7 +954,18 @@ elsewhere as negatives. `severe_toxicity` is not offered: the sample holds only 
 Attributes are trained on English only and mean little for Chinese text.
 
 Spam ham also includes a sample of ordinary comments from the toxicity corpora (`ham_other`),
-whose labels are unchanged: they are comments, not adverts.
+whose labels are unchanged: they are comments, not adverts. The sample takes an equal share (857
+rows) from each of the seven toxicity sources, so every style of comment is among the ham. Until
+model 2026.11.27-57ce6aeb it was drawn in proportion to corpus size, which left about 200
+Wikipedia talk comments among 6,000 (COLD and Davidson filled most of it), and that model held
+23% of 788 non-toxic Jigsaw test comments for spam. With the equal shares this model holds 10%.
+Its spam hold threshold is lower (0.0375 against 0.0511), because the validation ham is now
+harder (4.9% of `ham_other` held against 1.7%). On test sets:
+- unseen video: ROC-AUC 0.9915 → 0.9902, good comments held 2.0% → 2.5%, spam held 96.3%
+  either way;
+- SMS: 0.9925 → 0.9917, good comments held 5.2% → 6.4%;
+- DataCamp blog comments (evaluation only): 0.732 → 0.7306, good comments held 24.6% → 19.9%,
+  spam held 65% → 58%.
 
 Only YouTube comments have author names, and for toxicity they are all negatives (YouTube ham).
 Until model version 2026.11.26-2e8f33be the toxicity head learned from them that a comment with
@@ -959,11 +978,13 @@ them spam) named, it learned that having a name is spam-like. Model 2026.11.27-4
 50–67% of 800 non-toxic Jigsaw comments for spam once a plain name (Ann, John Smith, Maria,
 王小明) was added, against 20% without, and held "Thanks, the point about the committee vote is
 well made." from Ann (spam 0.079). Since feature version 4 the author features fire only for
-what is unusual in a name: digits, a link, or 20 characters or more. With those names this
-model holds 25–33% of the same comments (25% without a name; see the spam domain shift in the
-limits) and publishes Ann's comment (0.014), while spammy names still count: 91% and 97% held
-as "Cheap Pills 24" and "Buy Viagra Online Cheap Now". Test ROC-AUC barely moved (unseen video
-0.992 → 0.9915, SMS 0.9926 → 0.9925, DataCamp 0.7345 → 0.732).
+what is unusual in a name: digits, a link, or 20 characters or more. Model 2026.11.27-57ce6aeb
+held 25–33% of the same comments with those names (25% without) and published Ann's comment
+(0.014); test ROC-AUC barely moved (unseen video 0.992 → 0.9915, SMS 0.9926 → 0.9925, DataCamp
+0.7345 → 0.732). This model, with the equal-share ham sample, holds 10–16% of the 788
+non-toxic Jigsaw test comments with those names (10% without) and scores Ann's comment 0.009,
+while spammy names still count: 71% and 84% held as "Cheap Pills 24" and "Buy Viagra Online
+Cheap Now".
 """
 
 CARD_FINDINGS = """
