@@ -93,6 +93,10 @@ def thread_response(
     # Clients may revalidate with If-None-Match; nothing is cached by them without asking.
     response.set_etag(hashlib.sha256(repr((key, state)).encode()).hexdigest()[:32])
     response.headers["Cache-Control"] = "no-cache"
+    # Only a revalidation can turn the answer into a 304; skipping werkzeug's conditional
+    # handling otherwise saves a few percent of a cached read (the server adds the Date header).
+    if "HTTP_IF_NONE_MATCH" not in request.environ:
+        return response
     return response.make_conditional(request)
 
 
