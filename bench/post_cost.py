@@ -67,29 +67,13 @@ def main() -> None:
 
 def backends(cleanup: ExitStack) -> dict[str, Any]:
     """Create a private PostgreSQL schema and Redis key prefix, removed when the run ends."""
-    import redis
-    from sqlalchemy import create_engine, text
+    from bench.servers import REDIS_BASE, private_backends
 
-    from bench.servers import PG_BASE, REDIS_BASE
-
-    schema = f"post_cost_{os.getpid()}"
-    prefix = f"post-cost-{os.getpid()}"
-    engine = create_engine(PG_BASE.replace("postgresql://", "postgresql+psycopg://"))
-    with engine.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-
-    def drop() -> None:
-        with engine.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        engine.dispose()
-        store = redis.Redis.from_url(REDIS_BASE)
-        for key in store.scan_iter(f"*{prefix}*"):
-            store.delete(key)
-
-    cleanup.callback(drop)
-    return {"SQLALCHEMY_DATABASE_URI": f"{engine.url.render_as_string(hide_password=False)}"
-                                       f"?options=-csearch_path%3D{schema}",
-            "RATELIMIT_STORAGE_URI": REDIS_BASE, "RATELIMIT_KEY_PREFIX": prefix}
+    private = private_backends("post_cost")
+    cleanup.callback(private.cleanup)
+    return {"SQLALCHEMY_DATABASE_URI": private.database_url.replace("postgresql://",
+                                                                   "postgresql+psycopg://"),
+            "RATELIMIT_STORAGE_URI": REDIS_BASE, "RATELIMIT_KEY_PREFIX": private.prefix}
 
 
 def run(posts: int, backend: dict[str, Any]) -> None:

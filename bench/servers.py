@@ -14,6 +14,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,38 @@ def _spawn(cmd: list[str], env: dict[str, str], log: Path, cwd: Path) -> subproc
         return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
+@dataclass
+class Private:
+    """A private PostgreSQL schema and Redis key prefix, and how to remove them."""
+
+    database_url: str
+    prefix: str
+    cleanup: Callable[[], None]
+
+
+def private_backends(tag: str) -> Private:
+    """Create a schema of its own in the machine's PostgreSQL and a Redis key prefix."""
+    from sqlalchemy import create_engine, text
+
+    schema = f"{tag}_{os.getpid()}_{secrets.token_hex(3)}"
+    prefix = f"{tag}-{secrets.token_hex(4)}"
+    engine = create_engine(PG_BASE.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+
+    def cleanup() -> None:
+        import redis
+
+        store = redis.Redis.from_url(REDIS_BASE)
+        for key in store.scan_iter(f"*{prefix}*"):
+            store.delete(key)
+        with engine.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        engine.dispose()
+
+    return Private(f"{PG_BASE}?options=-csearch_path%3D{schema}", prefix, cleanup)
+
+
 # -- ours -----------------------------------------------------------------------------------
 
 
@@ -150,26 +183,11 @@ def start_ours(name: str, backend: str, workers: int, model_dir: str,
     }
     cleanup = None
     if backend == "postgres":
-        from sqlalchemy import create_engine, text
-
-        schema = f"bench_{os.getpid()}_{secrets.token_hex(3)}"
-        engine = create_engine(PG_BASE.replace("postgresql://", "postgresql+psycopg://"))
-        with engine.begin() as conn:
-            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-        env["DATABASE_URL"] = f"{PG_BASE}?options=-csearch_path%3D{schema}"
-        prefix = f"bench-{secrets.token_hex(4)}"
+        private = private_backends("bench")
+        cleanup = private.cleanup
+        env["DATABASE_URL"] = private.database_url
         env["RATELIMIT_STORAGE_URI"] = REDIS_BASE
-        env["MODERATION_RATELIMIT_KEY_PREFIX"] = prefix
-
-        def cleanup() -> None:
-            import redis
-
-            store = redis.Redis.from_url(REDIS_BASE)
-            for key in store.scan_iter(f"*{prefix}*"):
-                store.delete(key)
-            with engine.begin() as conn:
-                conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-            engine.dispose()
+        env["MODERATION_RATELIMIT_KEY_PREFIX"] = private.prefix
 
     flask = [str(VENV_BIN / "flask"), "--app", "wsgi"]
     subprocess.run([*flask, "db", "upgrade"], cwd=ROOT, env=env, check=True,

@@ -299,10 +299,7 @@ def read_once(statement: Executable, params: dict[str, Any]) -> Result[Any]:
     SQLite the driver opens no transaction for a SELECT anyway; skipping the ORM session saves
     its set-up and tear-down, which cost more than the query on a cached read.
     """
-    with db.engine.connect() as connection:
-        if db.engine.dialect.name != "sqlite":
-            connection.execution_options(isolation_level="AUTOCOMMIT")
-        return connection.execute(statement, params).freeze()()
+    return _alone(statement, params, autocommit=db.engine.dialect.name != "sqlite")
 
 
 def write_once(statement: Executable, params: dict[str, Any]) -> Result[Any]:
@@ -311,8 +308,13 @@ def write_once(statement: Executable, params: dict[str, Any]) -> Result[Any]:
     In autocommit the statement commits as it runs: on PostgreSQL one round trip instead of
     BEGIN, the statement and COMMIT. It either happens whole or not at all, like any statement.
     """
+    return _alone(statement, params, autocommit=True)
+
+
+def _alone(statement: Executable, params: dict[str, Any], autocommit: bool) -> Result[Any]:
     with db.engine.connect() as connection:
-        connection.execution_options(isolation_level="AUTOCOMMIT")
+        if autocommit:
+            connection.execution_options(isolation_level="AUTOCOMMIT")
         return connection.execute(statement, params).freeze()()
 
 
