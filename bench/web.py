@@ -1,11 +1,12 @@
 """HTTP benchmark: our service (SQLite, 1 worker; PostgreSQL + Redis, 2 workers) against Isso 0.14.
 
-Run: .venv/bin/python bench/web.py [--quick]
+Run: .venv/bin/python bench/web.py [--quick] [--rounds N] [--only sqlite|postgres]
 
 Everything runs on 127.0.0.1 in one run on one machine. Load comes from wrk (closed loop,
 fixed connections); the fixed-rate POST test uses a paced Python client (open loop: latency is
-measured from each request's scheduled send time, so a stall is not hidden). Figures are printed,
-not asserted: this is not a test.
+measured from each request's scheduled send time, so a stall is not hidden). Each endpoint runs
+on our server and on Isso in turn, several rounds, so that both see the same machine. Figures
+are printed, not asserted: this is not a test.
 """
 
 from __future__ import annotations
@@ -231,9 +232,61 @@ def measure(server: servers.Server, scenarios: dict[str, tuple[str, str]], wrk: 
     return results
 
 
+@dataclass
+class Paired:
+    """Alternating runs of one endpoint on both servers: ours, Isso, ours, Isso, ..."""
+
+    ours: list[Result]
+    isso: list[Result]
+
+    @staticmethod
+    def _median(runs: list[Result]) -> Result:
+        return sorted(runs, key=lambda r: r.rps)[(len(runs) - 1) // 2]
+
+    @property
+    def mine(self) -> Result:
+        """Our median run (by throughput)."""
+        return self._median(self.ours)
+
+    @property
+    def theirs(self) -> Result:
+        """Isso's median run (by throughput)."""
+        return self._median(self.isso)
+
+    @property
+    def ratios(self) -> list[float]:
+        """Our throughput over Isso's, for each back-to-back pair of runs."""
+        return [m.rps / t.rps if t.rps else float("nan")
+                for m, t in zip(self.ours, self.isso, strict=True)]
+
+
+def measure_paired(ours: servers.Server, isso: servers.Server, wrk: str, seconds: int,
+                   rounds: int) -> dict[str, Paired]:
+    """Run every endpoint on both servers in turn, ``rounds`` times.
+
+    Back-to-back pairs see the same machine: on a shared VM whose speed drifts by tens of
+    percent within minutes, measuring one server's endpoints and then the other's would put
+    the drift into the ratio.
+    """
+    mine, theirs = ours_scenarios(ours), isso_scenarios()
+    results: dict[str, Paired] = {}
+    for name in mine:
+        pair = results[name] = Paired([], [])
+        for _ in range(rounds):
+            settle(ours, "/livez")
+            pair.ours.append(run_wrk(wrk, ours.url, mine[name][1], seconds))
+            settle(isso, "/info")
+            pair.isso.append(run_wrk(wrk, isso.url, theirs[name][1], seconds))
+            print(f"  {name:<22} ours {pair.ours[-1].rps:9.1f} req/s, Isso "
+                  f"{pair.isso[-1].rps:9.1f} req/s, ratio {pair.ratios[-1]:6.2f}", flush=True)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 s per run instead of 10 s")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="alternating runs of each endpoint on both servers (default 3)")
     parser.add_argument("--only", choices=["sqlite", "postgres"],
                         help="run one setup instead of both")
     parser.add_argument("--threads", type=int, default=1,
@@ -261,7 +314,7 @@ def main() -> None:
     configs = [(f"ours, SQLite, 1 worker{per_worker}", "sqlite", 1),
                (f"ours, PG + Redis, 2 workers{per_worker}", "postgres", 2)]
     configs = [c for c in configs if args.only in (None, c[1])]
-    table: list[tuple[str, str, Result, Result]] = []
+    table: list[tuple[str, str, Paired]] = []
     extra: list[str] = []
     for label, backend, workers in configs:
         uncached = servers.start_ours(label + ", no page cache", backend, workers, model_dir,
@@ -276,14 +329,13 @@ def main() -> None:
                                   args.threads, worker_class)
         try:
             check_equivalent(ours, isso)
-            print(f"{label} vs {isso.name}:", flush=True)
-            mine = measure(ours, ours_scenarios(ours), wrk, seconds, "/livez")
-            theirs = measure(isso, isso_scenarios(), wrk, seconds, "/info")
-            for name in mine:
+            print(f"{label} vs {isso.name}, {args.rounds} alternating round(s):", flush=True)
+            paired = measure_paired(ours, isso, wrk, seconds, args.rounds)
+            for name, pair in paired.items():
                 if name in without_cache:
-                    table.append((label + ", no page cache", name, without_cache[name],
-                                  theirs[name]))
-                table.append((label, name, mine[name], theirs[name]))
+                    table.append((label + ", no page cache", name,
+                                  Paired([without_cache[name]] * args.rounds, pair.isso)))
+                table.append((label, name, pair))
             site = ours.extra["site"]
             settle(ours, "/livez")
             paced = paced_posts(
@@ -308,24 +360,30 @@ def main() -> None:
           f"Python {platform.python_version()}; wrk -t{WRK_THREADS} -c{WRK_CONNECTIONS} "
           f"-d{seconds}s on 127.0.0.1; {model}; gunicorn {worker_class} workers with "
           f"{args.threads} thread(s) for both.")
+    print(f"Each endpoint ran {args.rounds} time(s) on each server, alternating ours and Isso; "
+          "req/s and latency are each server's median run, the ratio is the median of the "
+          "back-to-back pairs' ratios with their range.")
     header = (f"| {'setup':<42} | {'endpoint':<22} | {'ours req/s':>10} | {'p50 ms':>7} | "
               f"{'p99 ms':>7} | {'Isso req/s':>10} | {'p50 ms':>7} | {'p99 ms':>7} | "
-              f"{'ratio':>7} | target |")
+              f"{'ratio':>7} | {'range':>13} | target |")
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
-    for label, name, mine, theirs in table:
+    for label, name, pair in table:
         goal = TARGETS[name]
+        mine, theirs = pair.mine, pair.theirs
         if theirs.rps:
-            ratio = mine.rps / theirs.rps
+            ratio = statistics.median(pair.ratios)
+            spread = f"{min(pair.ratios):.1f}-{max(pair.ratios):.1f}x"
             verdict = "met" if ratio >= goal else "MISSED"
             if label.endswith("no page cache"):
                 verdict = "(info: targets apply with the cache)"
         else:
-            ratio, verdict = float("nan"), "n/a (Isso finished none)"
+            ratio, spread, verdict = float("nan"), "", "n/a (Isso finished none)"
         errs = f" ({mine.errors} non-2xx)" if mine.errors else ""
         print(f"| {label:<42} | {name:<22} | {mine.rps:>10.1f} | {mine.p50_ms:>7.2f} | "
               f"{mine.p99_ms:>7.2f} | {theirs.rps:>10.1f} | {theirs.p50_ms:>7.2f} | "
-              f"{theirs.p99_ms:>7.2f} | {ratio:>6.1f}x | ≥{goal:g}x {verdict}{errs} |")
+              f"{theirs.p99_ms:>7.2f} | {ratio:>6.1f}x | {spread:>13} | "
+              f"≥{goal:g}x {verdict}{errs} |")
     print()
     for line in extra:
         print(line)
