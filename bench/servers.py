@@ -8,6 +8,7 @@ import secrets
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -29,6 +30,8 @@ REDIS_BASE = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
 # Thread shapes: (uri, top-level comments, replies under each), so one response holds them all.
 THREADS = {"/t50": (10, 4), "/t500": (100, 4)}
 COUNT_URIS = [f"/counted/{i}" for i in range(20)]
+# Pages the benchmark posts to; their comments are removed between rounds (Server.reset).
+POSTED_URIS = ("/posted", "/paced")
 TEXT = ("I read the whole article and I think the point about the committee vote is fair, "
         "though the numbers for 2019 deserve a second look. 我同意这个观点。 **Thanks** for "
         "writing it, and see https://example.org/report for the data.")
@@ -100,6 +103,16 @@ class Server:
                 if line.startswith("VmRSS:"):
                     out.append(int(line.split()[1]) / 1024)
         return sorted(out)
+
+    def reset(self) -> None:
+        """Delete what the benchmark posted, so that every round starts from the seeded data.
+
+        Isso's POST and count queries scan its whole comment table, so they slow down as it
+        grows; without this, each round would compare against a larger Isso database.
+        """
+        reset = self.extra.get("reset")
+        if reset:
+            reset()
 
     def stop(self) -> None:
         """Stop gracefully (SIGTERM) and remove the temporary files."""
@@ -198,8 +211,10 @@ def start_ours(name: str, backend: str, workers: int, model_dir: str,
     _seed_ours(env)
     process = _spawn([str(VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py", "wsgi:app"], env,
                      tmp / "server.log", ROOT)
+    database_url = env.get("DATABASE_URL") or f"sqlite:///{tmp / 'instance' / 'moderation.sqlite3'}"
     server = Server(name, process, port, workers, tmp,
-                    {"site": site_key, "env": env, "cleanup": cleanup})
+                    {"site": site_key, "env": env, "cleanup": cleanup,
+                     "reset": lambda: _reset_ours(database_url)})
     wait_ready(server.url + "/readyz")
     return server
 
@@ -246,6 +261,23 @@ with app.app_context():
 """
 
 
+def _reset_ours(database_url: str) -> None:
+    """Delete the benchmark's posted comments and their audit rows from our database."""
+    from sqlalchemy import bindparam, create_engine, text
+
+    engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
+    posted = ("SELECT c.id FROM comment c JOIN thread t ON t.id = c.thread_id "
+              "WHERE t.uri IN :uris")
+    try:
+        with engine.begin() as conn:
+            for statement in (f"DELETE FROM moderation_event WHERE comment_id IN ({posted})",
+                              f"DELETE FROM comment WHERE id IN ({posted})"):
+                conn.execute(text(statement).bindparams(bindparam("uris", expanding=True)),
+                             {"uris": list(POSTED_URIS)})
+    finally:
+        engine.dispose()
+
+
 def _seed_ours(env: dict[str, str]) -> None:
     spec = {"threads": THREADS, "counts": COUNT_URIS, "text": TEXT}
     done = subprocess.run([sys.executable, "-c", SEED_SCRIPT, json.dumps(spec)], cwd=ROOT,
@@ -285,6 +317,15 @@ renderer = mistune
 """
 
 
+def _reset_isso(path: Path) -> None:
+    """Delete the benchmark's posted comments from Isso's SQLite database."""
+    marks = ",".join("?" * len(POSTED_URIS))
+    with sqlite3.connect(path, timeout=30) as conn:
+        conn.execute("DELETE FROM comments WHERE tid IN "
+                     f"(SELECT id FROM threads WHERE uri IN ({marks}))", POSTED_URIS)
+    conn.close()
+
+
 def start_isso(name: str, workers: int, threads: int = 1, worker_class: str = "sync") -> Server:
     """Start Isso 0.14 under gunicorn with its guard off, and seed the same threads."""
     bin_dir = ensure_isso()
@@ -299,7 +340,8 @@ def start_isso(name: str, workers: int, threads: int = 1, worker_class: str = "s
          "--threads", str(threads), "-k", worker_class, "--log-level", "warning", "isso.run"],
         env, tmp / "server.log", tmp,
     )
-    server = Server(name, process, port, workers, tmp)
+    server = Server(name, process, port, workers, tmp,
+                    {"reset": lambda: _reset_isso(tmp / "comments.db")})
     wait_ready(server.url + "/info")
     n = 0
 

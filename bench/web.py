@@ -266,15 +266,19 @@ def measure_paired(ours: servers.Server, isso: servers.Server, wrk: str, seconds
 
     Back-to-back pairs see the same machine: on a shared VM whose speed drifts by tens of
     percent within minutes, measuring one server's endpoints and then the other's would put
-    the drift into the ratio.
+    the drift into the ratio. Every run starts from the seeded data: Isso's POST and count
+    queries scan its whole comment table, so its rate falls as earlier runs' posts pile up.
     """
     mine, theirs = ours_scenarios(ours), isso_scenarios()
     results: dict[str, Paired] = {}
     for name in mine:
         pair = results[name] = Paired([], [])
         for _ in range(rounds):
+            # Both start every run from the seeded data (Server.reset).
+            ours.reset()
             settle(ours, "/livez")
             pair.ours.append(run_wrk(wrk, ours.url, mine[name][1], seconds))
+            isso.reset()
             settle(isso, "/info")
             pair.isso.append(run_wrk(wrk, isso.url, theirs[name][1], seconds))
             print(f"  {name:<22} ours {pair.ours[-1].rps:9.1f} req/s, Isso "
