@@ -32,6 +32,11 @@ THREADS = {"/t50": (10, 4), "/t500": (100, 4)}
 COUNT_URIS = [f"/counted/{i}" for i in range(20)]
 # Pages the benchmark posts to; their comments are removed between rounds (Server.reset).
 POSTED_URIS = ("/posted", "/paced")
+# Comments both servers hold after seeding.
+SEEDED = (sum(roots * (1 + replies) for roots, replies in THREADS.values())
+          + sum(1 + i % 4 for i in range(len(COUNT_URIS))))
+# The page that Server.grow fills with copies of the 500-comment thread: a site with history.
+ARCHIVE_URI = "/archive"
 TEXT = ("I read the whole article and I think the point about the committee vote is fair, "
         "though the numbers for 2019 deserve a second look. 我同意这个观点。 **Thanks** for "
         "writing it, and see https://example.org/report for the data.")
@@ -113,6 +118,10 @@ class Server:
         reset = self.extra.get("reset")
         if reset:
             reset()
+
+    def grow(self, copies: int) -> None:
+        """Store ``copies`` copies of the 500-comment thread on another page, in SQL."""
+        self.extra["grow"](copies)
 
     def stop(self) -> None:
         """Stop gracefully (SIGTERM) and remove the temporary files."""
@@ -214,7 +223,8 @@ def start_ours(name: str, backend: str, workers: int, model_dir: str,
     database_url = env.get("DATABASE_URL") or f"sqlite:///{tmp / 'instance' / 'moderation.sqlite3'}"
     server = Server(name, process, port, workers, tmp,
                     {"site": site_key, "env": env, "cleanup": cleanup,
-                     "reset": lambda: _reset_ours(database_url)})
+                     "reset": lambda: _reset_ours(database_url),
+                     "grow": lambda copies: _grow_ours(database_url, copies)})
     wait_ready(server.url + "/readyz")
     return server
 
@@ -278,6 +288,33 @@ def _reset_ours(database_url: str) -> None:
         engine.dispose()
 
 
+def _grow_ours(database_url: str, copies: int) -> None:
+    """Copy the 500-comment thread's rows ``copies`` times onto the archive page."""
+    from sqlalchemy import create_engine, insert, text
+
+    from moderation.db import Comment, Thread
+
+    columns = ", ".join(c.name for c in Comment.__table__.columns
+                        if c.name not in ("id", "thread_id", "parent_id", "root_id"))
+    engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with engine.begin() as conn:
+            site, source = conn.execute(
+                text("SELECT site_id, id FROM thread WHERE uri = :uri"), {"uri": "/t500"}).one()
+            archive = conn.execute(insert(Thread.__table__).values(
+                site_id=site, uri=ARCHIVE_URI, title="Archive")).inserted_primary_key[0]
+            for _ in range(copies):
+                conn.execute(text(f"INSERT INTO comment (thread_id, {columns}) "
+                                  f"SELECT :archive, {columns} FROM comment "
+                                  "WHERE thread_id = :source"),
+                             {"archive": archive, "source": source})
+        if engine.dialect.name == "postgresql":
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.exec_driver_sql("VACUUM ANALYZE comment, thread")
+    finally:
+        engine.dispose()
+
+
 def _seed_ours(env: dict[str, str]) -> None:
     spec = {"threads": THREADS, "counts": COUNT_URIS, "text": TEXT}
     done = subprocess.run([sys.executable, "-c", SEED_SCRIPT, json.dumps(spec)], cwd=ROOT,
@@ -326,6 +363,21 @@ def _reset_isso(path: Path) -> None:
     conn.close()
 
 
+def _grow_isso(path: Path, copies: int) -> None:
+    """Copy the 500-comment thread's rows ``copies`` times onto the archive page."""
+    columns = ("created, modified, mode, remote_addr, text, author, email, website, likes, "
+               "dislikes, voters, notification")
+    with sqlite3.connect(path, timeout=30) as conn:
+        archive = conn.execute("INSERT INTO threads (uri, title) VALUES (?, 'Archive')",
+                               (ARCHIVE_URI,)).lastrowid
+        source = conn.execute("SELECT id FROM threads WHERE uri = '/t500'").fetchone()[0]
+        for _ in range(copies):
+            conn.execute(f"INSERT INTO comments (tid, parent, {columns}) "
+                         f"SELECT ?, NULL, {columns} FROM comments WHERE tid = ?",
+                         (archive, source))
+    conn.close()
+
+
 def start_isso(name: str, workers: int, threads: int = 1, worker_class: str = "sync") -> Server:
     """Start Isso 0.14 under gunicorn with its guard off, and seed the same threads."""
     bin_dir = ensure_isso()
@@ -341,7 +393,8 @@ def start_isso(name: str, workers: int, threads: int = 1, worker_class: str = "s
         env, tmp / "server.log", tmp,
     )
     server = Server(name, process, port, workers, tmp,
-                    {"reset": lambda: _reset_isso(tmp / "comments.db")})
+                    {"reset": lambda: _reset_isso(tmp / "comments.db"),
+                     "grow": lambda copies: _grow_isso(tmp / "comments.db", copies)})
     wait_ready(server.url + "/info")
     n = 0
 
