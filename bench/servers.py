@@ -112,7 +112,7 @@ class Server:
     def reset(self) -> None:
         """Delete what the benchmark posted, so that every round starts from the seeded data.
 
-        Isso's POST and count queries scan its whole comment table, so they slow down as it
+        Isso's count query groups its whole comment table, so it slows down as the table
         grows; without this, each round would compare against a larger Isso database.
         """
         reset = self.extra.get("reset")

@@ -1,6 +1,6 @@
 """HTTP benchmark: our service (SQLite, 1 worker; PostgreSQL + Redis, 2 workers) against Isso 0.14.
 
-Run: .venv/bin/python bench/web.py [--quick] [--rounds N] [--only sqlite|postgres]
+Run: .venv/bin/python bench/web.py [--quick] [--rounds N] [--grow COPIES] [--only sqlite|postgres]
 
 Everything runs on 127.0.0.1 in one run on one machine. Load comes from wrk (closed loop,
 fixed connections); the fixed-rate POST test uses a paced Python client (open loop: latency is
@@ -266,8 +266,8 @@ def measure_paired(ours: servers.Server, isso: servers.Server, wrk: str, seconds
 
     Back-to-back pairs see the same machine: on a shared VM whose speed drifts by tens of
     percent within minutes, measuring one server's endpoints and then the other's would put
-    the drift into the ratio. Every run starts from the seeded data: Isso's POST and count
-    queries scan its whole comment table, so its rate falls as earlier runs' posts pile up.
+    the drift into the ratio. Every run starts from the seeded data: Isso's count query groups
+    its whole comment table, so its rate falls as earlier runs' posts pile up.
     """
     mine, theirs = ours_scenarios(ours), isso_scenarios()
     results: dict[str, Paired] = {}
