@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.servers import TEXT  # noqa: E402 - the comment bench/web.py posts
 from moderation import api, comments, limits, sanitising  # noqa: E402
+from moderation.config import sqlalchemy_url  # noqa: E402
 from tests.conftest import add_site, base_config  # noqa: E402
 
 WARM_UP = 200
@@ -71,8 +72,7 @@ def backends(cleanup: ExitStack) -> dict[str, Any]:
 
     private = private_backends("post_cost")
     cleanup.callback(private.cleanup)
-    return {"SQLALCHEMY_DATABASE_URI": private.database_url.replace("postgresql://",
-                                                                   "postgresql+psycopg://"),
+    return {"SQLALCHEMY_DATABASE_URI": sqlalchemy_url(private.database_url),
             "RATELIMIT_STORAGE_URI": REDIS_BASE, "RATELIMIT_KEY_PREFIX": private.prefix}
 
 

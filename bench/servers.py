@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from moderation.config import sqlalchemy_url
+
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 ISSO_VENV = ROOT / "bench" / ".isso-venv"
@@ -115,9 +117,7 @@ class Server:
         Isso's count query groups its whole comment table, so it slows down as the table
         grows; without this, each round would compare against a larger Isso database.
         """
-        reset = self.extra.get("reset")
-        if reset:
-            reset()
+        self.extra["reset"]()
 
     def grow(self, copies: int) -> None:
         """Store ``copies`` copies of the 500-comment thread on another page, in SQL."""
@@ -158,7 +158,7 @@ def private_backends(tag: str) -> Private:
 
     schema = f"{tag}_{os.getpid()}_{secrets.token_hex(3)}"
     prefix = f"{tag}-{secrets.token_hex(4)}"
-    engine = create_engine(PG_BASE.replace("postgresql://", "postgresql+psycopg://"))
+    engine = create_engine(sqlalchemy_url(PG_BASE))
     with engine.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
 
@@ -275,7 +275,7 @@ def _reset_ours(database_url: str) -> None:
     """Delete the benchmark's posted comments and their audit rows from our database."""
     from sqlalchemy import bindparam, create_engine, text
 
-    engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
+    engine = create_engine(sqlalchemy_url(database_url))
     posted = ("SELECT c.id FROM comment c JOIN thread t ON t.id = c.thread_id "
               "WHERE t.uri IN :uris")
     try:
@@ -296,7 +296,7 @@ def _grow_ours(database_url: str, copies: int) -> None:
 
     columns = ", ".join(c.name for c in Comment.__table__.columns
                         if c.name not in ("id", "thread_id", "parent_id", "root_id"))
-    engine = create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
+    engine = create_engine(sqlalchemy_url(database_url))
     try:
         with engine.begin() as conn:
             site, source = conn.execute(

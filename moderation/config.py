@@ -126,7 +126,11 @@ DEMO_API_ORIGIN = ""
 
 def database_url_from_env() -> str:
     """Return DATABASE_URL in SQLAlchemy's psycopg 3 form, or an empty string."""
-    url = os.environ.get("DATABASE_URL", "")
+    return sqlalchemy_url(os.environ.get("DATABASE_URL", ""))
+
+
+def sqlalchemy_url(url: str) -> str:
+    """Return a PostgreSQL URL (postgres:// or postgresql://) in psycopg 3 form; others as given."""
     for prefix in ("postgres://", "postgresql://"):
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
