@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import json
 import math
 import secrets
 import urllib.parse
@@ -24,6 +25,7 @@ from sqlalchemy import (
     and_,
     any_,
     bindparam,
+    column,
     exists,
     func,
     insert,
@@ -48,6 +50,7 @@ from .db import (
     Thread,
     TrustedAuthor,
     db,
+    read_direct,
     read_once,
     utcnow,
     write_once,
@@ -900,9 +903,12 @@ def _counts_statement(uris_match: Any) -> Any:
     return select(thread.c.uri, published).where(thread.c.site_id == bindparam("site"), uris_match)
 
 
-# Built once: counts are asked for on every page with a comment link. PostgreSQL takes the
-# URIs as one array parameter, so the statement never changes and stays prepared.
-_COUNTS = _counts_statement(Thread.__table__.c.uri.in_(bindparam("uris", expanding=True)))
+# Built once: counts are asked for on every page with a comment link, and run straight on the
+# driver (read_direct). The URIs are one parameter, so the statement never changes: an array on
+# PostgreSQL, a JSON list read with json_each on SQLite.
+_COUNTS = _counts_statement(Thread.__table__.c.uri.in_(
+    select(column("value")).select_from(func.json_each(bindparam("uris", type_=String)))
+))
 _COUNTS_PG = _counts_statement(
     Thread.__table__.c.uri == any_(bindparam("uris", type_=ARRAY(String)))
 )
@@ -911,7 +917,9 @@ _COUNTS_PG = _counts_statement(
 def counts(site: Site, uris: Sequence[str]) -> dict[str, int]:
     """Return the number of published comments for each requested URI."""
     keys = {uri: normalise_uri(uri, "uris") for uri in uris}
-    params = {"site": site.id, "uris": sorted(set(keys.values()))}
-    statement = _COUNTS_PG if db.engine.dialect.name == "postgresql" else _COUNTS
-    found = dict(read_once(statement, params).all())
+    wanted = sorted(set(keys.values()))
+    if db.engine.dialect.name == "postgresql":
+        found = dict(read_direct(_COUNTS_PG, {"site": site.id, "uris": wanted}))
+    else:
+        found = dict(read_direct(_COUNTS, {"site": site.id, "uris": json.dumps(wanted)}))
     return {uri: int(found.get(key, 0)) for uri, key in keys.items()}

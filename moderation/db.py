@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 import secrets
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,8 +28,8 @@ from sqlalchemy import (
     UniqueConstraint,
     event,
 )
-from sqlalchemy.engine import Result
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.engine import Dialect, Result
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.sql import Executable
 
@@ -316,6 +318,75 @@ def _alone(statement: Executable, params: dict[str, Any], autocommit: bool) -> R
         if autocommit:
             connection.execution_options(isolation_level="AUTOCOMMIT")
         return connection.execute(statement, params).freeze()()
+
+
+@dataclass(frozen=True)
+class _DriverSQL:
+    """A statement compiled once for a dialect: its SQL text and how to pass its parameters."""
+
+    statement: Executable  # kept, so that its id() is never reused while it is cached
+    sql: str
+    positions: tuple[str, ...] | None  # parameter names in order (qmark), or None (named)
+    fixed: dict[str, Any]  # values bound in the statement itself
+
+
+_driver_sql: dict[tuple[int, str, str], _DriverSQL] = {}
+
+
+def _compiled(statement: Executable, dialect: Dialect) -> _DriverSQL:
+    key = (id(statement), dialect.name, dialect.paramstyle)
+    found = _driver_sql.get(key)
+    if found is None:
+        compiled = statement.compile(dialect=dialect)
+        positions = tuple(compiled.positiontup or ()) if compiled.positional else None
+        fixed = {k: v for k, v in compiled.params.items() if v is not None}
+        found = _driver_sql[key] = _DriverSQL(statement, str(compiled), positions, fixed)
+    return found
+
+
+def read_direct(statement: Executable, params: Mapping[str, Any]) -> list[Any]:
+    """Run a fixed SELECT straight on the driver and return its rows as the driver gives them.
+
+    For the hottest reads (comment counts, the read cache's fingerprint), where SQLAlchemy's
+    per-execution work (cache lookup, parameter and result processing, Result objects, pool
+    reset) costs several times the query itself: on SQLite a counts query takes about 6 µs
+    in the driver and about 75 µs through ``read_once``. The statement must be a module-level
+    constant with no expanding parameters, whose parameters need no type conversion (numbers,
+    strings, lists for PostgreSQL arrays) and whose results are used as the driver returns
+    them. It runs outside any transaction, as ``read_once`` does; driver errors become
+    SQLAlchemy's (so a database outage still answers 503) and a lost connection is dropped from
+    the pool.
+    """
+    engine = db.engine
+    dialect = engine.dialect
+    driver = _compiled(statement, dialect)
+    values = {**driver.fixed, **params}
+    args: Any = values if driver.positions is None else [values[n] for n in driver.positions]
+    dbapi_error = dialect.loaded_dbapi.Error
+    try:
+        connection = engine.raw_connection()
+    except dbapi_error as error:  # the database is down: as SQLAlchemy would raise it
+        raise DBAPIError.instance(driver.sql, args, error, dbapi_error, dialect=dialect) from error
+    # psycopg runs a lone SELECT in autocommit without BEGIN and ROLLBACK round trips; the
+    # pool's reset on return then has nothing to roll back. sqlite3 opens no transaction.
+    autocommit = dialect.name == "postgresql"
+    try:
+        if autocommit:
+            connection.driver_connection.autocommit = True  # type: ignore[union-attr]
+        cursor = connection.cursor()
+        try:
+            cursor.execute(driver.sql, args)
+            return cursor.fetchall()
+        finally:
+            cursor.close()
+    except dbapi_error as error:
+        if dialect.is_disconnect(error, connection.dbapi_connection, None):
+            connection.invalidate(error)
+        raise DBAPIError.instance(driver.sql, args, error, dbapi_error, dialect=dialect) from error
+    finally:
+        if autocommit and connection.is_valid:
+            connection.driver_connection.autocommit = False  # type: ignore[union-attr]
+        connection.close()
 
 
 def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 from flask import Flask, Response, current_app, request
 from sqlalchemy import bindparam, func, select
 
-from .db import Comment, Site, Thread, read_once
+from .db import Comment, Site, Thread, read_direct
 
 
 class PageCache:
@@ -60,7 +60,8 @@ class PageCache:
 
 _thread, _comment = Thread.__table__, Comment.__table__
 # Built once: the join on thread_id lets the (thread_id, status, created_at) index drive the
-# aggregate, and a prepared Core statement skips the ORM's per-call statement building.
+# aggregate; it runs straight on the driver (read_direct), as it does on every read. Its values
+# are only compared, so the driver's own types (timestamps as text on SQLite) serve.
 _FINGERPRINT = (
     select(_thread.c.id, _thread.c.title, func.count(_comment.c.id), func.max(_comment.c.id),
            func.max(_comment.c.decided_at), func.max(_comment.c.edited_at))
@@ -72,8 +73,8 @@ _FINGERPRINT = (
 
 def fingerprint(site: Site, uri: str) -> tuple[Any, ...]:
     """Return what identifies the current state of a thread's comments (one aggregate query)."""
-    state = read_once(_FINGERPRINT, {"site": site.id, "uri": uri}).first()
-    return ("no thread",) if state is None else tuple(state)
+    rows = read_direct(_FINGERPRINT, {"site": site.id, "uri": uri})
+    return ("no thread",) if not rows else tuple(rows[0])
 
 
 def thread_response(

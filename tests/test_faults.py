@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import redis
 from flask import Flask
@@ -165,6 +166,34 @@ def test_a_restart_while_idle_costs_no_request(private_postgres: PrivatePostgres
     assert post(client, key, text="after the restart").status_code == 201
     listing = client.get("/api/v1/comments", query_string={"site": key, "uri": "/p"}).json
     assert len(listing["comments"]) == 2
+    with app.app_context():
+        db.session.remove()
+        db.drop_all()
+        db.engine.dispose()
+
+
+def test_a_connection_killed_under_the_direct_reads_is_replaced(
+    private_postgres: PrivatePostgres,
+) -> None:
+    """Counts and thread reads run straight on the driver: a dead connection leaves the pool."""
+    app, key, client = pg_app(private_postgres, DB_PING_IDLE_SECONDS=3600)
+    assert post(client, key, text="one").status_code == 201
+    counts = {"site": key, "uris": ["/p", "/none"]}
+    assert client.post("/api/v1/counts", json=counts).json["counts"] == {"/p": 1, "/none": 0}
+    with app.app_context():
+        db.session.remove()
+        pooled = db.engine.raw_connection()
+        pid = pooled.driver_connection.info.backend_pid  # type: ignore[union-attr]
+        pooled.close()
+    with psycopg.connect(private_postgres.url.replace("+psycopg", ""), autocommit=True) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    # The pool hands out a killed connection (no ping within the hour): that one request fails
+    # as an outage would, the connection is dropped, and the next request gets a fresh one.
+    statuses = [client.post("/api/v1/counts", json=counts).status_code for _ in range(3)]
+    assert statuses == [503, 200, 200]
+    assert client.post("/api/v1/counts", json=counts).json["counts"] == {"/p": 1, "/none": 0}
+    listing = client.get("/api/v1/comments", query_string={"site": key, "uri": "/p"})
+    assert listing.status_code == 200 and len(listing.json["comments"]) == 1
     with app.app_context():
         db.session.remove()
         db.drop_all()
