@@ -378,6 +378,21 @@ def _grow_isso(path: Path, copies: int) -> None:
     conn.close()
 
 
+def start_floor(workers: int, threads: int = 1, worker_class: str = "sync") -> Server:
+    """Start bench/floor.py (a fixed answer, no application) under the same gunicorn workers."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench-floor-"))
+    port = free_port()
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp")}
+    process = _spawn(
+        [str(VENV_BIN / "gunicorn"), "-b", f"127.0.0.1:{port}", "-w", str(workers),
+         "--threads", str(threads), "-k", worker_class, "--log-level", "warning", "floor:app"],
+        env, tmp / "server.log", ROOT / "bench",
+    )
+    server = Server("gunicorn, fixed answer", process, port, workers, tmp)
+    wait_ready(server.url + "/")
+    return server
+
+
 def start_isso(name: str, workers: int, threads: int = 1, worker_class: str = "sync") -> Server:
     """Start Isso 0.14 under gunicorn with its guard off, and seed the same threads."""
     bin_dir = ensure_isso()

@@ -288,6 +288,25 @@ def measure_paired(ours: servers.Server, isso: servers.Server, wrk: str, seconds
     return results
 
 
+def floor_line(ours: servers.Server, workers: int, threads: int, worker_class: str, wrk: str,
+               seconds: int) -> str:
+    """Measure gunicorn answering the counts request with a fixed body, without any app.
+
+    No application under the same workers and load can go faster: this is the ceiling that
+    both our counts and Isso's share.
+    """
+    floor = servers.start_floor(workers, threads, worker_class)
+    try:
+        script = ours_scenarios(ours)["POST counts (20 URIs)"][1]
+        result = run_wrk(wrk, floor.url, script.replace("/api/v1/counts", "/"), seconds)
+    finally:
+        floor.stop()
+    return (f"gunicorn with {workers} {worker_class} worker(s) answering the counts request "
+            f"with a fixed body, no application: {result.rps:.1f} req/s (p50 "
+            f"{result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms), the ceiling for any server "
+            "under this load")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 s per run instead of 10 s")
@@ -364,6 +383,7 @@ def main() -> None:
                 200, paced_seconds)
             rss = ours.worker_rss_mb()
             isso_rss = isso.worker_rss_mb()
+            extra.append(floor_line(ours, workers, args.threads, worker_class, wrk, seconds))
             extra.append(
                 f"{label}: POST at a fixed 200 req/s for {paced_seconds} s ({paced.requests} "
                 f"posts, open loop): p50 {paced.p50_ms:.1f} ms, p99 {paced.p99_ms:.1f} ms, "
