@@ -908,9 +908,6 @@ class Classifier:
         self.config: dict[str, Any] = dict(artifact["features"])
         # float16 on disk keeps the file small; float32 in memory keeps sums exact enough.
         weights = np.asarray(artifact["weights"])
-        # One contiguous row per head: gathers of the few link and shape features then touch
-        # one head's row at a time.
-        self.weights_t = np.ascontiguousarray(weights.T, dtype=np.float32)
         self.idf = np.asarray(artifact["idf"], dtype=np.float32)
         # idf*w per head plus idf**2: scoring n-grams then needs one lookup per occurrence.
         # Rows are padded to a multiple of 8 floats (32 bytes), so that no row straddles two
@@ -919,6 +916,13 @@ class Classifier:
         self.table = np.zeros((len(self.idf), -(-(h + 1) // 8) * 8), dtype=np.float32)
         np.multiply(weights, self.idf[:, None], out=self.table[:, :h])
         self.table[:, h] = self.idf ** 2
+        # The link, shape and name features use the plain weights. With float16 weights and
+        # IDF (as trained) idf*w is exact in float32, so dividing by idf gives each weight back
+        # to the bit and a second copy (24 MB per worker at 2**20 columns) is not kept.
+        exact = (len(self.idf) > 0 and bool(np.all(self.idf > 0))
+                 and np.array_equal(self.table[:, :h] / self.idf[:, None],
+                                    weights.astype(np.float32)))
+        self._weights_t = None if exact else np.ascontiguousarray(weights.T, dtype=np.float32)
         self.intercept = np.asarray(artifact["intercept"], dtype=np.float64)
         self.calib_a = np.asarray(artifact["calib_a"], dtype=np.float64)
         self.calib_b = np.asarray(artifact["calib_b"], dtype=np.float64)
@@ -931,11 +935,20 @@ class Classifier:
                              f"code computes version {FEATURE_VERSION}; retrain the model")
         n_cols = 1 << int(self.config["bits"])
         h = len(self.heads)
-        if (self.weights_t.shape != (h, n_cols) or self.idf.shape != (n_cols,)
+        if (weights.shape != (n_cols, h) or self.idf.shape != (n_cols,)
                 or self.intercept.shape != (h,)
                 or self.calib_a.shape != (h,) or self.calib_b.shape != (h,)
                 or "spam" not in self.heads or "toxicity" not in self.heads):
             raise ModelError("corrupt model: array shapes do not match the feature configuration")
+
+    def head_weights(self, cols: np.ndarray) -> np.ndarray:
+        """Return the weights of these feature columns, one row per head."""
+        if self._weights_t is not None:
+            return self._weights_t[:, cols]
+        import numpy as np
+
+        picked = np.take(self.table, cols, axis=0)  # faster than fancy indexing here
+        return (picked[:, :len(self.heads)] / np.take(self.idf, cols)[:, None]).T
 
     def _logits(self, items: Sequence[CommentText]) -> np.ndarray:
         """Return the uncalibrated decision values, one row per comment."""
@@ -956,11 +969,12 @@ class Classifier:
         entries = _Entries()
         _add_other(entries, items, enc, a_enc, int(self.config["bits"]), names)
         rows, cols, vals, _, _, _ = entries.concat()
+        weights = self.head_weights(cols)
         if n == 1:
-            out[0] += self.weights_t[:, cols] @ vals
+            out[0] += weights @ vals
         else:
-            for j, w in enumerate(self.weights_t):
-                out[:, j] += np.bincount(rows, weights=w[cols] * vals, minlength=n)
+            for j, w in enumerate(weights):
+                out[:, j] += np.bincount(rows, weights=w * vals, minlength=n)
         return out + self.intercept
 
     def _char_sums(self, enc: _Enc) -> np.ndarray:
@@ -1079,7 +1093,7 @@ class Classifier:
 
         rows, cols, vals, flds, starts, ends = featurize([item], self.config, spans=True,
                                                           idf=self.idf)
-        contrib = self.weights_t[:, cols].T * vals[:, None] * self.calib_a
+        contrib = self.head_weights(cols).T * vals[:, None] * self.calib_a
         sources = {_F_TEXT: item.text, _F_AUTHOR: item.author, _F_WEBSITE: item.website}
         out: dict[str, list[dict[str, object]]] = {}
         for j, head in enumerate(self.heads):

@@ -514,6 +514,29 @@ def _random_classifier(bits: int = 16) -> Classifier:
     return Classifier(artifact, {})
 
 
+def test_plain_weights_come_back_from_the_scoring_table_to_the_bit() -> None:
+    """float16 weights and IDF (as trained) need no second weight matrix in memory."""
+    import numpy as np
+
+    clf = _random_classifier()
+    weights = np.random.default_rng(3).normal(size=(1 << 16, 6)).astype(np.float16)
+    cols = np.arange(1 << 16)
+    assert clf._weights_t is None
+    assert np.array_equal(clf.head_weights(cols), weights.astype(np.float32).T)
+    # Weights that idf*w cannot hold exactly (float32) are kept as they are.
+    artifact = {
+        "format": classifier.ARTIFACT_FORMAT, "heads": clf.heads, "features": clf.config,
+        "weights": weights.astype(np.float32) * np.float32(1.0001),
+        "idf": clf.idf.astype(np.float16), "intercept": np.zeros(6), "calib_a": np.ones(6),
+        "calib_b": np.zeros(6),
+    }
+    wide = Classifier(artifact, {})
+    assert wide._weights_t is not None
+    assert np.array_equal(wide.head_weights(cols), artifact["weights"].T)
+    item = CommentText("Visit http://cheap.example now, you idiot!", author="Cheap Pills 24")
+    assert np.allclose(wide.predict([item]), clf.predict([item]), atol=1e-3)
+
+
 def test_fast_scoring_equals_the_training_features() -> None:
     import numpy as np
 
@@ -527,8 +550,8 @@ def test_fast_scoring_equals_the_training_features() -> None:
                          website=rng.choice(["", "http://x.example/a"]),
                          email=rng.choice(["", "a@b.example"])) for _ in range(300)]
     rows, cols, vals, *_ = classifier.featurize(items, clf.config, idf=clf.idf)
-    expected = np.stack([np.bincount(rows, weights=w[cols] * vals, minlength=len(items))
-                         for w in clf.weights_t], axis=1)
+    expected = np.stack([np.bincount(rows, weights=w * vals, minlength=len(items))
+                         for w in clf.head_weights(cols)], axis=1)
     got = clf._logits(items) - clf.intercept
     assert np.allclose(got, expected, atol=1e-3)
     singles = np.vstack([clf._logits([it]) for it in items[:40]]) - clf.intercept
