@@ -378,16 +378,25 @@ def _grow_isso(path: Path, copies: int) -> None:
     conn.close()
 
 
+def _gunicorn(bin_dir: Path, port: int, workers: int, threads: int, worker_class: str,
+              app: str) -> list[str]:
+    """Return the gunicorn command line both the peer and the fixed-answer app run under."""
+    return [str(bin_dir / "gunicorn"), "-b", f"127.0.0.1:{port}", "-w", str(workers),
+            "--threads", str(threads), "-k", worker_class, "--log-level", "warning", app]
+
+
+def _plain_env(**extra: str) -> dict[str, str]:
+    """Return a minimal environment for a benchmark server, plus extra variables."""
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": os.environ.get("HOME", "/tmp"), **extra}
+
+
 def start_floor(workers: int, threads: int = 1, worker_class: str = "sync") -> Server:
     """Start bench/floor.py (a fixed answer, no application) under the same gunicorn workers."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-floor-"))
     port = free_port()
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp")}
-    process = _spawn(
-        [str(VENV_BIN / "gunicorn"), "-b", f"127.0.0.1:{port}", "-w", str(workers),
-         "--threads", str(threads), "-k", worker_class, "--log-level", "warning", "floor:app"],
-        env, tmp / "server.log", ROOT / "bench",
-    )
+    process = _spawn(_gunicorn(VENV_BIN, port, workers, threads, worker_class, "floor:app"),
+                     _plain_env(), tmp / "server.log", ROOT / "bench")
     server = Server("gunicorn, fixed answer", process, port, workers, tmp)
     wait_ready(server.url + "/")
     return server
@@ -400,13 +409,8 @@ def start_isso(name: str, workers: int, threads: int = 1, worker_class: str = "s
     port = free_port()
     config = tmp / "isso.cfg"
     config.write_text(ISSO_CONFIG.format(db=tmp / "comments.db", port=port), encoding="utf-8")
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp"),
-           "ISSO_SETTINGS": str(config)}
-    process = _spawn(
-        [str(bin_dir / "gunicorn"), "-b", f"127.0.0.1:{port}", "-w", str(workers),
-         "--threads", str(threads), "-k", worker_class, "--log-level", "warning", "isso.run"],
-        env, tmp / "server.log", tmp,
-    )
+    process = _spawn(_gunicorn(bin_dir, port, workers, threads, worker_class, "isso.run"),
+                     _plain_env(ISSO_SETTINGS=str(config)), tmp / "server.log", tmp)
     server = Server(name, process, port, workers, tmp,
                     {"reset": lambda: _reset_isso(tmp / "comments.db"),
                      "grow": lambda copies: _grow_isso(tmp / "comments.db", copies)})

@@ -9,6 +9,7 @@ import logging
 import random
 import shutil
 from pathlib import Path
+from typing import Any
 
 import flask
 import pytest
@@ -497,13 +498,13 @@ def test_shipped_model_on_unseen_video() -> None:
     assert json.loads(result.output)["roc_auc"] >= 0.98
 
 
-def _random_classifier(bits: int = 16) -> Classifier:
-    """Return a classifier with random weights over the current feature code."""
+def _random_artifact(bits: int = 16) -> dict[str, Any]:
+    """Return a model artifact with random float16 weights over the current feature code."""
     import numpy as np
 
     rng = np.random.default_rng(3)
     heads = ["spam", "toxicity", "insult", "obscene", "threat", "identity_attack"]
-    artifact = {
+    return {
         "format": classifier.ARTIFACT_FORMAT, "heads": heads,
         "features": {"bits": bits, "char_range": [2, 4], "version": classifier.FEATURE_VERSION},
         "weights": rng.normal(size=(1 << bits, len(heads))).astype(np.float16),
@@ -511,28 +512,27 @@ def _random_classifier(bits: int = 16) -> Classifier:
         "intercept": np.zeros(len(heads)), "calib_a": np.ones(len(heads)),
         "calib_b": np.zeros(len(heads)),
     }
-    return Classifier(artifact, {})
+
+
+def _random_classifier(bits: int = 16) -> Classifier:
+    """Return a classifier with random weights over the current feature code."""
+    return Classifier(_random_artifact(bits), {})
 
 
 def test_plain_weights_come_back_from_the_scoring_table_to_the_bit() -> None:
     """float16 weights and IDF (as trained) need no second weight matrix in memory."""
     import numpy as np
 
-    clf = _random_classifier()
-    weights = np.random.default_rng(3).normal(size=(1 << 16, 6)).astype(np.float16)
-    cols = np.arange(1 << 16)
+    artifact = _random_artifact()
+    clf = Classifier(artifact, {})
+    cols = np.arange(len(artifact["weights"]))
     assert clf._weights_t is None
-    assert np.array_equal(clf.head_weights(cols), weights.astype(np.float32).T)
+    assert np.array_equal(clf.head_weights(cols), artifact["weights"].astype(np.float32).T)
     # Weights that idf*w cannot hold exactly (float32) are kept as they are.
-    artifact = {
-        "format": classifier.ARTIFACT_FORMAT, "heads": clf.heads, "features": clf.config,
-        "weights": weights.astype(np.float32) * np.float32(1.0001),
-        "idf": clf.idf.astype(np.float16), "intercept": np.zeros(6), "calib_a": np.ones(6),
-        "calib_b": np.zeros(6),
-    }
-    wide = Classifier(artifact, {})
+    wider = artifact["weights"].astype(np.float32) * np.float32(1.0001)
+    wide = Classifier({**artifact, "weights": wider}, {})
     assert wide._weights_t is not None
-    assert np.array_equal(wide.head_weights(cols), artifact["weights"].T)
+    assert np.array_equal(wide.head_weights(cols), wider.T)
     item = CommentText("Visit http://cheap.example now, you idiot!", author="Cheap Pills 24")
     assert np.allclose(wide.predict([item]), clf.predict([item]), atol=1e-3)
 
