@@ -223,6 +223,7 @@ def start_ours(name: str, backend: str, workers: int, model_dir: str,
     database_url = env.get("DATABASE_URL") or f"sqlite:///{tmp / 'instance' / 'moderation.sqlite3'}"
     server = Server(name, process, port, workers, tmp,
                     {"site": site_key, "env": env, "cleanup": cleanup,
+                     "database_url": database_url,
                      "reset": lambda: _reset_ours(database_url),
                      "grow": lambda copies: _grow_ours(database_url, copies)})
     wait_ready(server.url + "/readyz")
@@ -391,14 +392,26 @@ def _plain_env(**extra: str) -> dict[str, str]:
             "HOME": os.environ.get("HOME", "/tmp"), **extra}
 
 
-def start_floor(workers: int, threads: int = 1, worker_class: str = "sync") -> Server:
-    """Start bench/floor.py (a fixed answer, no application) under the same gunicorn workers."""
+def start_floor(workers: int, threads: int = 1, worker_class: str = "sync",
+                data_of: Server | None = None) -> Server:
+    """Start bench/floor.py under the same gunicorn workers: a fixed answer, no application.
+
+    With data_of (one of our servers), start its data_app instead: the counts request answered
+    from that server's database and counted on its limit storage, without the framework.
+    """
     tmp = Path(tempfile.mkdtemp(prefix="bench-floor-"))
     port = free_port()
-    process = _spawn(_gunicorn(VENV_BIN, port, workers, threads, worker_class, "floor:app"),
-                     _plain_env(), tmp / "server.log", ROOT / "bench")
-    server = Server("gunicorn, fixed answer", process, port, workers, tmp)
-    wait_ready(server.url + "/")
+    env, app = _plain_env(), "floor:app"
+    if data_of is not None:
+        ours = data_of.extra["env"]
+        app = "floor:data_app"
+        env.update(FLOOR_DATABASE_URL=data_of.extra["database_url"],
+                   FLOOR_LIMIT_STORAGE=ours.get("RATELIMIT_STORAGE_URI", "memory://"),
+                   FLOOR_KEY_PREFIX=ours.get("MODERATION_RATELIMIT_KEY_PREFIX", "floor"))
+    process = _spawn(_gunicorn(VENV_BIN, port, workers, threads, worker_class, app),
+                     env, tmp / "server.log", ROOT / "bench")
+    server = Server("gunicorn, no framework", process, port, workers, tmp)
+    wait_ready(server.url + "/livez")
     return server
 
 

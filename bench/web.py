@@ -288,23 +288,28 @@ def measure_paired(ours: servers.Server, isso: servers.Server, wrk: str, seconds
     return results
 
 
-def floor_line(ours: servers.Server, workers: int, threads: int, worker_class: str, wrk: str,
-               seconds: int) -> str:
-    """Measure gunicorn answering the counts request with a fixed body, without any app.
+def floor_lines(ours: servers.Server, workers: int, threads: int, worker_class: str, wrk: str,
+                seconds: int) -> list[str]:
+    """Measure the counts request under the same workers and load without our application.
 
-    No application under the same workers and load can go faster: this is the ceiling that
-    both our counts and Isso's share.
+    First gunicorn answering a fixed body: no server can go faster, ours or Isso. Then the
+    least work every counts request needs, on ours' own database and limit storage, with no
+    framework (bench/floor.py): the most any server reading both on each request can reach.
     """
-    floor = servers.start_floor(workers, threads, worker_class)
-    try:
-        script = ours_scenarios(ours)["POST counts (20 URIs)"][1]
-        result = run_wrk(wrk, floor.url, script.replace("/api/v1/counts", "/"), seconds)
-    finally:
-        floor.stop()
-    return (f"gunicorn with {workers} {worker_class} worker(s) answering the counts request "
-            f"with a fixed body, no application: {result.rps:.1f} req/s (p50 "
-            f"{result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms), the ceiling for any server "
-            "under this load")
+    script = ours_scenarios(ours)["POST counts (20 URIs)"][1].replace("/api/v1/counts", "/")
+    lines = []
+    for data_of, what in ((None, "a fixed body, no application: the ceiling for any server"),
+                          (ours, "one read-limit hit and our counts query on the same "
+                                 "storage and database, no framework (bench/floor.py)")):
+        floor = servers.start_floor(workers, threads, worker_class, data_of)
+        try:
+            result = run_wrk(wrk, floor.url, script, seconds)
+        finally:
+            floor.stop()
+        lines.append(f"{ours.name}: counts request answered by gunicorn with {workers} "
+                     f"{worker_class} worker(s) and {what}: {result.rps:.1f} req/s (p50 "
+                     f"{result.p50_ms:.2f} ms, p99 {result.p99_ms:.2f} ms)")
+    return lines
 
 
 def main() -> None:
@@ -383,7 +388,7 @@ def main() -> None:
                 200, paced_seconds)
             rss = ours.worker_rss_mb()
             isso_rss = isso.worker_rss_mb()
-            extra.append(floor_line(ours, workers, args.threads, worker_class, wrk, seconds))
+            extra += floor_lines(ours, workers, args.threads, worker_class, wrk, seconds)
             extra.append(
                 f"{label}: POST at a fixed 200 req/s for {paced_seconds} s ({paced.requests} "
                 f"posts, open loop): p50 {paced.p50_ms:.1f} ms, p99 {paced.p99_ms:.1f} ms, "

@@ -914,12 +914,16 @@ _COUNTS_PG = _counts_statement(
 )
 
 
+def counts_query(dialect: str, site_id: int, wanted: list[str]) -> tuple[Any, dict[str, Any]]:
+    """Return the counts statement for a database dialect and its parameters."""
+    if dialect == "postgresql":
+        return _COUNTS_PG, {"site": site_id, "uris": wanted}
+    return _COUNTS, {"site": site_id, "uris": json.dumps(wanted)}
+
+
 def counts(site: Site, uris: Sequence[str]) -> dict[str, int]:
     """Return the number of published comments for each requested URI."""
     keys = {uri: normalise_uri(uri, "uris") for uri in uris}
     wanted = sorted(set(keys.values()))
-    if db.engine.dialect.name == "postgresql":
-        found = dict(read_direct(_COUNTS_PG, {"site": site.id, "uris": wanted}))
-    else:
-        found = dict(read_direct(_COUNTS, {"site": site.id, "uris": json.dumps(wanted)}))
+    found = dict(read_direct(*counts_query(db.engine.dialect.name, site.id, wanted)))
     return {uri: int(found.get(key, 0)) for uri, key in keys.items()}

@@ -344,6 +344,19 @@ def _compiled(statement: Executable, dialect: Dialect) -> _DriverSQL:
     return found
 
 
+def driver_statement(
+    statement: Executable, dialect: Dialect, params: Mapping[str, Any]
+) -> tuple[str, Any]:
+    """Return the driver's SQL text and arguments for a fixed statement and its parameters.
+
+    The statement is compiled once per dialect (see read_direct for what it may contain).
+    """
+    driver = _compiled(statement, dialect)
+    values = {**driver.fixed, **params}
+    args: Any = values if driver.positions is None else [values[n] for n in driver.positions]
+    return driver.sql, args
+
+
 def read_direct(statement: Executable, params: Mapping[str, Any]) -> list[Any]:
     """Run a fixed SELECT straight on the driver and return its rows as the driver gives them.
 
@@ -359,14 +372,12 @@ def read_direct(statement: Executable, params: Mapping[str, Any]) -> list[Any]:
     """
     engine = db.engine
     dialect = engine.dialect
-    driver = _compiled(statement, dialect)
-    values = {**driver.fixed, **params}
-    args: Any = values if driver.positions is None else [values[n] for n in driver.positions]
+    sql, args = driver_statement(statement, dialect, params)
     dbapi_error = dialect.loaded_dbapi.Error
     try:
         connection = engine.raw_connection()
     except dbapi_error as error:  # the database is down: as SQLAlchemy would raise it
-        raise DBAPIError.instance(driver.sql, args, error, dbapi_error, dialect=dialect) from error
+        raise DBAPIError.instance(sql, args, error, dbapi_error, dialect=dialect) from error
     # psycopg runs a lone SELECT in autocommit without BEGIN and ROLLBACK round trips; the
     # pool's reset on return then has nothing to roll back. sqlite3 opens no transaction.
     autocommit = dialect.name == "postgresql"
@@ -375,14 +386,14 @@ def read_direct(statement: Executable, params: Mapping[str, Any]) -> list[Any]:
             connection.driver_connection.autocommit = True  # type: ignore[union-attr]
         cursor = connection.cursor()
         try:
-            cursor.execute(driver.sql, args)
+            cursor.execute(sql, args)
             return cursor.fetchall()
         finally:
             cursor.close()
     except dbapi_error as error:
         if dialect.is_disconnect(error, connection.dbapi_connection, None):
             connection.invalidate(error)
-        raise DBAPIError.instance(driver.sql, args, error, dbapi_error, dialect=dialect) from error
+        raise DBAPIError.instance(sql, args, error, dbapi_error, dialect=dialect) from error
     finally:
         if autocommit and connection.is_valid:
             connection.driver_connection.autocommit = False  # type: ignore[union-attr]

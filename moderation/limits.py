@@ -330,10 +330,10 @@ def init_app(app: Flask) -> None:
     app.after_request(limited_headers)
     for storage in (limiter._storage, getattr(limiter, "_fallback_storage", None)):  # noqa: SLF001
         if type(storage) is MemoryStorage:
-            _sweep_lazily(storage)
+            sweep_lazily(storage)
 
 
-def _sweep_lazily(storage: MemoryStorage) -> None:
+def sweep_lazily(storage: MemoryStorage) -> None:
     """Expire old in-memory counters inline every few seconds, not from a timer thread.
 
     limits' memory storage restarts a 10 ms timer thread on every count when the last one has
