@@ -50,10 +50,9 @@ from .db import (
     Thread,
     TrustedAuthor,
     db,
+    driver_connection,
     read_direct,
-    read_once,
     utcnow,
-    write_once,
 )
 from .exceptions import Forbidden, InvalidField, NotFound
 
@@ -241,9 +240,14 @@ def _thread_column(name: str) -> Any:
 _STANDING_AND_THREAD = select(
     _BAN, _TRUSTED, _thread_column("id"), _thread_column("title"), _thread_column("created_at")
 )
-# A new comment and its audit row, as statements built once (their cache keys too).
-_INSERT_COMMENT = insert(Comment.__table__)
-_INSERT_EVENT = insert(ModerationEvent.__table__)
+# A new comment and its audit row, as statements built once (their cache keys too), each
+# column bound by name: every column but the id is given.
+_COMMENT_BINDS = {c.key: bindparam(c.key, type_=c.type) for c in Comment.__table__.c
+                  if c.key != "id"}
+_INSERT_COMMENT = insert(Comment.__table__).values(_COMMENT_BINDS)
+_INSERT_EVENT = insert(ModerationEvent.__table__).values({
+    c.key: bindparam(c.key, type_=c.type) for c in ModerationEvent.__table__.c if c.key != "id"
+})
 
 
 def _insert_both() -> Any:
@@ -253,7 +257,7 @@ def _insert_both() -> Any:
     the event shares the comment's site, status and time.
     """
     comments, events = Comment.__table__, ModerationEvent.__table__
-    binds = {c.key: bindparam(c.key, type_=c.type) for c in comments.c if c.key != "id"}
+    binds = _COMMENT_BINDS
     new = insert(comments).values(binds).returning(comments.c.id).cte("new_comment")
     event = select(
         binds["site_id"], new.c.id, bindparam("actor", type_=events.c.actor.type),
@@ -301,6 +305,26 @@ Lookup = Callable[[Executable, dict[str, Any]], Result[Any]]
 def _in_session(statement: Executable, params: dict[str, Any]) -> Result[Any]:
     """Run a statement in the session's transaction."""
     return db.session.connection().execute(statement, params)
+
+
+def _lookup_direct(statement: Executable, params: dict[str, Any]) -> Result[Any]:
+    """Run a lookup straight on the driver, outside any transaction."""
+    with driver_connection() as connection:
+        return connection.result(statement, params)
+
+
+def _store_direct(row: Mapping[str, Any], event: Mapping[str, Any],
+                  audit: Mapping[str, Any]) -> int:
+    """Store a new comment and its audit row straight on the driver; return the comment's id."""
+    if db.engine.dialect.name == "postgresql":
+        with driver_connection() as connection:  # one INSERT, committed as it runs
+            return int(connection.rows(_INSERT_BOTH, {**row, **event})[0][0])
+    with driver_connection(transaction=True) as connection:
+        cursor = connection.execute(_INSERT_COMMENT, row)
+        comment_id = int(cursor.lastrowid)
+        cursor.close()
+        connection.execute(_INSERT_EVENT, {**audit, "comment_id": comment_id}).close()
+    return comment_id
 
 
 def _ban_in_force(found: str | None, params: Mapping[str, Any], domains: Sequence[str],
@@ -526,12 +550,13 @@ def submit(
     addr = anonymise_addr(client.addr)
     key = author_key(email, author, addr)
 
-    # On PostgreSQL, a post made outside an open transaction costs two round trips: its
-    # lookups run outside any transaction, and the comment and its audit row are one INSERT
-    # that commits as it runs. Otherwise (SQLite; a caller's open transaction; the first
-    # comment of a page, which creates its thread) it all runs in the session's transaction.
-    alone = db.engine.dialect.name == "postgresql" and not db.session().in_transaction()
-    lookup: Lookup = read_once if alone else _in_session
+    # A post made outside an open transaction runs straight on the driver: its lookups outside
+    # any transaction, then the comment and its audit row in one transaction of their own (on
+    # PostgreSQL one INSERT that commits as it runs: two round trips in all). Otherwise (a
+    # caller's open transaction; the first comment of a page, which creates its thread) it
+    # all runs in the session's transaction.
+    alone = not db.session().in_transaction()
+    lookup: Lookup = _lookup_direct if alone else _in_session
     domains = sorted(_domain_candidates(_hosts(website, html, email)))
     params = _standing_params(site, key, email, addr, domains)
     found = lookup(_STANDING_AND_THREAD, {**params, "uri": uri}).one()
@@ -578,17 +603,16 @@ def submit(
     }
     event = {"actor": actor, "action": "submit", "reason": "; ".join(decision.reasons)}
     # (_thread() opens the session's transaction when it creates the page's thread.)
+    audit = {**event, "site_id": site.id, "from_status": None, "to_status": decision.status,
+             "created_at": now}
     if alone and not db.session().in_transaction():
-        comment_id = write_once(_INSERT_BOTH, {**row, **event}).scalar_one()
+        comment_id = _store_direct(row, event, audit)
     else:
         # Plain INSERTs for the comment and its audit row, in one transaction: the unit of
         # work has nothing to add for a single new row and costs more than the insert itself.
         connection = db.session.connection()
         comment_id = connection.execute(_INSERT_COMMENT, row).inserted_primary_key[0]
-        connection.execute(_INSERT_EVENT, {
-            **event, "site_id": site.id, "comment_id": comment_id, "from_status": None,
-            "to_status": decision.status, "created_at": now,
-        })
+        connection.execute(_INSERT_EVENT, {**audit, "comment_id": comment_id})
         db.session.commit()
     comment = _detached(Comment, {"id": comment_id, **row}, thread=thread)
     comment_submitted.send(comment, decision=decision)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import enum
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,10 +29,11 @@ from sqlalchemy import (
     UniqueConstraint,
     event,
 )
-from sqlalchemy.engine import Dialect, Result
+from sqlalchemy.engine import Dialect, IteratorResult, Result
+from sqlalchemy.engine.result import SimpleResultMetaData
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
-from sqlalchemy.sql import Executable
+from sqlalchemy.sql import Executable, Select
 
 
 class Base(DeclarativeBase):
@@ -293,33 +295,6 @@ class WebhookDelivery(db.Model):
     webhook: Mapped[Webhook] = relationship()
 
 
-def read_once(statement: Executable, params: dict[str, Any]) -> Result[Any]:
-    """Run one read-only statement on a pooled connection outside any transaction.
-
-    A lone SELECT needs no transaction: on PostgreSQL this saves the BEGIN and ROLLBACK round
-    trips around it. The rows are fetched before the connection goes back to the pool. On
-    SQLite the driver opens no transaction for a SELECT anyway; skipping the ORM session saves
-    its set-up and tear-down, which cost more than the query on a cached read.
-    """
-    return _alone(statement, params, autocommit=db.engine.dialect.name != "sqlite")
-
-
-def write_once(statement: Executable, params: dict[str, Any]) -> Result[Any]:
-    """Run one writing statement on a pooled connection as a transaction of its own.
-
-    In autocommit the statement commits as it runs: on PostgreSQL one round trip instead of
-    BEGIN, the statement and COMMIT. It either happens whole or not at all, like any statement.
-    """
-    return _alone(statement, params, autocommit=True)
-
-
-def _alone(statement: Executable, params: dict[str, Any], autocommit: bool) -> Result[Any]:
-    with db.engine.connect() as connection:
-        if autocommit:
-            connection.execution_options(isolation_level="AUTOCOMMIT")
-        return connection.execute(statement, params).freeze()()
-
-
 @dataclass(frozen=True)
 class _DriverSQL:
     """A statement compiled once for a dialect: its SQL text and how to pass its parameters."""
@@ -328,6 +303,9 @@ class _DriverSQL:
     sql: str
     positions: tuple[str, ...] | None  # parameter names in order (qmark), or None (named)
     fixed: dict[str, Any]  # values bound in the statement itself
+    binds: dict[str, Callable[[Any], Any]]  # each converted parameter's type processor
+    keys: tuple[str, ...]  # the names of a SELECT's columns
+    results: tuple[Callable[[Any], Any] | None, ...]  # each column's type processor
 
 
 _driver_sql: dict[tuple[int, str, str], _DriverSQL] = {}
@@ -340,7 +318,17 @@ def _compiled(statement: Executable, dialect: Dialect) -> _DriverSQL:
         compiled = statement.compile(dialect=dialect)
         positions = tuple(compiled.positiontup or ()) if compiled.positional else None
         fixed = {k: v for k, v in compiled.params.items() if v is not None}
-        found = _driver_sql[key] = _DriverSQL(statement, str(compiled), positions, fixed)
+        binds = {}
+        for name, bind in compiled.binds.items():
+            process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if process is not None:
+                binds[name] = process
+        columns = list(statement.selected_columns) if isinstance(statement, Select) else []
+        found = _driver_sql[key] = _DriverSQL(
+            statement, str(compiled), positions, fixed, binds,
+            tuple(c.key for c in columns),
+            tuple(c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns),
+        )
     return found
 
 
@@ -349,55 +337,115 @@ def driver_statement(
 ) -> tuple[str, Any]:
     """Return the driver's SQL text and arguments for a fixed statement and its parameters.
 
-    The statement is compiled once per dialect (see read_direct for what it may contain).
+    The statement is compiled once per dialect; parameters go through their column types'
+    conversions (times, JSON) as SQLAlchemy's own execution would apply them.
     """
     driver = _compiled(statement, dialect)
     values = {**driver.fixed, **params}
+    for name, process in driver.binds.items():
+        values[name] = process(values[name])
     args: Any = values if driver.positions is None else [values[n] for n in driver.positions]
     return driver.sql, args
 
 
-def read_direct(statement: Executable, params: Mapping[str, Any]) -> list[Any]:
-    """Run a fixed SELECT straight on the driver and return its rows as the driver gives them.
+class DriverConnection:
+    """A pooled driver connection that runs fixed statements compiled once per dialect.
 
-    For the hottest reads (comment counts, the read cache's fingerprint), where SQLAlchemy's
-    per-execution work (cache lookup, parameter and result processing, Result objects, pool
-    reset) costs several times the query itself: on SQLite a counts query takes about 6 µs
-    in the driver and about 75 µs through ``read_once``. The statement must be a module-level
-    constant with no expanding parameters, whose parameters need no type conversion (numbers,
-    strings, lists for PostgreSQL arrays) and whose results are used as the driver returns
-    them. It runs outside any transaction, as ``read_once`` does; driver errors become
-    SQLAlchemy's (so a database outage still answers 503) and a lost connection is dropped from
-    the pool.
+    For the hottest reads and writes (comment counts, the read cache's fingerprint, a new
+    comment's lookups and INSERTs), where SQLAlchemy's per-execution work (cache lookup,
+    parameter and result processing, Result objects, the ORM session) costs several times the
+    statement itself: on SQLite a counts query takes about 6 µs in the driver and about 75 µs
+    through SQLAlchemy. Statements must be module-level constants with no expanding
+    parameters. Driver errors are raised as SQLAlchemy's (so a database outage still answers
+    503), and a connection the server dropped is removed from the pool.
+    """
+
+    def __init__(self, connection: Any, dialect: Dialect) -> None:
+        self.connection = connection
+        self.dialect = dialect
+        self.error: type[Exception] = dialect.loaded_dbapi.Error
+
+    def execute(self, statement: Executable, params: Mapping[str, Any]) -> Any:
+        """Run one statement and return the driver's cursor (read it before the next)."""
+        sql, args = driver_statement(statement, self.dialect, params)
+        cursor = self.connection.cursor()
+        try:
+            cursor.execute(sql, args)
+        except self.error as error:
+            cursor.close()
+            if self.dialect.is_disconnect(error, self.connection.dbapi_connection, None):
+                self.connection.invalidate(error)
+            raise DBAPIError.instance(sql, args, error, self.error, dialect=self.dialect) from error
+        return cursor
+
+    def rows(self, statement: Executable, params: Mapping[str, Any]) -> list[Any]:
+        """Run a SELECT and return its rows as the driver gives them, without conversions."""
+        cursor = self.execute(statement, params)
+        try:
+            return cursor.fetchall()  # type: ignore[no-any-return]
+        finally:
+            cursor.close()
+
+    def result(self, statement: Executable, params: Mapping[str, Any]) -> Result[Any]:
+        """Run a SELECT and return its rows converted by their column types, as a Result."""
+        driver = _compiled(statement, self.dialect)
+        rows = self.rows(statement, params)
+        if any(driver.results):
+            rows = [tuple(value if process is None else process(value)
+                          for process, value in zip(driver.results, row, strict=True))
+                    for row in rows]
+        return IteratorResult(SimpleResultMetaData(driver.keys), iter(rows))
+
+
+@contextmanager
+def driver_connection(transaction: bool = False) -> Iterator[DriverConnection]:
+    """Lend a pooled driver connection: outside any transaction, or in one that commits at the end.
+
+    Outside a transaction each statement commits as it runs (psycopg in autocommit: no BEGIN
+    and ROLLBACK round trips around a lone statement; sqlite3 opens no transaction for a
+    SELECT). In a transaction, an error rolls everything back.
     """
     engine = db.engine
     dialect = engine.dialect
-    sql, args = driver_statement(statement, dialect, params)
     dbapi_error = dialect.loaded_dbapi.Error
     try:
         connection = engine.raw_connection()
     except dbapi_error as error:  # the database is down: as SQLAlchemy would raise it
-        raise DBAPIError.instance(sql, args, error, dbapi_error, dialect=dialect) from error
-    # psycopg runs a lone SELECT in autocommit without BEGIN and ROLLBACK round trips; the
-    # pool's reset on return then has nothing to roll back. sqlite3 opens no transaction.
-    autocommit = dialect.name == "postgresql"
+        raise DBAPIError.instance(None, None, error, dbapi_error, dialect=dialect) from error
+    autocommit = dialect.name == "postgresql" and not transaction
     try:
         if autocommit:
             connection.driver_connection.autocommit = True  # type: ignore[union-attr]
-        cursor = connection.cursor()
-        try:
-            cursor.execute(sql, args)
-            return cursor.fetchall()
-        finally:
-            cursor.close()
-    except dbapi_error as error:
-        if dialect.is_disconnect(error, connection.dbapi_connection, None):
-            connection.invalidate(error)
-        raise DBAPIError.instance(sql, args, error, dbapi_error, dialect=dialect) from error
+        direct = DriverConnection(connection, dialect)
+        yield direct
+        if transaction:
+            try:
+                connection.commit()
+            except dbapi_error as error:
+                if dialect.is_disconnect(error, connection.dbapi_connection, None):
+                    connection.invalidate(error)
+                raise DBAPIError.instance("COMMIT", None, error, dbapi_error,
+                                          dialect=dialect) from error
+    except BaseException:
+        if transaction and connection.is_valid:
+            try:
+                connection.rollback()
+            except dbapi_error as error:  # keep the first error; drop this connection
+                connection.invalidate(error)
+        raise
     finally:
         if autocommit and connection.is_valid:
             connection.driver_connection.autocommit = False  # type: ignore[union-attr]
         connection.close()
+
+
+def read_direct(statement: Executable, params: Mapping[str, Any]) -> list[Any]:
+    """Run a fixed SELECT straight on the driver, outside any transaction; return its raw rows.
+
+    See DriverConnection. The rows are as the driver returns them (no type conversion).
+    """
+    with driver_connection() as connection:
+        return connection.rows(statement, params)
 
 
 def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from moderation import comments
 from moderation.db import Comment, ModerationEvent, Site, Thread, db
@@ -190,6 +190,48 @@ def test_every_new_comment_is_stored_with_its_audit_row(
             assert (event.site_id, event.actor, event.from_status) == (site.id, "reader", None)
             assert event.created_at == comment.created_at
             assert event.reason == "; ".join(comment.reasons)
+
+
+_REFUSE_AUDIT = {
+    "sqlite": ["CREATE TRIGGER refuse_audit BEFORE INSERT ON moderation_event "
+               "BEGIN SELECT RAISE(ABORT, 'audit refused'); END"],
+    "postgresql": ["CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS "
+                   "$$ BEGIN RAISE EXCEPTION 'audit refused'; END $$",
+                   "CREATE TRIGGER refuse_audit BEFORE INSERT ON moderation_event "
+                   "FOR EACH ROW EXECUTE FUNCTION refuse_audit()"],
+}
+_ALLOW_AUDIT = {
+    "sqlite": ["DROP TRIGGER refuse_audit"],
+    "postgresql": ["DROP TRIGGER refuse_audit ON moderation_event", "DROP FUNCTION refuse_audit"],
+}
+
+
+def _run_ddl(app: Flask, statements: dict[str, list[str]]) -> None:
+    with app.app_context():
+        for statement in statements[db.engine.dialect.name]:
+            db.session.execute(text(statement))
+        db.session.commit()
+
+
+def test_a_comment_whose_audit_row_fails_is_not_stored(
+    scored: Flask, client: FlaskClient, site: Site
+) -> None:
+    # Later comments of a page are stored straight on the driver: comment and audit row
+    # commit together or not at all (SQLite: two INSERTs in one transaction; PostgreSQL:
+    # one INSERT). The database itself refuses the audit row here.
+    assert post(client, site, text="first comment").status_code == 201
+    _run_ddl(scored, _REFUSE_AUDIT)
+    scored.config["PROPAGATE_EXCEPTIONS"] = False  # answer as in production
+    refused = post(client, site, text="second comment")
+    assert refused.status_code == 500
+    assert refused.json["error"]["code"] == "server_error"
+    assert stored(scored) == 1
+    _run_ddl(scored, _ALLOW_AUDIT)
+    assert post(client, site, text="second comment").status_code == 201
+    with scored.app_context():
+        audited = db.session.execute(select(ModerationEvent.comment_id)).scalars().all()
+        ids = db.session.execute(select(Comment.id)).scalars().all()
+        assert sorted(audited) == sorted(ids) and len(ids) == 2
 
 
 def test_a_new_commenters_first_comments_are_held_until_one_is_approved(
