@@ -52,6 +52,7 @@ from .db import (
     db,
     driver_connection,
     read_direct,
+    session_in_transaction,
     utcnow,
 )
 from .exceptions import Forbidden, InvalidField, NotFound
@@ -555,7 +556,7 @@ def submit(
     # PostgreSQL one INSERT that commits as it runs: two round trips in all). Otherwise (a
     # caller's open transaction; the first comment of a page, which creates its thread) it
     # all runs in the session's transaction.
-    alone = not db.session().in_transaction()
+    alone = not session_in_transaction()
     lookup: Lookup = _lookup_direct if alone else _in_session
     domains = sorted(_domain_candidates(_hosts(website, html, email)))
     params = _standing_params(site, key, email, addr, domains)
@@ -605,7 +606,7 @@ def submit(
     # (_thread() opens the session's transaction when it creates the page's thread.)
     audit = {**event, "site_id": site.id, "from_status": None, "to_status": decision.status,
              "created_at": now}
-    if alone and not db.session().in_transaction():
+    if alone and not session_in_transaction():
         comment_id = _store_direct(row, event, audit)
     else:
         # Plain INSERTs for the comment and its audit row, in one transaction: the unit of

@@ -439,6 +439,15 @@ def driver_connection(transaction: bool = False) -> Iterator[DriverConnection]:
         connection.close()
 
 
+def session_in_transaction() -> bool:
+    """Return whether this context's session has a transaction open, without creating one.
+
+    A request that never touches the session (a reader's new comment) skips building it.
+    """
+    registry = db.session.registry
+    return registry.has() and registry().in_transaction()
+
+
 def read_direct(statement: Executable, params: Mapping[str, Any]) -> list[Any]:
     """Run a fixed SELECT straight on the driver, outside any transaction; return its raw rows.
 

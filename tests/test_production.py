@@ -152,6 +152,30 @@ def test_gunicorn_workers_hide_their_startup_objects_from_the_collector() -> Non
         gc.unfreeze()
 
 
+def test_plain_views_and_hooks_run_as_they_are_and_coroutines_still_go_through_flask() -> None:
+    app = make_app()
+
+    def view() -> str:
+        return "ok"
+
+    async def coroutine() -> str:
+        return "ok"
+
+    class Hooks:
+        def method(self) -> None:
+            return None
+
+    bound = Hooks().method
+    assert app.ensure_sync(view) is view
+    assert app.ensure_sync(bound) is bound
+    try:
+        wrapped = app.ensure_sync(coroutine)
+    except RuntimeError as error:  # Flask without its async extra refuses coroutine views
+        assert "async" in str(error)
+    else:
+        assert wrapped is not coroutine
+
+
 def test_refuses_to_start_with_the_default_secret_outside_debug() -> None:
     with pytest.raises(RuntimeError, match="default SECRET_KEY"):
         create_app(base_config(TESTING=False, SECRET_KEY="dev"))
