@@ -1,13 +1,16 @@
 """Where the time of one comment POST goes, in-process (no HTTP server, no network).
 
-Run: .venv/bin/python -P bench/post_cost.py [--posts 2000] [--postgres]
+Run: .venv/bin/python -P bench/post_cost.py [--posts 2000] [--postgres] [--counts]
 
 Builds the app on a temporary SQLite file (WAL, as in production), or with --postgres on a
 private schema in the machine's PostgreSQL with rate limits in its Redis, with the shipped model
 and rate limits on, posts comments through the WSGI app the way gunicorn calls it, and prints the
 mean wall time per post split into stages by timing the functions that do each, and the CPU time
-this process spent (the rest of the wall time is waiting on the database and Redis). Figures are
-printed, not asserted; run it on a quiet machine.
+this process spent (the rest of the wall time is waiting on the database and Redis). With
+--counts it sends counts requests for 20 pages instead and prints their mean time. Figures are
+printed, not asserted; run it on a quiet machine. Under valgrind --tool=callgrind, the
+difference between two runs of different lengths, divided by the difference in requests, is
+the instruction count per request, whatever the machine's load.
 """
 
 from __future__ import annotations
@@ -58,12 +61,14 @@ def timed(spent: Counter[str], stage: str, owner: Any, name: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--posts", type=int, default=2000)
+    parser.add_argument("--posts", type=int, default=2000, help="requests to time")
     parser.add_argument("--postgres", action="store_true",
                         help="PostgreSQL and Redis on 127.0.0.1 instead of SQLite and memory")
+    parser.add_argument("--counts", action="store_true",
+                        help="time counts requests for 20 pages instead of posts")
     args = parser.parse_args()
     with ExitStack() as cleanup:
-        run(args.posts, backends(cleanup) if args.postgres else {})
+        run(args.posts, backends(cleanup) if args.postgres else {}, args.counts)
 
 
 def backends(cleanup: ExitStack) -> dict[str, Any]:
@@ -76,7 +81,7 @@ def backends(cleanup: ExitStack) -> dict[str, Any]:
             "RATELIMIT_STORAGE_URI": REDIS_BASE, "RATELIMIT_KEY_PREFIX": private.prefix}
 
 
-def run(posts: int, backend: dict[str, Any]) -> None:
+def run(posts: int, backend: dict[str, Any], counts: bool = False) -> None:
     """Post through the app in-process and print where the time went."""
     from moderation import create_app
 
@@ -89,6 +94,7 @@ def run(posts: int, backend: dict[str, Any]) -> None:
         PROXY_COUNT=1,
         LIMIT_THREAD="10000000/minute",
         LIMIT_SITE="10000000/minute",
+        LIMIT_READ="10000000/minute",
         LOG_REQUESTS=False,
     ))
     with app.app_context():
@@ -98,9 +104,14 @@ def run(posts: int, backend: dict[str, Any]) -> None:
     site = add_site(app, "Bench")
 
     def environ(i: int) -> dict[str, Any]:
-        body = json.dumps({"site": site.key, "uri": "/posted", "text": f"{TEXT} {i}-{i * 7}"})
+        if counts:
+            path = "/api/v1/counts"
+            body = json.dumps({"site": site.key, "uris": [f"/page/{n}" for n in range(20)]})
+        else:
+            path = "/api/v1/comments"
+            body = json.dumps({"site": site.key, "uri": "/posted", "text": f"{TEXT} {i}-{i * 7}"})
         return EnvironBuilder(
-            path="/api/v1/comments", method="POST", data=body,
+            path=path, method="POST", data=body,
             headers={"Content-Type": "application/json",
                      "X-Forwarded-For": f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255 or 1}"},
         ).get_environ()
@@ -115,7 +126,15 @@ def run(posts: int, backend: dict[str, Any]) -> None:
     for i in range(WARM_UP):
         status = post(environ(i))
     if not status.startswith("20"):
-        sys.exit(f"the app refused the benchmark's comments: {status}")
+        sys.exit(f"the app refused the benchmark's requests: {status}")
+    if counts:
+        envs = [environ(WARM_UP + i) for i in range(posts)]
+        started = time.perf_counter()
+        for env in envs:
+            post(env)
+        print(f"{posts} counts requests (20 pages) in-process: "
+              f"{(time.perf_counter() - started) / posts * 1e6:.0f} µs per request")
+        return
 
     spent: Counter[str] = Counter()
     timed(spent, "sanitise + render (markdown, bleach)", sanitising, "clean_text")
