@@ -127,26 +127,19 @@ def run(posts: int, backend: dict[str, Any], counts: bool = False) -> None:
         status = post(environ(i))
     if not status.startswith("20"):
         sys.exit(f"the app refused the benchmark's requests: {status}")
-    if counts:
-        envs = [environ(WARM_UP + i) for i in range(posts)]
-        started = time.perf_counter()
-        for env in envs:
-            post(env)
-        print(f"{posts} counts requests (20 pages) in-process: "
-              f"{(time.perf_counter() - started) / posts * 1e6:.0f} µs per request")
-        return
 
     spent: Counter[str] = Counter()
-    timed(spent, "sanitise + render (markdown, bleach)", sanitising, "clean_text")
-    timed(spent, "model scores", comments, "_score")
-    timed(spent, "lookups (standing, thread; on the driver)", comments, "_lookup_direct")
-    timed(spent, "store (INSERTs and commit; on the driver)", comments, "_store_direct")
-    timed(spent, "SQL statements (session)", Connection, "execute")
-    timed(spent, "commit (session)", Session, "commit")
-    timed(spent, "rate limits", limits, "check")
-    timed(spent, "request hooks (id, metrics, headers, CORS)", Flask, "preprocess_request")
-    timed(spent, "request hooks (id, metrics, headers, CORS)", Flask, "process_response")
-    timed(spent, "answer (JSON body, Location)", api, "_submitted")
+    if not counts:
+        timed(spent, "sanitise + render (markdown, bleach)", sanitising, "clean_text")
+        timed(spent, "model scores", comments, "_score")
+        timed(spent, "lookups (standing, thread; on the driver)", comments, "_lookup_direct")
+        timed(spent, "store (INSERTs and commit; on the driver)", comments, "_store_direct")
+        timed(spent, "SQL statements (session)", Connection, "execute")
+        timed(spent, "commit (session)", Session, "commit")
+        timed(spent, "rate limits", limits, "check")
+        timed(spent, "request hooks (id, metrics, headers, CORS)", Flask, "preprocess_request")
+        timed(spent, "request hooks (id, metrics, headers, CORS)", Flask, "process_response")
+        timed(spent, "answer (JSON body, Location)", api, "_submitted")
     envs = [environ(WARM_UP + i) for i in range(posts)]
     started, cpu = time.perf_counter(), time.process_time()
     for env in envs:
@@ -155,6 +148,10 @@ def run(posts: int, backend: dict[str, Any], counts: bool = False) -> None:
     cpu = (time.process_time() - cpu) / posts * 1000
 
     where = "PostgreSQL + Redis" if backend else "SQLite"
+    if counts:
+        print(f"{posts} counts requests (20 pages) in-process on {where}: "
+              f"{total * 1000:.0f} µs per request, {cpu * 1000:.0f} µs of it CPU")
+        return
     print(f"{posts} POSTs in-process on {where}, {os.cpu_count()} cores, load average "
           f"{os.getloadavg()[0]:.2f}: {total:.2f} ms per post ({1000 / total:.0f} posts/s), "
           f"{cpu:.2f} ms of it CPU in this process")
