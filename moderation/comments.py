@@ -754,15 +754,37 @@ def moderate(comment: Comment, action: str, actor: str, reason: str = "") -> Mod
     return event
 
 
+def changed_by(comments: Sequence[Comment], action: str) -> list[Comment]:
+    """Return the comments an action would change: those not yet in its status, and those
+    in it with open reader reports (approving a reported comment dismisses the reports).
+
+    Repeating an action (a double click, a stale page) then writes no second audit row,
+    training label or webhook.
+    """
+    if action not in MODERATION_ACTIONS:
+        raise InvalidField("action", "must be one of " + ", ".join(MODERATION_ACTIONS))
+    target = MODERATION_ACTIONS[action]
+    same = [c.id for c in comments if c.status == target]
+    reported = set(db.session.execute(
+        select(Report.comment_id).where(Report.comment_id.in_(same),
+                                        Report.resolved_at.is_(None))
+    ).scalars()) if same else set()
+    return [c for c in comments if c.status != target or c.id in reported]
+
+
 def moderate_many(
     comments: Sequence[Comment], action: str, actor: str, reason: str = ""
-) -> list[ModerationEvent]:
-    """Apply one action to many comments in one transaction and notify listeners."""
-    events = [moderate(c, action, actor, reason) for c in comments]
+) -> list[Comment]:
+    """Apply one action to many comments in one transaction and notify listeners.
+
+    Comments the action would not change are left alone; return those it changed.
+    """
+    changed = changed_by(comments, action)
+    events = [moderate(c, action, actor, reason) for c in changed]
     db.session.commit()
-    for comment, event in zip(comments, events, strict=True):
+    for comment, event in zip(changed, events, strict=True):
         comment_moderated.send(comment, event=event)
-    return events
+    return changed
 
 
 def report(comment: Comment, payload: Mapping[str, Any], client: Client) -> Report:

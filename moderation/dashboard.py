@@ -439,9 +439,11 @@ def act(comment_id: int, action: str) -> Any:
         abort(404, "No such action.")
     account = _account()
     found = moderation.get_comment_for(comment_id, account.allowed_sites)
-    comments.moderate_many([found], action, account.actor,
-                           (request.form.get("reason") or "").strip()[:500])
-    flash(f"Comment #{comment_id}: {ACTIONS[action].lower()} done.", "ok")
+    if comments.moderate_many([found], action, account.actor,
+                              (request.form.get("reason") or "").strip()[:500]):
+        flash(f"Comment #{comment_id}: {ACTIONS[action].lower()} done.", "ok")
+    else:
+        flash(f"Comment #{comment_id} was already {found.status}: nothing changed.", "ok")
     return redirect(_safe_next(url_for(".queue", name="pending")))
 
 
@@ -494,7 +496,7 @@ def bulk() -> Any:
                                                                 for k, v in errors.items()))
         raw_upto = request.form.get("upto", "")
         upto = int(raw_upto) if raw_upto.isdigit() else moderation.newest_matching_id(flt)
-        count = moderation.count_matching(flt, upto)
+        count = moderation.count_matching(flt, upto, action)
         ids: list[int] = []
     else:
         ids = sorted({int(v) for v in request.form.getlist("ids") if v.isdigit()})
@@ -520,9 +522,11 @@ def bulk() -> Any:
     else:
         done = moderation.moderate_ids(ids, action, account.actor, reason,
                                        allowed=lambda c: account.can_see(c.site_id))
-    flash(f"{ACTIONS[action]}: {done} comment{'s' if done != 1 else ''} done.", "ok")
+    skipped = count - done if scope != "matching" else 0
+    unchanged = f" ({skipped} needed no change)" if skipped > 0 else ""
+    flash(f"{ACTIONS[action]}: {done} comment{'s' if done != 1 else ''} done{unchanged}.", "ok")
     if not finished:
-        left = moderation.count_matching(flt, upto)
+        left = moderation.count_matching(flt, upto, action)
         flash(f"{left} more still match: that took too long for one request, so apply the "
               "action again to continue.", "error")
     return redirect(back)

@@ -233,11 +233,20 @@ def queue_page(flt: QueueFilter, cursor: str = "", size: int = PAGE_SIZE) -> Pag
     return Page(rows, nxt, count_matching(flt))
 
 
-def count_matching(flt: QueueFilter, upto: int | None = None) -> int:
-    """Return how many comments match the filter (with ids up to ``upto``, if given)."""
-    bound = [Comment.id <= upto] if upto is not None else []
+def _bounds(upto: int | None, action: str | None) -> list[ColumnElement[bool]]:
+    """Ids up to ``upto``; with an action, only the comments it would change (as
+    ``comments.changed_by``), so a bulk action that stopped early carries on where it was."""
+    where = [Comment.id <= upto] if upto is not None else []
+    if action is not None:
+        where.append(or_(Comment.status != comments.MODERATION_ACTIONS[action], open_report))
+    return where
+
+
+def count_matching(flt: QueueFilter, upto: int | None = None, action: str | None = None) -> int:
+    """Return how many comments match the filter (with ids up to ``upto``, if given; with an
+    action, only those it would change)."""
     return db.session.execute(
-        select(func.count(Comment.id)).where(*flt.conditions(), *bound)
+        select(func.count(Comment.id)).where(*flt.conditions(), *_bounds(upto, action))
     ).scalar_one()
 
 
@@ -257,11 +266,12 @@ def newest_matching_id(flt: QueueFilter) -> int:
 
 
 def matching_ids(
-    flt: QueueFilter, upto: int | None = None, batch: int | None = None
+    flt: QueueFilter, upto: int | None = None, batch: int | None = None,
+    action: str | None = None,
 ) -> Iterator[list[int]]:
     """Yield the ids matching the filter in ascending batches, re-querying after each."""
     batch = batch or BATCH_SIZE
-    bound = [Comment.id <= upto] if upto is not None else []
+    bound = _bounds(upto, action)
     last = 0
     while True:
         ids = list(
@@ -292,8 +302,7 @@ def moderate_ids(
         rows = db.session.execute(select(Comment).where(Comment.id.in_(chunk))).scalars().all()
         targets = [c for c in rows if allowed(c)]
         if targets:
-            comments.moderate_many(targets, action, actor, reason)
-            done += len(targets)
+            done += len(comments.moderate_many(targets, action, actor, reason))
         db.session.expunge_all()
     return done
 
@@ -316,10 +325,10 @@ def moderate_matching(
         raise InvalidField("action", "must be one of " + ", ".join(comments.MODERATION_ACTIONS))
     deadline = None if seconds is None else time.monotonic() + seconds
     done = 0
-    for ids in matching_ids(flt, upto):
+    for ids in matching_ids(flt, upto, action=action):
         done += moderate_ids(ids, action, actor, reason)
         if deadline is not None and time.monotonic() >= deadline:
-            return done, count_matching(flt, upto) == 0
+            return done, count_matching(flt, upto, action) == 0
     return done, True
 
 

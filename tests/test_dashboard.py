@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 
 from moderation import auth, dashboard, moderation
 from moderation.classifier import CommentText
+from moderation.comments import comment_moderated
 from moderation.db import (
     Ban,
     Comment,
@@ -532,6 +533,63 @@ def test_a_long_bulk_stops_in_time_and_says_how_many_are_left(
         as_text=True)
     assert "Reject: 2 comments done." in text and "still match" not in text
     assert {status_of(app, i) for i in ids} == {"rejected"}
+
+
+def test_a_long_bulk_that_keeps_comments_in_their_queue_carries_on_where_it_stopped(
+    app: Flask, client: FlaskClient, world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Reject on the Spam/rejected queue leaves the comments in that queue: each retry must
+    # still reach the ones not yet done instead of redoing the first batch.
+    monkeypatch.setattr(moderation, "BATCH_SIZE", 2)
+    monkeypatch.setattr(dashboard, "BULK_SECONDS", 0.0)
+    ids = [held(client, world["a"], f"borderline {i}") for i in range(6)]
+    login(client, "alice@example.org")
+    marked = client.post("/dashboard/bulk", data={"action": "spam", "ids": ids,
+                                                  "queue": "pending", "confirmed": "yes"})
+    assert marked.status_code == 302 and {status_of(app, i) for i in ids} == {"spam"}
+    form = {"action": "reject", "scope": "matching", "queue": "rejected", "filter": "",
+            "confirmed": "yes"}
+    confirm = client.post("/dashboard/bulk", data={**form, "confirmed": ""})
+    assert b"Reject 6 comments?" in confirm.data
+    said = []
+    for _ in range(3):
+        page = client.post("/dashboard/bulk", data=form, follow_redirects=True)
+        said.append(page.get_data(as_text=True))
+    assert "Reject: 2 comments done." in said[0] and "4 more still match" in said[0]
+    assert "Reject: 2 comments done." in said[1] and "2 more still match" in said[1]
+    assert "Reject: 2 comments done." in said[2] and "still match" not in said[2]
+    assert {status_of(app, i) for i in ids} == {"rejected"}
+    assert sorted(e.comment_id for e in events(app, "reject")) == ids
+
+
+def test_repeating_an_action_writes_no_second_audit_row_label_or_webhook(
+    app: Flask, client: FlaskClient, world: dict[str, Any]
+) -> None:
+    ids = [held(client, world["a"], f"borderline {i}") for i in range(3)]
+    login(client, "alice@example.org")
+    form = {"action": "approve", "ids": ids, "queue": "pending", "confirmed": "yes"}
+    notified: list[int] = []
+
+    def notify(comment: Comment, **_: Any) -> None:
+        notified.append(comment.id)
+
+    with comment_moderated.connected_to(notify):
+        assert client.post("/dashboard/bulk", data=form).status_code == 302
+        # The same form again, as from a double click or a stale page.
+        again = client.post("/dashboard/bulk", data=form, follow_redirects=True)
+        once = client.post(f"/dashboard/comments/{ids[0]}/spam", follow_redirects=True)
+        twice = client.post(f"/dashboard/comments/{ids[0]}/spam", follow_redirects=True)
+    assert notified == [*ids, ids[0]]
+    assert "Approve: 0 comments done (3 needed no change)." in again.get_data(as_text=True)
+    assert f"Comment #{ids[0]}: spam done." in once.get_data(as_text=True)
+    assert f"Comment #{ids[0]} was already spam: nothing changed." in twice.get_data(
+        as_text=True)
+    assert sorted(e.comment_id for e in events(app, "approve")) == ids
+    assert [e.comment_id for e in events(app, "spam")] == [ids[0]]
+    with app.app_context():
+        labels = db.session.execute(
+            select(Label.comment_id, Label.label).order_by(Label.id)).all()
+        assert [tuple(row) for row in labels] == [(i, "ham") for i in ids] + [(ids[0], "spam")]
 
 
 # -- bans and trust -------------------------------------------------------------------------
