@@ -84,6 +84,9 @@ class Context:
     author: str = ""
     website: str = ""
     links: int = 0
+    # The text as readers see it (markdown rendered: _casino_, ca*sino*, &#99;asino), when it
+    # differs from what was written; words are looked for in both.
+    shown: str = ""
     # Published comments this author already has on the site.
     prior_published: int = 0
     trusted: bool = False
@@ -111,29 +114,89 @@ class Decision:
         return self.reject_as
 
 
+# What fold() drops: every character of category Cf (format controls such as zero-width
+# spaces and joiners, the soft hyphen, bidirectional controls, tags) and the other
+# Default_Ignorable_Code_Point characters of Unicode's DerivedCoreProperties.txt (the combining
+# grapheme joiner U+034F, Hangul fillers, variation selectors, reserved ignorable ranges).
+_IGNORABLE_RE = re.compile(
+    r"[\u00ad\u034f\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u115f\u1160\u17b4\u17b5"
+    r"\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0"
+    r"\ufff0-\ufffb\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3"
+    r"\U0001d173-\U0001d17a\U000e0000-\U000e0fff]+"
+)
+_WHITESPACE_RE = re.compile(r"\s+")
+# Categories of the characters that continue a word written in a cased script: letters of
+# Latin, Greek, Cyrillic... and decimal digits. Chinese and Japanese characters (Lo, Lm) are not.
+_WORD_CATEGORIES = frozenset({"Lu", "Ll", "Lt", "Nd"})
+
+
 def fold(value: str) -> str:
-    """Return text folded for matching: width-normalised (NFKC) and case-folded."""
-    return unicodedata.normalize("NFKC", value).casefold()
+    """Return text folded for matching.
+
+    Invisible characters (category Cf and the other default-ignorable code points, such as
+    zero-width joiners, the soft hyphen and variation selectors) are dropped, the rest is
+    width-normalised (NFKC) and case-folded, and each run of whitespace becomes one space.
+    """
+    value = unicodedata.normalize("NFKC", _IGNORABLE_RE.sub("", value)).casefold()
+    return _WHITESPACE_RE.sub(" ", value)
 
 
 def _is_cjk(char: str) -> bool:
     return unicodedata.category(char) == "Lo"
 
 
+def _continues_word(char: str) -> bool:
+    """Tell whether char is a cased letter or a digit, so a word cannot end next to it."""
+    return unicodedata.category(char) in _WORD_CATEGORIES
+
+
+@dataclass(frozen=True)
+class _Word:
+    """A listed word folded for matching, with the edges that must be word boundaries."""
+
+    folded: str
+    left: bool
+    right: bool
+
+    def found_in(self, text: str) -> bool:
+        """Tell whether the word occurs in folded text, bounded where it needs to be.
+
+        A bounded edge must not touch a cased letter or a digit ("ass" is not in "class"), but
+        Chinese or Japanese characters next to it do not count ("sb" is in "你是sb吧").
+        """
+        start = text.find(self.folded)
+        while start >= 0:
+            end = start + len(self.folded)
+            if not (self.left and start and _continues_word(text[start - 1])) and not (
+                self.right and end < len(text) and _continues_word(text[end])
+            ):
+                return True
+            start = text.find(self.folded, start + 1)
+        return False
+
+
 @lru_cache(maxsize=1024)
-def _word_pattern(word: str) -> re.Pattern[str]:
-    folded = fold(word.strip())
-    body = re.escape(folded)
-    # Scripts without spaces between words (Chinese, Japanese) match as substrings.
-    left = "" if folded and _is_cjk(folded[0]) else r"(?<!\w)"
-    right = "" if folded and _is_cjk(folded[-1]) else r"(?!\w)"
-    return re.compile(left + body + right)
+def _word(word: str) -> _Word | None:
+    """Return word folded for matching, None if folding leaves nothing of it.
+
+    Scripts without spaces between words (Chinese, Japanese) match as substrings: an edge
+    of the word in such a script needs no boundary.
+    """
+    folded = fold(word).strip()
+    if not folded:
+        return None
+    return _Word(folded, not _is_cjk(folded[0]), not _is_cjk(folded[-1]))
 
 
 def find_words(words: Iterable[str], *fields: str) -> list[str]:
     """Return the listed words found as whole words in any of the fields."""
     haystack = "\n".join(fold(f) for f in fields if f)
-    return [w for w in words if w.strip() and _word_pattern(w).search(haystack)]
+    found: list[str] = []
+    for word in words:
+        listed = _word(word)
+        if listed is not None and listed.found_in(haystack):
+            found.append(word)
+    return found
 
 
 def decide(
@@ -149,7 +212,8 @@ def decide(
 
     if context.banned:
         reject.append(f"banned: {context.banned}")
-    banned = find_words(settings.banned_words, context.author, context.website, context.text)
+    banned = find_words(settings.banned_words, context.author, context.website, context.text,
+                        context.shown)
     if banned:
         reject.append("banned words: " + ", ".join(banned))
 
@@ -171,7 +235,8 @@ def decide(
     if reject:
         return Decision(Action.REJECT, tuple(reject + hold), model_version, reject_as)
 
-    suspect = find_words(settings.suspect_words, context.author, context.website, context.text)
+    suspect = find_words(settings.suspect_words, context.author, context.website, context.text,
+                        context.shown)
     if suspect:
         hold.append("suspect words: " + ", ".join(suspect))
     if context.links > settings.max_links:

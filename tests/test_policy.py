@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 import pytest
 
 from moderation.classifier import Scores
@@ -93,3 +95,141 @@ def test_find_words_matches_case_and_width_insensitively() -> None:
     found = find_words(["Idiot", "蠢货", "unused"], "what an IDIOT", "真是个蠢货")
     assert found == ["Idiot", "蠢货"]
     assert find_words(["  ", ""], "anything") == []
+
+
+BANNED = ["SB", "傻B", "casino", "idiot"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("你是SB吧", ["SB"]),
+        ("你是 SB 吧", ["SB"]),
+        ("你是ＳＢ吧", ["SB"]),
+        ("你是傻B吧", ["傻B"]),
+        ("你就是个idiot吧", ["idiot"]),
+        ("idiot傻逼", ["idiot"]),
+        ("傻逼IDIOT", ["idiot"]),
+        ("来玩casino赚钱", ["casino"]),
+        ("来玩ｃａｓｉｎｏ赚钱", ["casino"]),
+        ("sb는 idiot이다", ["SB", "idiot"]),
+    ],
+)
+def test_latin_word_next_to_chinese_is_found(text: str, expected: list[str]) -> None:
+    found = find_words(BANNED, text)
+    assert [w.casefold() for w in found] == [w.casefold() for w in expected]
+
+
+@pytest.mark.parametrize(
+    ("words", "text"),
+    [
+        (["ass"], "classic"),
+        (["ass"], "你的classic"),
+        (["ass"], "你的assessment吧"),
+        (["sex"], "Essex"),
+        (["sex"], "住在Essex"),
+        (["sb"], "你好asbestos"),
+        (["sb"], "asbestos你好"),
+        (["sb"], "你好sb2"),
+        (["casino"], "casinos很好"),
+        (["cunt"], "Scunthorpe"),
+        (["cunt"], "我去Scunthorpe"),
+        (["free money"], "carefree moneybags"),
+    ],
+)
+def test_latin_word_inside_a_longer_word_is_not_found(words: list[str], text: str) -> None:
+    assert find_words(words, text) == []
+
+
+def test_chinese_and_japanese_words_still_match_as_substrings() -> None:
+    assert find_words(["傻逼", "バカー"], "你就是个傻逼吧", "このバカーだ") == ["傻逼", "バカー"]
+
+
+INVISIBLE = [
+    "\u00ad",  # soft hyphen
+    "\u034f",  # combining grapheme joiner
+    "\u115f",  # Hangul choseong filler
+    "\u180e",  # Mongolian vowel separator
+    "\u200b",  # zero-width space
+    "\u200d",  # zero-width joiner
+    "\u2063",  # invisible separator
+    "\u2064",  # invisible plus
+    "\u202e",  # right-to-left override
+    "\u3164",  # Hangul filler
+    "\ufe0f",  # variation selector 16
+    "\ufe00",  # variation selector 1
+    "\ufeff",  # zero-width no-break space
+    "\U000e0020",  # tag space
+    "\U000e0100",  # variation selector 17
+    "\u200b\u2063\ufe0f",
+]
+
+
+@pytest.mark.parametrize(
+    "char", INVISIBLE, ids=["+".join(f"U+{ord(c):04X}" for c in chars) for chars in INVISIBLE]
+)
+def test_invisible_characters_inside_a_word_are_ignored(char: str) -> None:
+    assert find_words(BANNED, f"come to ca{char}sino") == ["casino"]
+    assert find_words(BANNED, f"你是S{char}B吧") == ["SB"]
+    assert find_words([f"ca{char}sino"], "casino") == [f"ca{char}sino"]
+
+
+def test_every_format_character_is_ignored() -> None:
+    format_chars = [chr(cp) for cp in range(0x110000) if unicodedata.category(chr(cp)) == "Cf"]
+    assert format_chars
+    missed = [c for c in format_chars if find_words(["casino"], f"ca{c}sino") != ["casino"]]
+    assert missed == []
+
+
+def test_invisible_characters_keep_accents_composable() -> None:
+    assert find_words(["café"], "cafe\u034f\u0301 au lait") == ["café"]
+
+
+def test_words_made_only_of_invisible_characters_match_nothing() -> None:
+    assert find_words(["\u200b", "\u00ad\ufe0f", " \u2063 "], "any text at all") == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["free  money", "free\nmoney", "free \t\r\n money", "free\u3000money", "FREE\u200b \nMONEY"],
+)
+def test_whitespace_runs_match_a_phrase(text: str) -> None:
+    assert find_words(["free money"], f"get {text} now") == ["free money"]
+
+
+def test_whitespace_runs_in_a_listed_phrase() -> None:
+    assert find_words(["free   money", " free\tmoney\n"], "free money") == [
+        "free   money",
+        " free\tmoney\n",
+    ]
+
+
+def test_phrase_does_not_span_fields() -> None:
+    assert find_words(["free money"], "free", "money") == []
+
+
+@pytest.mark.parametrize(
+    ("context", "site", "action", "reason"),
+    [
+        (Context("你是SB吧"), settings(banned_words=BANNED), Action.REJECT, "banned words: SB"),
+        (Context("来玩casino赚钱"), settings(banned_words=BANNED), Action.REJECT,
+         "banned words: casino"),
+        (Context("hi", author="idiot傻逼"), settings(banned_words=BANNED), Action.REJECT,
+         "banned words: idiot"),
+        (Context("come to ca\u2063si\u00adno"), settings(banned_words=BANNED), Action.REJECT,
+         "banned words: casino"),
+        (Context("get free\n\nmoney"), settings(suspect_words=["free money"]), Action.HOLD,
+         "suspect words: free money"),
+        (Context("你好asbestos, classic Essex"), settings(banned_words=["sb", "ass", "sex"]),
+         Action.PUBLISH, None),
+    ],
+)
+def test_word_lists_in_decisions(
+    context: Context, site: SiteSettings, action: Action, reason: str | None
+) -> None:
+    decision = decide(scores(), context, site)
+    assert decision.action is action
+    if reason is None:
+        assert decision.reasons == ()
+    else:
+        assert reason in decision.reasons, decision.reasons
