@@ -173,8 +173,12 @@ PATHS: dict[str, Any] = {
                 {"name": "uri", "in": "query", "required": True, "schema": {"type": "string"}},
                 {"name": "sort", "in": "query",
                  "schema": {"type": "string", "enum": ["oldest", "newest"]}},
-                {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1}},
-                {"name": "per_page", "in": "query",
+                {"name": "page", "in": "query", "allowEmptyValue": True,
+                 "description": "Empty or absent: 1.",
+                 "schema": {"type": "integer", "minimum": 1, "maximum": 1_000_000}},
+                {"name": "per_page", "in": "query", "allowEmptyValue": True,
+                 "description": "Empty or absent: the server's PAGE_SIZE (50 by default); at "
+                 "most its MAX_PAGE_SIZE (200 by default).",
                  "schema": {"type": "integer", "minimum": 1, "maximum": 200}},
             ],
             "responses": {
@@ -325,9 +329,13 @@ def _body(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def _page_params(default: int = 50) -> list[dict[str, Any]]:
+    # As every whole-number query argument here, an empty value (`?per_page=`) means the default.
     return [
-        {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1}},
-        {"name": "per_page", "in": "query",
+        {"name": "page", "in": "query", "allowEmptyValue": True,
+         "description": "Empty or absent: 1.",
+         "schema": {"type": "integer", "minimum": 1, "maximum": 1_000_000, "default": 1}},
+        {"name": "per_page", "in": "query", "allowEmptyValue": True,
+         "description": f"Empty or absent: {default}.",
          "schema": {"type": "integer", "minimum": 1, "maximum": 200, "default": default}},
     ]
 
@@ -339,7 +347,9 @@ _READER = {
     "required": ["addr"],
     "additionalProperties": False,
     "description": "The reader the site server posts for: their IP (stored as /24 or /48) "
-    "and user agent. Per-reader limits (LIMIT_POST) apply to this address.",
+    "and user agent. Each comment stored for a reader (POST /manage/comments, /analyze with "
+    "`store: true`) counts against the per-reader posting limit of that /24 or /48: the "
+    "site's own `post` limit if it sets one, else LIMIT_POST; 429 beyond it.",
     "properties": {"addr": {"type": "string", "format": "ip"},
                    "user_agent": {"type": "string", "maxLength": 300}},
 }
@@ -449,7 +459,8 @@ SCHEMAS.update({
             "lang": {"type": "string", "enum": ["en", "zh"],
                      "description": "Language of the text; detected when absent."},
             "store": {"type": "boolean", "default": False,
-                      "description": "Also store it as a comment on `uri` (needs write)."},
+                      "description": "Also store it as a comment on `uri` (needs write); "
+                      "with a `reader`, it counts against that reader's posting limit."},
             "reader": _READER,
         },
     },
@@ -513,6 +524,9 @@ SCHEMAS.update({
     },
 })
 
+# Routes that store a comment for a reader answer 429 for the reader's limit too (see _READER).
+_READER_LIMITED = {"429": _error("Too many requests for this key, or too many comments for "
+                                 "this reader; see Retry-After.")}
 _WEBHOOK_ID = {"name": "webhook_id", "in": "path", "required": True,
                "schema": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}}
 _MODERATION_FIELDS = {"action": _ACTION, "reason": {"type": "string", "maxLength": 1000},
@@ -564,6 +578,7 @@ PATHS.update({
                 "422": _json(_ref("ManagedRejected"), "Rejected; stored in the Spam/Rejected "
                              "queue."),
                 **_key_errors(400, 413, 415),
+                **_READER_LIMITED,
             },
         },
     },
@@ -617,6 +632,7 @@ PATHS.update({
                 "200": _json(_ref("Analysis"), "Scores, decision, reasons and spans."),
                 "201": _json(_ref("Analysis"), "Also stored as a comment (`store: true`)."),
                 **_key_errors(400, 404, 413, 415),
+                **_READER_LIMITED,
             },
         },
     },

@@ -5,11 +5,13 @@ from __future__ import annotations
 import ipaddress
 import math
 import urllib.parse
+from collections.abc import Collection, Mapping
 from datetime import timedelta
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request, url_for
+from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
 from sqlalchemy import func, select
+from werkzeug.exceptions import TooManyRequests
 
 from . import classifier as model
 from . import comments, keys, limits, sanitising, webhooks
@@ -87,11 +89,19 @@ def _site_comment(comment_id: int) -> Comment:
     return comment
 
 
+def reject_unknown_in(parent: str, payload: Mapping[str, Any], allowed: Collection[str]) -> None:
+    """Refuse fields of a nested object outside the allowlist, naming them as parent.field."""
+    try:
+        reject_unknown(payload, allowed)
+    except InvalidField as error:
+        raise InvalidField(f"{parent}.{error.field}", error.message, error.code) from None
+
+
 def _reader(data: dict[str, Any]) -> comments.Client:
     reader = data.pop("reader", None)
     if not isinstance(reader, dict):
         raise InvalidField("reader", 'is required: {"addr": "<reader IP>", "user_agent": "..."}')
-    reject_unknown(reader, {"addr", "user_agent"})
+    reject_unknown_in("reader", reader, {"addr", "user_agent"})
     addr, agent = reader.get("addr"), reader.get("user_agent", "")
     try:
         ipaddress.ip_address(addr if isinstance(addr, str) else "")
@@ -102,16 +112,34 @@ def _reader(data: dict[str, Any]) -> comments.Client:
     return comments.Client(str(addr), agent)
 
 
-def reader_key() -> str:
+def reader_key(reader: comments.Client) -> str:
     """Key the per-reader posting limit by the reader address a site server passes on."""
-    data = request.get_json(silent=True) if request.is_json else None
-    reader = data.get("reader") if isinstance(data, dict) else None
-    addr = reader.get("addr") if isinstance(reader, dict) else None
-    return "reader:" + (comments.anonymise_addr(addr) if isinstance(addr, str) else "")
+    return "reader:" + comments.anonymise_addr(reader.addr)
 
 
-def _post_limit() -> str:
-    return str(current_app.config["LIMIT_POST"])
+def limit_reader_post(reader: comments.Client) -> None:
+    """Count a comment stored for a reader against the per-reader posting limit; 429 beyond it.
+
+    The limit is the key's site's own `post` limit when it sets one, else LIMIT_POST, as for
+    readers posting through the public API; it is counted by the reader's anonymised address,
+    one budget for POST /manage/comments and /analyze with store: true. A request with no reader
+    address (/analyze may omit `reader`) posts for no reader and is not counted here.
+    """
+    if not limits.limiter.enabled or not comments.anonymise_addr(reader.addr):
+        return
+    # limits.check takes a site's own limit from the site the request is about, which it looks
+    # up once per request from a "site" in the body or query string. On this API the key names
+    # the site (a "site" field is refused), so settle the lookup on the key's site first: a
+    # ?site= naming another site must not lend this request that site's limits.
+    g.site = key().site
+    try:
+        limits.check((limits.Rule("post", lambda: reader_key(reader), "api-post-reader",
+                                  frozenset({"POST"})),))
+    except TooManyRequests:
+        # The 429 carries this limit's X-RateLimit-* headers (limits.limited_headers); drop the
+        # per-key limit's, which flask-limiter would add beside them as duplicates.
+        limits.limiter.context.view_rate_limit = None
+        raise
 
 
 def _decision(decision: Any) -> dict[str, Any]:
@@ -165,14 +193,13 @@ def manage_list() -> Response:
 
 @bp.post("/manage/comments")
 @keys.require_key("write")
-@limits.limiter.limit(_post_limit, key_func=reader_key, scope="api-post-reader",
-                      methods=["POST"], override_defaults=False)
 def manage_create() -> tuple[Response, int]:
     """Post a comment on behalf of a reader: 201 published, 202 held, 422 rejected."""
     data = json_body()
     if "site" in data:
         raise InvalidField("site", "is not a known field: the API key names the site")
     reader = _reader(data)
+    limit_reader_post(reader)
     found = key()
     submission = comments.submit(data, reader, pipeline(), site=found.site,
                                  actor=keys.actor(found))
@@ -200,11 +227,14 @@ def _ban_spec(data: dict[str, Any]) -> dict[str, Any] | None:
     value = data["ban"]
     if not isinstance(value, dict):
         raise InvalidField("ban", 'must be an object like {"by": "email", "days": 30}')
-    reject_unknown(value, {"by", "days"})
+    reject_unknown_in("ban", value, {"by", "days"})
     by = value.get("by")
     if by is not None and (not isinstance(by, str) or by not in moderating.BAN_KINDS):
         raise InvalidField("ban.by", "must be one of " + ", ".join(moderating.BAN_KINDS))
     days = value.get("days")
+    # JSON has one number type: 30.0 is the integer 30 (as JSON Schema's "integer" has it).
+    if isinstance(days, float) and days.is_integer():
+        days = int(days)
     if days is not None and (isinstance(days, bool) or not isinstance(days, int)
                              or not 1 <= days <= 3650):
         raise InvalidField("ban.days", "must be a whole number of days from 1 to 3650")
@@ -320,6 +350,7 @@ def analyze() -> tuple[Response, int]:
         return jsonify(body), 200
     if not data.get("uri"):
         raise InvalidField("uri", "is required when store is true")
+    limit_reader_post(reader)
     fields = ("uri", "title", "parent", "text", "author", "email", "website")
     payload: dict[str, Any] = {k: data[k] for k in fields if k in data}
     submission = comments.submit(payload, reader, pipeline(), site=found.site,

@@ -53,6 +53,33 @@ def test_key_routes_declare_bearer_security() -> None:
                 assert {"401", "403", "429"} <= set(operation["responses"]), (method, path)
 
 
+def test_empty_page_arguments_mean_the_documented_default() -> None:
+    app = make_app()
+    with app.app_context():
+        site = Site(name="Paged", origins=[], settings={})
+        db.session.add(site)
+        db.session.flush()
+        key = keys.issue(site).key
+        db.session.commit()
+    auth = {"Authorization": f"Bearer {key}"}
+    params = build_document()["paths"]["/api/v1/manage/comments"]["get"]["parameters"]
+    documented = {p["name"]: p for p in params}
+    for name, answered in (("per_page", 50), ("page", 1)):
+        assert documented[name]["allowEmptyValue"] is True
+        assert documented[name]["schema"]["default"] == answered
+        response = app.test_client().get("/api/v1/manage/comments", headers=auth,
+                                         query_string={name: ""})
+        assert response.status_code == 200, response.json
+        assert response.json[name] == answered
+
+
+def test_the_reader_limit_is_described_where_it_applies() -> None:
+    schemas = build_document()["components"]["schemas"]
+    reader = schemas["AnalyzeRequest"]["properties"]["reader"]["description"]
+    assert reader == schemas["ManagedNewComment"]["properties"]["reader"]["description"]
+    assert "/analyze with `store: true`" in reader and "site's own `post` limit" in reader
+
+
 # -- schemathesis ------------------------------------------------------------------------------
 
 KEY: dict[str, str] = {}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ from sqlalchemy import select
 from moderation import keys
 from moderation.db import ApiKey, Ban, Comment, Label, ModerationEvent, Site, db
 from tests import fakes
-from tests.conftest import IN_CI, add_site, make_app
+from tests.conftest import IN_CI, add_site, clear_tables, make_app
 
 READER = {"addr": "203.0.113.7", "user_agent": "Mozilla/5.0 (reader)"}
 
@@ -169,6 +171,65 @@ def test_per_key_rate_limit_counts_each_key_separately() -> None:
     assert client.get("/api/v1/manage/key", headers=auth(second)).status_code == 200
 
 
+@pytest.fixture
+def post_limited(database_url: str) -> Iterator[Flask]:
+    """Return a scored app with rate limits on and LIMIT_POST at 2/minute."""
+    app = make_app(database_url, RATELIMIT_ENABLED=True, LIMIT_POST="2/minute")
+    fakes.install(app)
+    yield app
+    clear_tables(app)
+
+
+def stored_count(app: Flask) -> int:
+    with app.app_context():
+        return len(db.session.execute(select(Comment.id)).all())
+
+
+@pytest.mark.usefixtures("steady_window")
+def test_reader_limit_is_the_sites_own_post_limit(post_limited: Flask) -> None:
+    site = add_site(post_limited, settings={"limits": {"post": "1/minute"}})
+    generous = add_site(post_limited, "Generous", settings={"limits": {"post": "100/minute"}})
+    key = issue(post_limited, site)
+    client = post_limited.test_client()
+    assert post_as_reader(client, key).status_code == 201
+    limited = post_as_reader(client, key)
+    assert limited.status_code == 429, limited.json
+    assert limited.json["error"]["code"] == "too_many_requests"
+    assert "Retry-After" in limited.headers
+    assert limited.headers.getlist("X-RateLimit-Limit") == ["1"]
+    # The key names the site: a ?site= naming another site does not lend its limits.
+    other = client.post("/api/v1/manage/comments", query_string={"site": generous.key},
+                        json={"uri": "/p", "text": "hello there", "reader": READER},
+                        headers=auth(key))
+    assert other.status_code == 429
+    # Another reader of the same site has a budget of their own.
+    assert post_as_reader(client, key, reader={"addr": "198.51.100.9"}).status_code == 201
+    assert stored_count(post_limited) == 2
+
+
+@pytest.mark.usefixtures("steady_window")
+def test_analyze_store_counts_against_the_readers_post_limit(post_limited: Flask) -> None:
+    key = issue(post_limited, add_site(post_limited))
+    client = post_limited.test_client()
+
+    def analyze(**fields: Any) -> Any:
+        body = {"text": "fine words", "uri": "/posts/x", "reader": READER, **fields}
+        return client.post("/api/v1/analyze", json=body, headers=auth(key))
+
+    assert analyze(store=True).status_code == 201
+    assert post_as_reader(client, key).status_code == 201
+    # LIMIT_POST (2/minute) is used up, by either route: storing through /analyze is refused.
+    refused = analyze(store=True)
+    assert refused.status_code == 429, refused.json
+    assert refused.json["error"]["code"] == "too_many_requests"
+    assert post_as_reader(client, key).status_code == 429
+    assert stored_count(post_limited) == 2
+    # Only scoring stores nothing: it stays open to the site whatever its readers posted.
+    for _ in range(3):
+        assert analyze().status_code == 200
+    assert analyze(store=True, reader={"addr": "198.51.100.9"}).status_code == 201
+
+
 # -- posting on behalf and listing --------------------------------------------------------------
 
 
@@ -210,7 +271,8 @@ def test_post_on_behalf_of_a_reader_keeps_their_address_and_agent(
     [
         ({"uri": "/p", "text": "hello there"}, "reader"),
         ({"uri": "/p", "text": "hello there", "reader": {"addr": "nope"}}, "reader.addr"),
-        ({"uri": "/p", "text": "hello there", "reader": {**READER, "x": 1}}, "x"),
+        ({"uri": "/p", "text": "hello there", "reader": {**READER, "x": 1}}, "reader.x"),
+        ({"uri": "/p", "text": "hi there", "reader": {"addr": "1.2.3.4", "ua": 5}}, "reader.ua"),
         ({"uri": "/p", "text": "hello there", "reader": READER, "site": "s_x"}, "site"),
         ({"uri": "/p", "text": "", "reader": READER}, "text"),
         ({"text": "hello there", "reader": READER}, "uri"),
@@ -310,6 +372,8 @@ def test_moderation_writes_the_audit_trail_labels_and_bans(
         ({"ids": [1], "action": "publish"}, "action"),
         ({"ids": [1], "action": "spam", "ban": {"by": "phone"}}, "ban.by"),
         ({"ids": [1], "action": "spam", "ban": {"days": 0}}, "ban.days"),
+        ({"ids": [1], "action": "spam", "ban": {"days": 30.5}}, "ban.days"),
+        ({"ids": [1], "action": "spam", "ban": {"x": 1}}, "ban.x"),
         ({"ids": [1], "action": "ban", "ban": {"by": "domain"}}, "ban.by"),
     ],
 )
@@ -324,6 +388,30 @@ def test_bad_moderation_requests_change_nothing(
     with scored.app_context():
         assert db.session.get(Comment, 1).status == "pending"
         assert db.session.execute(select(Ban)).first() is None
+
+
+def test_ban_days_may_be_a_whole_number_written_as_a_float(
+    scored: Flask, client: FlaskClient, key: str
+) -> None:
+    comment_id = post_as_reader(client, key, text="cheap pills", email="pills@example.org",
+                                ).json["comment"]["id"]
+    banned = client.post(f"/api/v1/manage/comments/{comment_id}/moderation",
+                         json={"action": "spam", "ban": {"by": "email", "days": 30.0}},
+                         headers=auth(key))
+    assert banned.status_code == 200, banned.json
+    expires = datetime.fromisoformat(banned.json["bans"][0]["expires"].replace("Z", "+00:00"))
+    left = expires - datetime.now(expires.tzinfo)
+    assert timedelta(days=29, hours=23) < left <= timedelta(days=30)
+
+
+def test_unknown_fields_of_nested_objects_are_named_with_their_parent(
+    scored: Flask, client: FlaskClient, key: str
+) -> None:
+    response = client.post("/api/v1/analyze", headers=auth(key),
+                           json={"text": "hello there", "reader": {"addr": "1.2.3.4", "ua": 5}})
+    assert response.status_code == 400
+    assert response.json["error"]["field"] == "reader.ua"
+    assert response.json["error"]["code"] == "invalid_field"
 
 
 # -- analyze and feedback -----------------------------------------------------------------------
