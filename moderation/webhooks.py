@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
+import http.client
+import io
 import ipaddress
 import json
 import os
+import re
 import secrets
 import socket
+import ssl
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, cast
 
 import click
 from flask import Flask, current_app
@@ -31,8 +34,13 @@ from .policy import Decision
 EVENTS = ("comment.created", "comment.held", "comment.moderated")
 SIGNATURE_HEADER = "X-Moderation-Signature"
 TIMESTAMP_HEADER = "X-Moderation-Timestamp"
-# Seconds a worker holds a claimed delivery before another worker may take it again.
+# Seconds a worker holds a claimed delivery before another worker may take it again. A worker
+# starts an attempt only while its lease has room for the whole attempt (at most
+# WEBHOOK_TIMEOUT_SECONDS, from resolving the host to the answer's headers) plus
+# CLAIM_MARGIN_SECONDS, gives back what it has no time for, and records an outcome only while the
+# row still holds its lease: no other worker takes a delivery over while an attempt runs.
 CLAIM_SECONDS = 120
+CLAIM_MARGIN_SECONDS = 10
 # Seconds the background thread sleeps when nothing is due.
 POLL_SECONDS = 2.0
 BATCH = 20
@@ -43,9 +51,14 @@ webhooks_cli = AppGroup("webhooks", help="Deliver queued webhook events and show
 # -- signing and targets ----------------------------------------------------------------------
 
 
-def sign(secret: str, body: bytes) -> str:
-    """Return the signature header value: sha256=<hex HMAC-SHA256 of the raw body>."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """Return the signature header value: sha256=<hex HMAC-SHA256 of "<timestamp>.<raw body>">.
+
+    The timestamp is the X-Moderation-Timestamp header sent with the same attempt, so a receiver
+    that checks its age rejects an old request replayed with a fresh timestamp.
+    """
+    signed = timestamp.encode() + b"." + body
+    return "sha256=" + hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
 
 
 def new_secret() -> str:
@@ -53,16 +66,68 @@ def new_secret() -> str:
     return "whsec_" + secrets.token_urlsafe(24)
 
 
+# Seconds check_url waits for a new webhook's host name to resolve.
+RESOLVE_SECONDS = 5.0
+# What a request line cannot carry as such: spaces, control and non-ASCII characters.
+_UNSENDABLE = re.compile(r"[^\x21-\x7e]")
+
+Address = tuple[int, tuple[Any, ...]]  # (address family, socket address) to connect to
+
+
+class _Deadline:
+    """The end of one delivery attempt: each network step may use only the time that is left."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+
+    def left(self) -> float:
+        """Return the seconds left, or raise TimeoutError once none are."""
+        left = self.end - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"timed out: the attempt took more than {self.seconds:g} s")
+        return left
+
+
+def _resolve(host: str, port: int, deadline: _Deadline) -> list[Address]:
+    """Return the addresses host resolves to, in the resolver's order, before the deadline."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return [(family, sockaddr) for family, _, _, _, sockaddr in socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)]
+    # getaddrinfo has no timeout of its own: wait for it in a thread, only as long as allowed.
+    found: list[Any] = []
+
+    def lookup() -> None:
+        try:
+            found.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except Exception as error:  # noqa: BLE001 - handed to the caller below
+            found.append(error)
+
+    thread = threading.Thread(target=lookup, daemon=True, name="webhook-resolve")
+    thread.start()
+    thread.join(deadline.left())
+    if not found:
+        raise TimeoutError(f"timed out resolving {host}")
+    if isinstance(found[0], BaseException):
+        raise found[0]
+    return [(family, sockaddr) for family, _, _, _, sockaddr in found[0]]
+
+
+def _is_public(address: Address) -> bool:
+    ip = ipaddress.ip_address(str(address[1][0]).split("%", 1)[0])
+    return ip.is_global
+
+
 def _public_host(host: str) -> bool:
     try:
-        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-    except OSError:
+        addresses = _resolve(host, 0, _Deadline(RESOLVE_SECONDS))
+    except (OSError, ValueError):  # ValueError: UnicodeError for a label IDNA cannot encode
         return False
-    for info in infos:
-        ip = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
-        if not ip.is_global:
-            return False
-    return True
+    return bool(addresses) and all(_is_public(a) for a in addresses)
 
 
 def check_url(url: object, allow_private: bool) -> str:
@@ -70,7 +135,14 @@ def check_url(url: object, allow_private: bool) -> str:
     if not isinstance(url, str) or not url.strip():
         raise InvalidField("url", "is required: an http(s) URL that receives POST requests")
     url = url.strip()
+    if _UNSENDABLE.search(url):
+        raise InvalidField("url", "must not contain spaces, control or non-ASCII characters "
+                                  "(percent-encode them; use the punycode form of the host)")
     parts = urllib.parse.urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number from 0 to 65535
+    except ValueError:
+        raise InvalidField("url", "has an invalid port") from None
     if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 1000:
         raise InvalidField("url", "must be an http(s) URL with a host, at most 1000 characters")
     if not allow_private and not _public_host(parts.hostname):
@@ -161,10 +233,14 @@ def on_moderated(comment: Comment, event: ModerationEvent, **_: Any) -> None:
 # -- delivering -------------------------------------------------------------------------------
 
 
-def _claim(limit: int) -> list[int]:
-    """Take up to limit due deliveries by pushing their next attempt past the claim lease."""
+def _claim(limit: int) -> tuple[list[int], datetime]:
+    """Take up to limit due deliveries by pushing their next attempt to the lease's end.
+
+    Return the ids and the lease: the rows' next_attempt_at for as long as they are this
+    worker's (whole seconds, so that every database compares it exactly).
+    """
     now = utcnow()
-    lease = now + timedelta(seconds=CLAIM_SECONDS)
+    lease = (now + timedelta(seconds=CLAIM_SECONDS)).replace(microsecond=0)
     due = (
         select(WebhookDelivery.id, WebhookDelivery.next_attempt_at)
         .where(WebhookDelivery.state == "pending", WebhookDelivery.next_attempt_at <= now)
@@ -180,7 +256,7 @@ def _claim(limit: int) -> list[int]:
                 .values(next_attempt_at=lease)
             )
         db.session.commit()
-        return ids
+        return ids, lease
     claimed = []
     for row in db.session.execute(due).all():
         # Another worker that read the same row changes next_attempt_at first and wins.
@@ -193,80 +269,241 @@ def _claim(limit: int) -> list[int]:
         if result.rowcount == 1:  # type: ignore[attr-defined]
             claimed.append(row.id)
     db.session.commit()
-    return claimed
+    return claimed, lease
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
+def _leased(lease: datetime) -> Any:
+    """Return the condition that a delivery is pending and still holds this worker's lease."""
+    return (WebhookDelivery.state == "pending") & (WebhookDelivery.next_attempt_at == lease)
 
 
-_opener = urllib.request.build_opener(_NoRedirect)
+def _release(ids: list[int], lease: datetime) -> None:
+    """Make claimed deliveries this pass has no time left for due again for any worker."""
+    db.session.execute(
+        update(WebhookDelivery).where(WebhookDelivery.id.in_(ids), _leased(lease))
+        .values(next_attempt_at=utcnow())
+    )
+    db.session.commit()
 
 
-def post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> tuple[int | None, str]:
-    """POST body to url; return (HTTP status or None, error text or "")."""
-    req = urllib.request.Request(url, data=body, headers=headers, method="POST")
+def _reason(error: BaseException) -> str:
+    """Return why an attempt failed, on one short line."""
+    text = " ".join(str(error).split())
+    return (f"{type(error).__name__}: {text}" if text else type(error).__name__)[:300]
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A socket's incoming bytes, each read allowed only what is left of the attempt's time."""
+
+    def __init__(self, sock: socket.socket, deadline: _Deadline) -> None:
+        super().__init__()
+        self._sock, self._deadline = sock, deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        self._sock.settimeout(self._deadline.left())
+        return self._sock.recv_into(buffer)
+
+
+class _DeadlineResponse(http.client.HTTPResponse):
+    """An answer whose status line and headers must all arrive before the attempt's deadline."""
+
+    def __init__(self, sock: socket.socket, *args: Any, deadline: _Deadline, **kwargs: Any) -> None:
+        super().__init__(sock, *args, **kwargs)
+        self.fp.close()  # the plain reader made above: each read would get a fresh timeout
+        self.fp = io.BufferedReader(_DeadlineReader(sock, deadline))
+
+
+def _tls_context() -> ssl.SSLContext:
+    """Return the TLS settings for https receivers: the system's CAs, host names checked."""
+    return ssl.create_default_context()
+
+
+class _PinnedConnection(http.client.HTTPConnection):
+    """A connection to addresses checked beforehand, never resolved again, for the URL's host.
+
+    The Host header, and with TLS the SNI name and the certificate check, use the host name;
+    every step (connecting, the TLS handshake, sending, reading the answer) ends by the deadline.
+    """
+
+    def __init__(self, host: str, port: int, addresses: list[Address], deadline: _Deadline,
+                 tls: bool) -> None:
+        self.default_port = 443 if tls else 80  # the Host header leaves out a default port
+        super().__init__(host, port, timeout=deadline.seconds)
+        self._addresses, self._deadline, self._tls = addresses, deadline, tls
+        self.response_class = cast(type[http.client.HTTPResponse],
+                                   functools.partial(_DeadlineResponse, deadline=deadline))
+
+    def connect(self) -> None:
+        error: OSError = OSError(f"{self.host} has no address")
+        for family, sockaddr in self._addresses:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(self._deadline.left())
+                sock.connect(sockaddr)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if self._tls:
+                    sock.settimeout(self._deadline.left())  # the whole handshake, not each step
+                    sock = _tls_context().wrap_socket(sock, server_hostname=self.host)
+            except OSError as failed:  # ssl.SSLError and TimeoutError are OSErrors too
+                sock.close()
+                error = failed
+                continue
+            except BaseException:
+                sock.close()
+                raise
+            self.sock = sock
+            return
+        raise error
+
+    def send(self, data: Any) -> None:
+        if self.sock is None:
+            self.connect()
+        if not isinstance(data, bytes | bytearray):
+            self.sock.settimeout(self._deadline.left())
+            super().send(data)
+            return
+        view = memoryview(data)
+        # In pieces: a TLS socket's sendall restarts its timeout for every record it sends.
+        for start in range(0, len(view), 16384):
+            self.sock.settimeout(self._deadline.left())
+            self.sock.sendall(view[start:start + 16384])
+
+
+def post(url: str, body: bytes, headers: dict[str, str], timeout: float,
+         allow_private: bool = False) -> tuple[int | None, str]:
+    """POST body to url within timeout seconds in all; return (HTTP status or None, error text).
+
+    The host is resolved once; unless allow_private, every address must be public, and the
+    request goes to those checked addresses, so a DNS answer that changes in between (DNS
+    rebinding) cannot point it elsewhere. Redirects are not followed. Never raises: any failure
+    is returned as its error text, with the status None when no answer came.
+    """
+    deadline = _Deadline(timeout)
     try:
-        with _opener.open(req, timeout=timeout) as response:
-            return response.status, ""
-    except urllib.error.HTTPError as error:
-        return error.code, f"HTTP {error.code} {error.reason}"
-    except (urllib.error.URLError, OSError, ValueError) as error:
-        reason = getattr(error, "reason", error)
-        return None, f"{type(error).__name__}: {reason}"[:500]
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return None, "URL is not an http(s) URL with a host"
+        tls = parts.scheme == "https"
+        host, port = parts.hostname, parts.port or (443 if tls else 80)
+        addresses = _resolve(host, port, deadline)
+        if not allow_private and not all(_is_public(a) for a in addresses):
+            return None, "target does not resolve to a public address"
+        connection = _PinnedConnection(host, port, addresses, deadline, tls)
+        try:
+            path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            connection.request("POST", path, body, headers)
+            response = connection.getresponse()
+            status, reason = response.status, response.reason
+        finally:
+            connection.close()
+    except Exception as error:  # noqa: BLE001 - whatever goes wrong, this attempt failed
+        return None, _reason(error)
+    if 200 <= status < 300:
+        return status, ""
+    return status, f"HTTP {status} {reason}".strip()[:300]
 
 
-def attempt(delivery: WebhookDelivery, config: dict[str, Any] | Any) -> None:
-    """Send one delivery once and record the outcome and the next attempt (caller commits)."""
+def attempt(delivery: WebhookDelivery, config: dict[str, Any] | Any,
+            timeout: float | None = None) -> dict[str, Any]:
+    """Send one delivery once; return the column values that record its outcome.
+
+    Nothing is changed: deliver_due writes the values while the row is still its own. Any
+    failure is a failed attempt (retried after the backoff, failed after the last attempt).
+    timeout is the attempt's total time, WEBHOOK_TIMEOUT_SECONDS unless given.
+    """
     hook = delivery.webhook
-    body = json.dumps({"id": delivery.id, **delivery.payload}, separators=(",", ":"),
-                      ensure_ascii=False).encode()
-    headers = {
-        "Content-Type": "application/json",
-        "User-Agent": "moderation-webhooks/1",
-        "X-Moderation-Event": delivery.event,
-        "X-Moderation-Delivery": str(delivery.id),
-        TIMESTAMP_HEADER: str(int(time.time())),
-        SIGNATURE_HEADER: sign(hook.secret, body),
-    }
     status, error = None, "webhook is inactive"
-    allow_private = bool(config.get("WEBHOOK_ALLOW_PRIVATE_TARGETS"))
     if hook.active:
-        host = urllib.parse.urlsplit(hook.url).hostname or ""
-        if not allow_private and not _public_host(host):
-            error = "target does not resolve to a public address"
-        else:
-            status, error = post(hook.url, body, headers,
-                                 float(config["WEBHOOK_TIMEOUT_SECONDS"]))
+        try:
+            body = json.dumps({"id": delivery.id, **delivery.payload}, separators=(",", ":"),
+                              ensure_ascii=False).encode()
+            timestamp = str(int(time.time()))
+            headers = {
+                "Content-Type": "application/json",
+                "User-Agent": "moderation-webhooks/1",
+                "X-Moderation-Event": delivery.event,
+                "X-Moderation-Delivery": str(delivery.id),
+                TIMESTAMP_HEADER: timestamp,
+                SIGNATURE_HEADER: sign(hook.secret, timestamp, body),
+            }
+            status, error = post(
+                hook.url, body, headers,
+                float(config["WEBHOOK_TIMEOUT_SECONDS"]) if timeout is None else timeout,
+                bool(config.get("WEBHOOK_ALLOW_PRIVATE_TARGETS")),
+            )
+        except Exception as failed:  # noqa: BLE001 - a failed attempt, not a failed batch
+            status, error = None, _reason(failed)
+    return _outcome(delivery.attempts + 1, hook.active, status, error, config)
+
+
+def _outcome(attempts: int, active: bool, status: int | None, error: str,
+             config: dict[str, Any] | Any) -> dict[str, Any]:
+    """Return the column values after attempt number attempts answered status (or error)."""
     now = utcnow()
-    delivery.attempts += 1
-    delivery.last_status = status
+    values: dict[str, Any] = {"attempts": attempts, "last_status": status}
     if status is not None and 200 <= status < 300:
-        delivery.state, delivery.delivered_at, delivery.last_error = "delivered", now, ""
+        return {**values, "state": "delivered", "delivered_at": now, "last_error": ""}
+    values["last_error"] = error or f"HTTP {status}"
+    if attempts >= int(config["WEBHOOK_MAX_ATTEMPTS"]) or not active:
+        return {**values, "state": "failed"}
+    backoff = float(config["WEBHOOK_BACKOFF_SECONDS"]) * 2 ** (attempts - 1)
+    return {**values, "next_attempt_at": now + timedelta(seconds=backoff)}
+
+
+def _deliver_one(delivery_id: int, lease: datetime, timeout: float) -> None:
+    """Attempt one claimed delivery and record the outcome if the row is still this worker's."""
+    delivery = db.session.get(WebhookDelivery, delivery_id)
+    if delivery is None or delivery.state != "pending":
+        db.session.rollback()
         return
-    delivery.last_error = error or f"HTTP {status}"
-    if delivery.attempts >= int(config["WEBHOOK_MAX_ATTEMPTS"]) or not hook.active:
-        delivery.state = "failed"
+    try:
+        values = attempt(delivery, current_app.config, timeout)
+    except Exception as error:  # noqa: BLE001 - e.g. the webhook row could not be read
+        db.session.rollback()
+        current_app.logger.exception("webhook delivery %s could not be attempted", delivery_id)
+        values = _outcome(delivery.attempts + 1, True, None, _reason(error), current_app.config)
+    recorded = db.session.execute(
+        update(WebhookDelivery).where(WebhookDelivery.id == delivery_id, _leased(lease))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    ).rowcount == 1  # type: ignore[attr-defined]
+    db.session.commit()
+    if not recorded:
+        current_app.logger.warning(
+            "webhook delivery %s: another worker took it over or it was deleted during the "
+            "attempt; this outcome is not recorded", delivery_id)
         return
-    backoff = float(config["WEBHOOK_BACKOFF_SECONDS"]) * 2 ** (delivery.attempts - 1)
-    delivery.next_attempt_at = now + timedelta(seconds=backoff)
+    current_app.logger.info(
+        "webhook delivery %s attempt %s: %s %s", delivery_id, values["attempts"],
+        values.get("state", "pending"), values["last_status"] or values["last_error"],
+    )
 
 
 def deliver_due(limit: int = BATCH) -> int:
-    """Claim due deliveries, attempt each once and record the outcome; return how many ran."""
-    ids = _claim(limit)
-    for delivery_id in ids:
-        delivery = db.session.get(WebhookDelivery, delivery_id)
-        if delivery is None or delivery.state != "pending":
-            continue
-        attempt(delivery, current_app.config)
-        current_app.logger.info(
-            "webhook delivery %s attempt %s: %s %s", delivery.id, delivery.attempts,
-            delivery.state, delivery.last_status or delivery.last_error,
-        )
-        db.session.commit()
-    return len(ids)
+    """Claim due deliveries, attempt each once and record the outcome; return how many ran.
+
+    One delivery's failure, whatever it is, is recorded on that delivery; the others still go.
+    """
+    started = time.monotonic()
+    ids, lease = _claim(limit)
+    # An attempt (at most budget seconds) starts only if it ends a margin before the lease.
+    budget = min(float(current_app.config["WEBHOOK_TIMEOUT_SECONDS"]),
+                 CLAIM_SECONDS - 2 * CLAIM_MARGIN_SECONDS)
+    ran = 0
+    for index, delivery_id in enumerate(ids):
+        if time.monotonic() + budget > started + CLAIM_SECONDS - CLAIM_MARGIN_SECONDS:
+            _release(ids[index:], lease)  # the lease could end during the attempt
+            break
+        ran += 1
+        try:
+            _deliver_one(delivery_id, lease, budget)
+        except Exception:  # noqa: BLE001 - the database failed: the lease runs out, it is retried
+            db.session.rollback()
+            current_app.logger.exception("webhook delivery %s failed to record", delivery_id)
+    return ran
 
 
 # -- the background worker --------------------------------------------------------------------
@@ -335,17 +572,23 @@ def stop_worker(app: Flask, timeout: float = 5.0) -> None:
 def deliver_command(once: bool) -> None:
     """Deliver due webhook events: one pass with --once, else until interrupted."""
     while True:
-        ran = deliver_due()
         if once:
-            click.echo(f"Attempted {ran} deliveries")
+            click.echo(f"Attempted {deliver_due()} deliveries")
             return
+        try:
+            ran = deliver_due()
+        except Exception:  # noqa: BLE001 - keep delivering after a database hiccup
+            db.session.rollback()
+            current_app.logger.exception("webhook delivery pass failed")
+            ran = 0
         if not ran:
             time.sleep(POLL_SECONDS)
 
 
 @webhooks_cli.command("log")
 @click.option("--site", "site_key", help="Only this site's webhooks.")
-@click.option("--limit", default=50, show_default=True, help="Most recent deliveries to show.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1),
+              help="Most recent deliveries to show.")
 def log_command(site_key: str | None, limit: int) -> None:
     """Show recent webhook deliveries with their state, attempts and last outcome."""
     query = (select(WebhookDelivery, Webhook).join(Webhook)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import hmac
 import json
+import re
+import shutil
+import socket
+import ssl
+import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -33,12 +39,15 @@ class Receiver:
         self.requests: list[dict[str, Any]] = []
         self.statuses: list[int] = []
         self.delay = 0.0
+        self.on_request: Callable[[], None] | None = None  # runs before the answer is sent
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 time.sleep(receiver.delay)
+                if receiver.on_request is not None:
+                    receiver.on_request()
                 receiver.requests.append({"headers": dict(self.headers), "body": body,
                                           "path": self.path})
                 status = receiver.statuses.pop(0) if receiver.statuses else 200
@@ -126,9 +135,11 @@ def test_events_are_signed_and_delivered_outside_the_request(
     events = [r["headers"]["X-Moderation-Event"] for r in receiver.requests]
     assert events == ["comment.created", "comment.held", "comment.moderated"]
     for request in receiver.requests:
-        expected = hmac.new(hook["secret"].encode(), request["body"], hashlib.sha256).hexdigest()
+        timestamp = request["headers"]["X-Moderation-Timestamp"]
+        signed = timestamp.encode() + b"." + request["body"]
+        expected = hmac.new(hook["secret"].encode(), signed, hashlib.sha256).hexdigest()
         assert request["headers"]["X-Moderation-Signature"] == f"sha256={expected}"
-        assert abs(int(request["headers"]["X-Moderation-Timestamp"]) - time.time()) < 60
+        assert abs(int(timestamp) - time.time()) < 60
         assert request["headers"]["Content-Type"] == "application/json"
     bodies = [json.loads(r["body"]) for r in receiver.requests]
     assert bodies[0]["comment"]["id"] == published and bodies[0]["comment"]["status"] == "published"
@@ -242,10 +253,17 @@ def test_webhook_management_validates_and_deletes(hooked: Flask, receiver: Recei
     key, client = setup_site(hooked)
     headers = {"Authorization": f"Bearer {key}"}
     for body, field in (({"url": "ftp://x.example/"}, "url"), ({}, "url"),
+                        ({"url": "https://8.8.8.8/a b"}, "url"),
+                        ({"url": "https://8.8.8.8/a\tb"}, "url"),
+                        ({"url": "https://8.8.8.8/\x00"}, "url"),
+                        ({"url": "https://8.8.8.8:99999/"}, "url"),
                         ({"url": receiver.url, "events": ["comment.lost"]}, "events"),
                         ({"url": receiver.url, "secret": "mine"}, "secret")):
         response = client.post("/api/v1/manage/webhooks", json=body, headers=headers)
         assert response.status_code == 400 and response.json["error"]["field"] == field
+    response = client.post("/api/v1/manage/webhooks", json={"url": "https://8.8.8.8/a b"},
+                           headers=headers)
+    assert "spaces" in response.json["error"]["message"]
     hook = add_hook(client, key, receiver.url)
     listed = client.get("/api/v1/manage/webhooks", headers=headers).json["webhooks"]
     assert [h["id"] for h in listed] == [hook["id"]] and "secret" not in listed[0]
@@ -358,3 +376,345 @@ def test_admins_see_every_delivery_in_the_dashboard_and_retry_failed_ones(
         assert len(receiver.requests) == 3
     finally:
         clear_tables(app)
+
+
+# -- receivers that misbehave, DNS that changes its answer, TLS ------------------------------
+
+
+class RawReceiver:
+    """A TCP listener on 127.0.0.1 that reads each request and answers it with answer(conn)."""
+
+    def __init__(self, answer: Callable[[socket.socket, threading.Event], None]) -> None:
+        self.requests: list[bytes] = []
+        self.answer = answer
+        self.stopping = threading.Event()
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/hook"
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(5)
+                try:
+                    if self.read_request(conn):
+                        self.answer(conn, self.stopping)
+                except OSError:
+                    pass  # the client gave up
+
+    def read_request(self, conn: socket.socket) -> bool:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return False
+            data += chunk
+        head = data.partition(b"\r\n\r\n")[0]
+        length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+        while length and len(data) < len(head) + 4 + int(length.group(1)):
+            chunk = conn.recv(65536)
+            if not chunk:
+                return False
+            data += chunk
+        self.requests.append(data)
+        return True
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.thread.join(10)
+        self.sock.close()
+
+
+@pytest.fixture
+def raw_receivers() -> Iterator[Callable[..., RawReceiver]]:
+    started: list[RawReceiver] = []
+
+    def start(answer: Callable[[socket.socket, threading.Event], None]) -> RawReceiver:
+        started.append(RawReceiver(answer))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.close()
+
+
+def answer_garbage(conn: socket.socket, stopping: threading.Event) -> None:
+    conn.sendall(b"garbage\r\n\r\n")
+
+
+def answer_slowly(conn: socket.socket, stopping: threading.Event) -> None:
+    """Send a 200 answer's head one byte every 0.2 s (about 8 s in all)."""
+    for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n":
+        if stopping.is_set():
+            return
+        conn.sendall(bytes([byte]))
+        time.sleep(0.2)
+
+
+def deliveries(app: Flask) -> list[WebhookDelivery]:
+    with app.app_context():
+        rows = db.session.execute(select(WebhookDelivery).order_by(WebhookDelivery.id))
+        found = list(rows.scalars())
+        for row in found:
+            db.session.expunge(row)
+        return found
+
+
+def add_stored_hook(app: Flask, site_id: int, url: str) -> None:
+    """Store a webhook directly, as an older version that accepted any such URL did."""
+    from moderation.db import Webhook
+
+    with app.app_context():
+        db.session.add(Webhook(site_id=site_id, url=url, secret="whsec_old", events=[],
+                               active=True))
+        db.session.commit()
+
+
+def test_a_broken_receiver_fails_its_own_deliveries_and_no_one_elses(
+    hooked: Flask, receiver: Receiver, raw_receivers: Callable[..., RawReceiver]
+) -> None:
+    garbage = raw_receivers(answer_garbage)
+    bad = add_site(hooked, name="Broken")
+    key = issue_key(hooked, bad)
+    client = hooked.test_client()
+    add_stored_hook(hooked, bad.id, "http://127.0.0.1:1/a b")  # accepted before the fix
+    add_hook(client, key, garbage.url)
+    good_key, _ = setup_site(hooked)
+    add_hook(client, good_key, receiver.url)
+    post(client, key, "to the broken site")
+    post(client, good_key, "to the good site")
+
+    runner = hooked.test_cli_runner()
+    result = runner.invoke(args=["webhooks", "deliver", "--once"])
+    assert result.exit_code == 0, result.output
+    assert "Attempted 3 deliveries" in result.output
+    url_row, garbage_row, good_row = deliveries(hooked)
+    assert (good_row.state, good_row.last_status) == ("delivered", 200)
+    assert len(receiver.requests) == 1 and len(garbage.requests) == 1
+    for row, reason in ((url_row, "InvalidURL"), (garbage_row, "BadStatusLine")):
+        assert (row.state, row.attempts, row.last_status) == ("pending", 1, None)
+        assert reason in row.last_error and len(row.last_error) <= 300
+        assert row.next_attempt_at - utcnow() > timedelta(seconds=8)  # the usual backoff
+
+    for _ in range(2):
+        make_due(hooked)
+        assert deliver(hooked) == 2
+    assert [(row.state, row.attempts) for row in deliveries(hooked)] == [
+        ("failed", 3), ("failed", 3), ("delivered", 1)]
+    assert len(garbage.requests) == 3 and len(receiver.requests) == 1
+
+
+def test_dns_rebinding_cannot_redirect_a_delivery_to_a_private_address(
+    database_url: str, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.conftest import clear_tables
+
+    public = "8.8.8.8"
+    answers = [public]  # what rebind.test resolves to; the last answer repeats
+    real_getaddrinfo, real_connect = socket.getaddrinfo, socket.socket.connect
+    connected: list[str] = []
+
+    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host != "rebind.test":
+            return real_getaddrinfo(host, port, *args, **kwargs)
+        ip = answers.pop(0) if len(answers) > 1 else answers[0]
+        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (ip, int(port or 0)))]
+
+    def connect(sock: socket.socket, address: Any) -> None:
+        if address[0] == public:  # never leave the machine
+            connected.append(address[0])
+            raise ConnectionRefusedError(errno.ECONNREFUSED, "refused by the test")
+        real_connect(sock, address)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    app = make_app(database_url, WEBHOOK_TIMEOUT_SECONDS=2, WEBHOOK_MAX_ATTEMPTS=3)
+    fakes.install(app)
+    try:
+        key, client = setup_site(app)
+        port = receiver.server.server_address[1]
+        add_hook(client, key, f"http://rebind.test:{port}/hook")  # public when added
+        post(client, key, "hello")
+        answers[:] = [public, "127.0.0.1"]  # public for the check, loopback right after
+        assert deliver(app) == 1
+        assert receiver.requests == []
+        assert connected == [public]  # the request went to the address that was checked
+        (row,) = deliveries(app)
+        assert (row.state, row.attempts, row.last_status) == ("pending", 1, None)
+        assert "refused" in row.last_error
+
+        answers[:] = ["127.0.0.1"]  # now private from the start: refused, nothing sent
+        make_due(app)
+        assert deliver(app) == 1
+        (row,) = deliveries(app)
+        assert row.attempts == 2 and "public address" in row.last_error
+        assert receiver.requests == []
+    finally:
+        clear_tables(app)
+
+
+def test_a_slow_receiver_cannot_hold_an_attempt_past_the_timeout(
+    hooked: Flask, raw_receivers: Callable[..., RawReceiver]
+) -> None:
+    slow = raw_receivers(answer_slowly)
+    key, client = setup_site(hooked)
+    add_hook(client, key, slow.url)  # WEBHOOK_TIMEOUT_SECONDS is 2
+    post(client, key, "hello")
+    started = time.monotonic()
+    assert deliver(hooked) == 1
+    assert time.monotonic() - started < 4
+    (row,) = deliveries(hooked)
+    assert (row.state, row.attempts, row.last_status) == ("pending", 1, None)
+    assert "timed out" in row.last_error
+
+
+def test_a_worker_starts_no_attempt_that_could_outlast_its_claim(
+    hooked: Flask, raw_receivers: Callable[..., RawReceiver], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A 5 s lease with a 1 s margin leaves room for one 2 s attempt, not for a second one.
+    monkeypatch.setattr(webhooks, "CLAIM_SECONDS", 5)
+    monkeypatch.setattr(webhooks, "CLAIM_MARGIN_SECONDS", 1, raising=False)
+    slow = raw_receivers(answer_slowly)
+    key, client = setup_site(hooked)
+    add_hook(client, key, slow.url)
+    post(client, key, "first")
+    post(client, key, "second")
+    assert deliver(hooked) == 1
+    assert len(slow.requests) == 1
+    first, second = deliveries(hooked)
+    assert (first.attempts, second.attempts) == (1, 0)
+    assert second.state == "pending" and second.next_attempt_at <= utcnow()  # due again now
+
+
+def test_an_outcome_is_not_recorded_once_another_worker_took_the_delivery_over(
+    hooked: Flask, receiver: Receiver
+) -> None:
+    key, client = setup_site(hooked)
+    add_hook(client, key, receiver.url)
+    post(client, key, "hello")
+    their_lease = (utcnow() + timedelta(seconds=300)).replace(microsecond=0)
+
+    def lease_taken_over() -> None:  # as if this attempt outlived its lease
+        with hooked.app_context():
+            db.session.execute(update(WebhookDelivery).values(next_attempt_at=their_lease))
+            db.session.commit()
+            db.session.remove()
+
+    receiver.on_request = lease_taken_over
+    assert deliver(hooked) == 1
+    assert len(receiver.requests) == 1
+    (row,) = deliveries(hooked)
+    assert (row.state, row.attempts, row.next_attempt_at) == ("pending", 0, their_lease)
+
+
+def readme_verify() -> Callable[..., bool]:
+    """Return the verify() function from the README's webhook section."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    code = next(block for block in re.findall(r"```python\n(.*?)```", readme, re.S)
+                if "def verify(" in block)
+    namespace: dict[str, Any] = {}
+    exec(code, namespace)  # noqa: S102 - our own documentation
+    return namespace["verify"]
+
+
+def test_the_signature_covers_the_timestamp_as_the_readme_verifies_it(
+    hooked: Flask, receiver: Receiver
+) -> None:
+    verify = readme_verify()
+    key, client = setup_site(hooked)
+    secret = add_hook(client, key, receiver.url)["secret"]
+    post(client, key, "hello")
+    receiver.statuses = [500]
+    assert deliver(hooked) == 1
+    make_due(hooked)
+    time.sleep(1.05)  # the retry's timestamp is a later second
+    assert deliver(hooked) == 1
+    first, retry = receiver.requests
+    assert json.loads(first["body"])["id"] == json.loads(retry["body"])["id"]  # de-duplicate
+    for request in (first, retry):
+        headers, body = request["headers"], request["body"]
+        timestamp = headers["X-Moderation-Timestamp"]
+        assert verify(secret, body, headers["X-Moderation-Signature"], timestamp)
+        # A captured request replayed with a fresh timestamp does not verify.
+        assert not verify(secret, body, headers["X-Moderation-Signature"],
+                          str(int(timestamp) + 1))
+        assert not verify("whsec_other", body, headers["X-Moderation-Signature"], timestamp)
+    assert first["headers"]["X-Moderation-Signature"] != retry["headers"][
+        "X-Moderation-Signature"]
+    # A request signed long ago is too old, even with its own signature.
+    old = str(int(time.time()) - 3600)
+    signed = old.encode() + b"." + first["body"]
+    signature = "sha256=" + hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+    assert not verify(secret, first["body"], signature, old)
+
+
+def test_log_limit_must_be_positive(hooked: Flask) -> None:
+    result = hooked.test_cli_runner().invoke(args=["webhooks", "log", "--limit", "-1"])
+    assert result.exit_code == 2 and "Invalid value for '--limit'" in result.output
+
+
+def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """Make a test CA and a certificate it signs for hook.test; return (ca, cert, key)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    ca, ca_key = directory / "ca.pem", directory / "ca.key"
+    cert, key, csr = directory / "hook.pem", directory / "hook.key", directory / "hook.csr"
+    ext = directory / "ext.cnf"
+    ext.write_text("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                   "extendedKeyUsage=serverAuth\nsubjectAltName=DNS:hook.test\n"
+                   "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for command in (
+        ["req", "-x509", *ec, "-keyout", ca_key, "-out", ca, "-days", "2", "-subj", "/CN=Test CA",
+         "-addext", "basicConstraints=critical,CA:TRUE",
+         "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+        ["req", *ec, "-keyout", key, "-out", csr, "-subj", "/CN=hook.test"],
+        ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+         "-out", cert, "-days", "2", "-extfile", ext],
+    ):
+        subprocess.run(["openssl", *map(str, command)], check=True, capture_output=True)
+    return ca, cert, key
+
+
+def test_https_goes_to_the_checked_address_with_the_host_name_for_tls(
+    hooked: Flask, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca, cert, key_file = make_certificates(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca))  # the receivers' CA is trusted
+    real_getaddrinfo = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host in ("hook.test", "other.test"):
+            host = "127.0.0.1"
+        return real_getaddrinfo(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    receiver = Receiver()
+    server_names: list[str | None] = []
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key_file)
+    context.sni_callback = lambda sock, name, ctx: server_names.append(name)
+    receiver.server.socket = context.wrap_socket(receiver.server.socket, server_side=True)
+    try:
+        port = receiver.server.server_address[1]
+        key, client = setup_site(hooked)
+        add_hook(client, key, f"https://hook.test:{port}/hook?x=1")
+        add_hook(client, key, f"https://other.test:{port}/hook")  # not the certificate's name
+        post(client, key, "hello")
+        assert deliver(hooked) == 2
+        good, wrong = deliveries(hooked)
+        assert (good.state, good.last_status) == ("delivered", 200)
+        assert (wrong.state, wrong.last_status) == ("pending", None)
+        assert "certificate" in wrong.last_error.lower()
+        (request,) = receiver.requests
+        assert request["headers"]["Host"] == f"hook.test:{port}"
+        assert request["path"] == "/hook?x=1"
+        assert server_names[0] == "hook.test"
+    finally:
+        receiver.close()
