@@ -75,6 +75,9 @@ def test_widget_source_avoids_eval_cookies_and_injected_styles() -> None:
         assert forbidden not in script, forbidden
     # Every URL the script fetches starts with the API origin it was loaded from.
     assert re.findall(r"fetch\(([^,]+),", script) == ['API + "/api/v1" + path']
+    # Regular expressions that older browsers (Safari before 16.4) cannot parse would stop the
+    # whole script: no lookbehind; \p{...} classes need the u flag, supported everywhere else.
+    assert "(?<" not in script
 
 
 # -- server-side honeypot and minimum fill time ---------------------------------------------

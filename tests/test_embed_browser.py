@@ -16,7 +16,8 @@ from sqlalchemy import select
 from werkzeug.serving import make_server
 
 from moderation import comments
-from moderation.db import Comment, Report, db
+from moderation.db import Comment, Report, Site, db
+from moderation.sanitising import normalise, render
 from tests import fakes
 from tests.conftest import SCREENSHOTS, make_app
 
@@ -408,4 +409,224 @@ def test_count_widget_uses_one_request(live: Callable[..., Live], browser: Any) 
     zh = server.open(browser, "/demo/zh/")
     expect(zh.locator("[data-comments-count]")).to_have_text("4 条评论")
     shot(page, "en-index-counts")
+    assert_clean(server)
+
+
+# -- the snippet before its target, pages that overlap, held edits, the preview -------------
+
+
+def snippet_page(live: Live, browser: Any, html: str) -> Any:
+    """Open a page on the blog's origin whose HTML is given here (no server route needed).
+
+    In html, {api} is the comment server's origin, {key} the demo site's key and {uri} the
+    English demo post's thread; the page is served at /snippet, any other URL goes through.
+    """
+    with live.app.app_context():
+        key = db.session.execute(select(Site.key)).scalar_one()
+    body = html.format(api=live.api_origin, key=key, uri=EN_POST)
+    # A page fulfilled here has no address, so Chromium would treat the API on 127.0.0.1 as a
+    # local network to ask permission for; a real blog and comment server are both public.
+    ctx = browser.new_context(viewport=DESKTOP, permissions=["local-network-access"])
+    page = ctx.new_page()
+    page.on("request", lambda r: live.requests.append(f"{r.method} {r.url}"))
+    page.on("console", lambda m: live.console.append(f"{m.type}: {m.text}"))
+    page.on("pageerror", lambda e: live.console.append(f"pageerror: {e}"))
+    page.route(f"{live.page_origin}/snippet", lambda route: route.fulfill(
+        status=200, content_type="text/html; charset=utf-8", body=body))
+    return page
+
+
+SNIPPETS = {
+    "sync script in the head": (
+        '<!doctype html><html lang="en"><head><title>Post</title>'
+        '<script src="{api}/embed.js" data-site="{key}" data-uri="{uri}"></script></head>'
+        '<body><h1>Post</h1><div id="comments"></div></body></html>'),
+    "data-target before its element": (
+        '<!doctype html><html lang="en"><head><title>Post</title></head><body>'
+        '<script src="{api}/embed.js" data-site="{key}" data-uri="{uri}" data-target="#c2">'
+        '</script><p>The post.</p><div id="c2"></div></body></html>'),
+    # async in the head, and the script wins the race: it runs while the parser still waits
+    # for a slow script above the target (held by the test until embed.js has run).
+    "async script that wins the race": (
+        '<!doctype html><html lang="en"><head><title>Post</title>'
+        '<script src="{api}/embed.js" data-site="{key}" data-uri="{uri}" async '
+        'onload="window.embedRanWhile = document.readyState + \' \' + '
+        '!!document.querySelector(\'#comments\')"></script>'
+        '<script src="/slow.js"></script></head>'
+        '<body><div id="comments"></div></body></html>'),
+}
+
+
+@pytest.mark.parametrize("html", SNIPPETS.values(), ids=list(SNIPPETS))
+def test_snippet_that_runs_before_its_target_exists_still_shows_the_widget(
+    live: Callable[..., Live], browser: Any, html: str
+) -> None:
+    server = live()
+    page = snippet_page(server, browser, html)
+    held: list[Any] = []
+    page.route(f"{server.page_origin}/slow.js", lambda route: held.append(route))
+    page.goto(server.page_origin + "/snippet", wait_until="commit")
+    if "slow.js" in html:
+        page.wait_for_function("window.embedRanWhile", polling=50)  # no frames yet: no rAF
+        assert page.evaluate("window.embedRanWhile") == "loading false"
+        held[0].fulfill(status=200, content_type="text/javascript", body="")
+    widget = page.locator("#c2" if "#c2" in html else "#comments")
+    expect(widget.locator(".cm-title")).to_have_text("5 comments")
+    expect(widget.locator(".cm-item")).to_have_count(5)
+    assert_clean(server)
+
+
+def unique_ids(page: Any) -> bool:
+    ids = page.evaluate("Array.from(document.querySelectorAll('[id]'), n => n.id)")
+    return len(ids) == len(set(ids))
+
+
+def test_load_more_skips_the_readers_own_new_comment(
+    live: Callable[..., Live], browser: Any
+) -> None:
+    server = live()
+    # Oldest first: the comment posted here is also on the next page.
+    page = server.open(browser, EN_POST + "?per_page=2")
+    post(page, "A fresh top-level note about bread prices.", author="Ana")
+    expect(page.locator(".cm-widget > .cm-form .cm-status")).to_have_text(
+        "Your comment is published.")
+    expect(page.locator(".cm-title")).to_have_text("6 comments")
+    more = page.get_by_role("button", name="Load more comments")
+    more.click()
+    expect(more).to_be_hidden()
+    expect(item(page, "Worth adding: the exemption list")).to_have_count(1)
+    expect(item(page, "A fresh top-level note")).to_have_count(1)
+    expect(page.locator(".cm-item")).to_have_count(6)
+    expect(page.locator(".cm-title")).to_have_text("6 comments")
+    assert unique_ids(page)
+    assert_clean(server)
+
+
+def test_load_more_skips_comments_pushed_to_the_next_page(
+    live: Callable[..., Live], browser: Any
+) -> None:
+    server = live()
+    page = server.open(browser, EN_POST + "?per_page=2&sort=newest")
+    roots = page.locator(".cm-list > .cm-item > .cm-comment .cm-author")
+    expect(roots).to_have_text(["Priya S.", "Daniel Reyes"])
+    # Someone else's new comment moves Daniel's onto page 2; their reply to it comes with it.
+    stranger = server.open(browser, EN_POST)
+    post(stranger, "Someone else weighs in.", author="Sam")
+    expect(stranger.locator(".cm-title")).to_have_text("6 comments")
+    item(stranger, "I run a small bakery").locator(":scope > .cm-comment .cm-reply").click()
+    post(stranger, "Which flour do you use?", author="Sam", scope=".cm-slot .cm-form")
+    expect(stranger.locator(".cm-title")).to_have_text("7 comments")
+
+    page.get_by_role("button", name="Load more comments").click()
+    expect(roots).to_have_text(["Priya S.", "Daniel Reyes", "Maria Okafor"])
+    expect(item(page, "I run a small bakery")).to_have_count(1)
+    reply = item(page, "Which flour do you use?")
+    expect(reply).to_have_count(1)
+    assert reply.locator("xpath=../..").get_attribute("id") == item(
+        page, "I run a small bakery").get_attribute("id")
+    expect(page.locator(".cm-item")).to_have_count(6)
+    expect(page.locator(".cm-title")).to_have_text("7 comments")
+    assert unique_ids(page)
+    assert_clean(server)
+
+
+def test_edit_that_publishes_a_held_comment_counts_it(
+    live: Callable[..., Live], browser: Any
+) -> None:
+    server = live()
+    page = server.open(browser, EN_POST)
+    post(page, "This is a borderline remark about the minister.")
+    expect(page.locator(".cm-widget > .cm-form .cm-status")).to_have_text(
+        re.compile("^Thank you! Your comment is awaiting moderation"))
+    expect(page.locator(".cm-title")).to_have_text("5 comments")
+    held = item(page, "borderline remark")
+    held.locator(":scope > .cm-comment .cm-edit").click()
+    held.locator(".cm-editform textarea").fill("A measured remark about the minister.")
+    held.locator(".cm-editform button[type=submit]").click()
+    mine = item(page, "A measured remark")
+    expect(mine.locator(".cm-edited")).to_have_count(1)
+    expect(mine.locator(".cm-badge")).to_have_count(0)
+    expect(page.locator(".cm-title")).to_have_text("6 comments")
+    expect(page.locator("[aria-live=polite][role=status]")).to_have_text(
+        "Your comment is updated.")
+    assert server.comments()[-1].status == "published"
+    page.reload()
+    page.wait_for_selector(".cm-loading", state="hidden")
+    expect(page.locator(".cm-title")).to_have_text("6 comments")
+    assert_clean(server)
+
+
+@pytest.mark.parametrize(("text", "shown", "links"), [
+    ("[a](https://x.com/) [b](https://y.com/\u00010\u0002) `c\u00011\u0002`", "a b c1",
+     [["href rel", "https://x.com/", "a"], ["href rel", "https://y.com/0", "b"]]),
+    ("[a](https://x.com/\u00010\u0002) refers to itself", "a refers to itself",
+     [["href rel", "https://x.com/0", "a"]]),
+], ids=["other-link", "itself"])
+def test_preview_ignores_placeholder_characters_typed_by_the_reader(
+    live: Callable[..., Live], browser: Any, text: str, shown: str, links: list[list[str]]
+) -> None:
+    server = live()
+    page = server.open(browser, EN_POST)
+    textarea = page.locator(".cm-widget > .cm-form textarea")
+    preview = page.locator(".cm-widget > .cm-form .cm-preview-body")
+    textarea.fill(text)
+    assert "\u0001" in textarea.input_value()
+    expect(preview).to_have_text(shown)  # as the server publishes it: the controls removed
+    assert preview.evaluate("el => Array.from(el.querySelectorAll('a'), a => "
+                            "[a.getAttributeNames().join(' '), a.getAttribute('href'), "
+                            "a.textContent])") == links
+    assert_clean(server)  # no "Maximum call stack size exceeded"
+
+
+# What the preview shows must be what the server publishes (sanitising.render): CommonMark's
+# flanking rules for * and _ next to punctuation, and the linkifier's boundaries.
+PARITY = [
+    "这是**“重点”**内容",
+    "请看**《规划》**的第三条",
+    "详见https://example.com/路径，谢谢",
+    "详见 https://example.com/路径，谢谢。",
+    "这是 **“重点”** 内容",
+    "**重点**内容，*强调*。",
+    "中文_下划线_中文 and snake_case_name",
+    "好**😀**好，**😀**",
+    "***both*** and *a **b** c*",
+    "See https://example.com/a_(b)). Done.",
+    "Visit https://example.com/p?q=1&x=2, thanks",
+    "（https://example.com/路径）",
+    "https://例子.测试/路径！",
+    "[`code` *em*](https://x.com/) `a*b*` ``x ` y``",
+    "**a\nb** c",
+    "> 引用 *文字*\n\n- **一** 项\n- 二",
+]
+
+
+def test_preview_matches_what_the_server_publishes(
+    live: Callable[..., Live], browser: Any
+) -> None:
+    server = live()
+    page = server.open(browser, ZH_POST)
+    textarea = page.locator(".cm-widget > .cm-form textarea")
+    preview = page.locator(".cm-widget > .cm-form .cm-preview-body")
+
+    def look(text: str) -> tuple[str, int, list[str]]:
+        textarea.fill(text)  # the preview updates on input, at once
+        return (preview.inner_text(), preview.locator("strong").count(),
+                preview.locator("a").all_inner_texts())
+
+    assert [look(text) for text in PARITY[:4]] == [
+        ("这是**“重点”**内容", 0, []),
+        ("请看**《规划》**的第三条", 0, []),
+        ("详见https://example.com/路径，谢谢", 0, []),
+        ("详见 https://example.com/路径，谢谢。", 0, ["https://example.com/路径，谢谢"]),
+    ]
+    serialise = "h => { const t = document.createElement('template'); t.innerHTML = h; " \
+        "return t.innerHTML; }"
+    differ = []
+    for text in PARITY:
+        textarea.fill(text)
+        published = page.evaluate(serialise, re.sub(r">\n", ">", render(normalise(text))))
+        shown = preview.inner_html()
+        if shown != published:
+            differ.append((text, shown, published))
+    assert differ == []
     assert_clean(server)

@@ -146,31 +146,123 @@
   }
 
   // -- markdown preview: the server's subset, escaped first, then tags added ----------------
+  // It follows the server's rules (markdown-it, then bleach's linkifier; see sanitising.py)
+  // for emphasis and bare URLs, so what the preview shows bold or linked is what gets published.
 
   var LINK_ATTRS = ' rel="nofollow ugc noopener noreferrer"';
+  // \u0001N\u0002 stands for held HTML (code, links) until the end: never taken from the input.
+  var HELD = /\u0001(\d+)\u0002/g;
 
   function inline(raw) {
     var keep = [];
-    function hold(html) { keep.push(html); return "\u0001" + (keep.length - 1) + "\u0002"; }
-    var s = esc(raw);
-    s = s.replace(/`([^`]+)`/g, function (m, code) { return hold("<code>" + code + "</code>"); });
-    s = s.replace(/\[([^\]]+)\]\(((?:https?:\/\/|mailto:)[^\s()]+)\)/g, function (m, label, url) {
+    function unhold(t) { return t.replace(HELD, function (m, i) { return keep[+i] || ""; }); }
+    // Held HTML is complete: placeholders inside are resolved now, so none is restored twice.
+    function hold(html) { keep.push(unhold(html)); return "\u0001" + (keep.length - 1) + "\u0002"; }
+    var s = esc(raw.replace(/[\u0001\u0002]/g, ""));
+    // Code spans: a run of backticks closes at the next run of the same length.
+    s = s.replace(/(^|[^`])(`+)(?!`)([\s\S]*?[^`])\2(?!`)/g, function (m, lead, ticks, code) {
+      return lead + hold("<code>" + code.replace(/\n/g, " ").replace(/^ ([\s\S]+) $/, "$1") + "</code>");
+    });
+    s = s.replace(/\[([^\]]+)\]\(((?:https?:\/\/|mailto:)[^\s()\u0001\u0002]+)\)/g, function (m, label, url) {
       return hold('<a href="' + url + '"' + LINK_ATTRS + ">" + emphasis(label) + "</a>");
     });
-    s = s.replace(/\bhttps?:\/\/(?:[^\s<&]|&amp;)*[^\s<&.,:;!?)]/g, function (url) {
-      return hold('<a href="' + url + '"' + LINK_ATTRS + ">" + url + "</a>");
-    });
-    return (function restore(t) {
-      return t.replace(/\u0001(\d+)\u0002/g, function (m, i) { return restore(keep[+i] || ""); });
-    })(emphasis(s));
+    return unhold(linkify(emphasis(s)).replace(/\n/g, "<br>"));
   }
 
+  // Emphasis as in CommonMark (and markdown-it on the server): whether a run of * or _ can open
+  // or close depends on the characters either side, so 是**“重点”**内 stays literal.
+  var PUNCT = /[\p{P}\p{S}\u0001\u0002]/u; // held code and links start and end with punctuation
+  var SPACE = /[\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]/;
+
+  function before(s, i) { return (/[\s\S]$/u.exec(s.slice(Math.max(0, i - 2), i)) || [" "])[0]; }
+  function after(s, i) { return i < s.length ? String.fromCodePoint(s.codePointAt(i)) : " "; }
+
   function emphasis(s) {
-    return s
-      .replace(/\*\*(?=\S)([\s\S]*?\S)\*\*/g, "<strong>$1</strong>")
-      .replace(/__(?=\S)([\s\S]*?\S)__/g, "<strong>$1</strong>")
-      .replace(/\*(?=\S)([\s\S]*?\S)\*/g, "<em>$1</em>")
-      .replace(/(^|\W)_(?=\S)([\s\S]*?\S)_(?!\w)/g, "$1<em>$2</em>");
+    var tok = [], dl = [], re = /\*+|_+/g, m, at = 0, i, k;
+    while ((m = re.exec(s))) {
+      var c = m[0][0], last = before(s, m.index), next = after(s, re.lastIndex);
+      var lp = PUNCT.test(last), np = PUNCT.test(next), ls = SPACE.test(last), ns = SPACE.test(next);
+      var left = !ns && (!np || ls || lp), right = !ls && (!lp || ns || np);
+      var open = left && (c === "*" || !right || lp), close = right && (c === "*" || !left || np);
+      tok.push(s.slice(at, m.index));
+      for (k = 0; k < m[0].length; k++) {
+        dl.push({ c: c, n: m[0].length, t: tok.length, end: -1, open: open, close: close });
+        tok.push(c);
+      }
+      at = re.lastIndex;
+    }
+    tok.push(s.slice(at));
+    pair(dl);
+    for (i = dl.length - 1; i >= 0; i--) {
+      var d = dl[i], e = dl[d.end];
+      if (!e) continue;
+      var p = dl[i - 1];
+      var strong = p && p.end === d.end + 1 && p.c === d.c && p.t === d.t - 1 && dl[d.end + 1].t === e.t + 1;
+      var tag = strong ? "strong" : "em";
+      tok[d.t] = "<" + tag + ">";
+      tok[e.t] = "</" + tag + ">";
+      if (strong) { tok[p.t] = tok[dl[d.end + 1].t] = ""; i--; }
+    }
+    return tok.join("");
+  }
+
+  // markdown-it's balance_pairs: match each closing delimiter with the nearest opener.
+  function pair(dl) {
+    var bottom = {}, jumps = [], head = 0, lastTok = -2;
+    for (var ci = 0; ci < dl.length; ci++) {
+      var closer = dl[ci];
+      jumps.push(0);
+      if (dl[head].c !== closer.c || lastTok !== closer.t - 1) head = ci;
+      lastTok = closer.t;
+      if (!closer.close) continue;
+      var floor = bottom[closer.c] || (bottom[closer.c] = [-1, -1, -1, -1, -1, -1]);
+      var slot = (closer.open ? 3 : 0) + closer.n % 3;
+      var oi = head - jumps[head] - 1, found = false;
+      var newFloor = oi;
+      while (oi > floor[slot]) {
+        var opener = dl[oi];
+        if (opener.c === closer.c && opener.open && opener.end < 0 &&
+            !((opener.close || closer.open) && (opener.n + closer.n) % 3 === 0 && (opener.n % 3 || closer.n % 3))) {
+          var lastJump = oi > 0 && !dl[oi - 1].open ? jumps[oi - 1] + 1 : 0;
+          jumps[ci] = ci - oi + lastJump;
+          jumps[oi] = lastJump;
+          closer.open = false;
+          opener.end = ci;
+          opener.close = false;
+          found = true;
+          lastTok = -2;
+          break;
+        }
+        oi -= jumps[oi] + 1;
+      }
+      if (!found) floor[slot] = newFloor;
+    }
+  }
+
+  // Bare http(s) URLs, found as the server's linkifier finds them (sanitising.py _LINKIFY_URL_RE)
+  // in the escaped text: &amp; and &#39; stand for & and ', and held HTML ends a URL.
+  var TRAILING = ".,:;!?'*\u3001\u3002\uff01\uff0c\uff1a\uff1b\uff1f\uff09";
+  var HOST_LABEL = "[\\p{L}\\p{N}](?:[\\p{L}\\p{N}_-]*[\\p{L}\\p{N}])?";
+  var URL_CHARS = "\\s{}|\\\\^`<>\"&\\u0001\\u0002"; // those that end a URL (& only as &amp;)
+  var URL_RE = new RegExp("https?://(?:" + HOST_LABEL + "\\.)+" + HOST_LABEL + "(?::[0-9]{1,5})?" +
+    "(?![:@\\p{L}\\p{N}_-]|\\.[\\p{L}\\p{N}_-])" + // the whole host: no credentials, no partial match
+    "(?:[/?#](?:(?:&amp;|&#39;|[^" + URL_CHARS + "])*(?:&amp;|[^" + URL_CHARS + TRAILING + "]))?)?", "giu");
+  var WORD = /[\p{L}\p{N}_]/u;
+
+  function linkify(s) {
+    return s.replace(URL_RE, function (m, at) {
+      // No word boundary (详见https://…): not a link here, but a later http in it may be.
+      if (WORD.test(before(s, at))) return m[0] + linkify(m.slice(1));
+      var url = m.replace(/&amp;/g, "&").replace(/&#39;/g, "'");
+      var tail = "";
+      for (;;) { // unbalanced ")" and trailing punctuation stay outside the link
+        var c = url.slice(-1);
+        if (!c || !(c === ")" && url.split(")").length > url.split("(").length) && TRAILING.indexOf(c) < 0) break;
+        tail = c + tail;
+        url = url.slice(0, -1);
+      }
+      return '<a href="' + esc(url) + '"' + LINK_ATTRS + ">" + esc(url) + "</a>" + esc(tail);
+    });
   }
 
   var LIST = /^\s{0,3}([-*+]|\d{1,9}[.)])\s+/;
@@ -201,8 +293,9 @@
         out.push("<" + tag + ">" + buf.join("") + "</" + tag + ">");
       } else {
         buf = [];
-        do { buf.push(inline(lines[i++])); } while (i < lines.length && lines[i].trim() && !BLOCK.test(lines[i]));
-        out.push("<p>" + buf.join("<br>") + "</p>");
+        // One paragraph is one run of inline text (emphasis may span lines), as on the server.
+        do { buf.push(lines[i++].trim()); } while (i < lines.length && lines[i].trim() && !BLOCK.test(lines[i]));
+        out.push("<p>" + inline(buf.join("\n")) + "</p>");
       }
     }
     return out.join("");
@@ -279,7 +372,7 @@
 
   // -- widget ------------------------------------------------------------------------------
 
-  var root = document.querySelector(opt.target || "#comments");
+  var root = null; // looked up in start(): the script may run before the target is parsed
   var state = { page: 1, pages: 0, total: 0, byId: {} };
   var el = {};
 
@@ -398,15 +491,23 @@
   }
 
   // Render a node and its replies; below the depth cap replies are listed flat, with a pointer.
+  // A node already shown (posted here, or moved to the next page by a newer comment: pages are
+  // offsets) is not shown again; only replies it does not have yet are added to it.
   function place(node, level, list, parent) {
-    var li = item(node, level, level > settings.depth ? parent : null);
-    list.append(li);
+    var li = state.byId[node.id];
+    if (li) {
+      level = li.cm.level;
+      list = li.parentNode || list;
+    } else {
+      li = item(node, level, level > settings.depth ? parent : null);
+      list.append(li);
+    }
     var kids = node.replies || [];
     if (!kids.length) return;
     var target = list;
     if (level < settings.depth) {
-      target = h("ol", { class: "cm-replies" });
-      li.append(target);
+      target = li.querySelector(":scope > .cm-replies");
+      if (!target) li.append(target = h("ol", { class: "cm-replies" }));
     }
     kids.forEach(function (kid) { place(kid, level + 1, target, node); });
   }
@@ -679,6 +780,7 @@
           var meta = article.querySelector(".cm-meta");
           if (!meta.querySelector(".cm-edited")) meta.querySelector(".cm-permalink").after(h("span", { class: "cm-edited" }, T.edited));
           if (c.status === "published" && fresh.status !== "published") setCount(state.total - 1);
+          if (c.status !== "published" && fresh.status === "published") setCount(state.total + 1);
           makeOwn(li, fresh);
           close();
           announce(fresh.status === "published" ? T.updated : T.updatedHeld);
@@ -703,6 +805,7 @@
         h("article", { class: "cm-comment cm-removed" }, h("p", { class: "cm-body" }, T.removed)));
     } else {
       li.remove();
+      delete state.byId[c.id];
     }
     el.empty.hidden = state.total > 0 || !!el.list.querySelector(".cm-item");
   }
@@ -767,6 +870,7 @@
   }
 
   function start() {
+    root = document.querySelector(opt.target || "#comments");
     if (root) {
       loadStyles();
       build();
