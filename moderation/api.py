@@ -9,7 +9,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request, url
 from sqlalchemy import select, text
 
 from . import classifier as model
-from . import comments, limits, readcache, sitecache
+from . import comments, limits, origins, readcache, sitecache
 from .db import Site, db
 from .errors import ApiError
 from .exceptions import Forbidden, InvalidField, NotFound
@@ -58,20 +58,26 @@ def json_body() -> dict[str, Any]:
 
 
 def _same_origin(origin: str) -> bool:
-    return origin.rstrip("/") == request.host_url.rstrip("/")
+    return origins.same(origin, request.host_url)
 
 
 def check_origin(site: Site) -> None:
-    """Refuse browser requests from origins the site does not allow."""
+    """Refuse browser requests from origins the site does not allow.
+
+    The Origin header and the stored origins are compared in their normalised form (see
+    origins.py), so values saved before origins were normalised keep working.
+    """
     origin = request.headers.get("Origin")
-    if origin and not _same_origin(origin) and origin not in (site.origins or []):
+    if origin and not _same_origin(origin) and not origins.allows(site.origins, origin):
         raise Forbidden(f"origin {origin} is not allowed for this site", code="origin_not_allowed")
     request.environ["moderation.cors_ok"] = bool(origin)
 
 
 def _any_site_allows(origin: str) -> bool:
-    for (origins,) in db.session.execute(select(Site.origins)):
-        if origin in (origins or []):
+    if origins.canonical(origin) is None:
+        return False
+    for (allowed,) in db.session.execute(select(Site.origins)):
+        if origins.allows(allowed, origin):
             return True
     return False
 

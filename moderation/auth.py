@@ -11,13 +11,15 @@ from functools import wraps
 from typing import Any, TypeVar
 
 import click
-from flask import Flask, abort, current_app, g, redirect, request, session, url_for
+from flask import Flask, Response, abort, current_app, g, redirect, request, session, url_for
 from flask.cli import AppGroup
-from flask_wtf.csrf import CSRFProtect
-from sqlalchemy import select
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from sqlalchemy import select, update
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from .db import Moderator, Site, db
+from . import limits
+from .db import Moderator, Site, db, utcnow
+from .errors import error_response
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -59,7 +61,11 @@ def hash_password(password: str) -> str:
 
 
 def authenticate(email: str, password: str) -> Moderator | None:
-    """Return the moderator with this email and password, or None."""
+    """Return the moderator with this email and password, or None.
+
+    A disabled account is returned too (its password is right): check ``disabled_at`` before
+    calling login(), which refuses it.
+    """
     found = db.session.execute(
         select(Moderator).where(Moderator.email == email.strip().lower())
     ).scalar_one_or_none()
@@ -77,16 +83,41 @@ def _password_mark(moderator: Moderator) -> str:
 
 def login(moderator: Moderator) -> None:
     """Start a fresh session for the moderator (a new session defeats fixation)."""
+    if moderator.disabled_at is not None:
+        raise ValueError(f"account {moderator.email} is disabled")
     session.clear()
     session["moderator_id"] = moderator.id
     # Changing the password ends every session that was opened with the old one.
     session["pw"] = _password_mark(moderator)
+    # Signing out (or disabling the account) bumps the account's epoch: this session then ends.
+    session["epoch"] = moderator.session_epoch
     session.permanent = True
 
 
+def end_sessions(moderator_id: int) -> None:
+    """End every open session of an account, on every worker and host (the caller commits).
+
+    The sessions are signed cookies, so the server cannot forget one; each carries the epoch
+    it was opened at, and current() accepts only the account's present epoch.
+    """
+    db.session.execute(
+        update(Moderator)
+        .where(Moderator.id == moderator_id)
+        .values(session_epoch=Moderator.session_epoch + 1)
+    )
+
+
 def logout() -> None:
-    """End the moderator's session."""
+    """Sign out everywhere: end this session and every other one of the same account.
+
+    Copies of the cookie (another browser, a copied or stolen cookie) stop working too.
+    """
+    account = current()
+    if account is not None:
+        end_sessions(account.id)
+        db.session.commit()
     session.clear()
+    g.pop("account", None)
 
 
 def current() -> Account | None:
@@ -98,7 +129,10 @@ def current() -> Account | None:
     if isinstance(ident, int):
         moderator = db.session.get(Moderator, ident)
         mark = session.get("pw")
-        if (moderator is not None and isinstance(mark, str)
+        epoch = session.get("epoch")
+        if (moderator is not None and moderator.disabled_at is None
+                and isinstance(epoch, int) and epoch == moderator.session_epoch
+                and isinstance(mark, str)
                 and hmac.compare_digest(mark, _password_mark(moderator))):
             account = Account(
                 moderator.id,
@@ -157,6 +191,29 @@ def protect() -> None:
         csrf.protect()
 
 
+def _csrf_failed(error: CSRFError) -> Response:
+    """Explain a refused form: the token is bound to the session, so the session has changed."""
+    return error_response(
+        400, "bad_request",
+        f"This form was not sent: {error.description} (CSRF check). The session it was opened "
+        "in has ended or changed, for example by signing out. Go back, reload the page (sign in "
+        "again if asked) and send the form again.",
+    )
+
+
+# -- sign-in rate-limit keys ----------------------------------------------------------------
+
+
+def login_account_key() -> str:
+    """Key sign-in attempts by the account they target: the email, as authenticate() reads it."""
+    return limits.keyed((request.form.get("email") or "").strip().lower())
+
+
+def failed_sign_in(response: Response) -> bool:
+    """Return whether a sign-in attempt failed (wrong email or password), so it is counted."""
+    return response.status_code == 401
+
+
 # -- CLI ------------------------------------------------------------------------------------
 
 
@@ -202,15 +259,61 @@ def moderator_add(
     db.session.commit()
     scope = "every site" if admin else ", ".join(s.name for s in sites)
     click.echo(f"{verb} {'admin' if admin else 'moderator'} {email} for {scope}")
+    if moderator.disabled_at is not None:
+        click.echo(f"The account is disabled: `moderator enable {email}` lets it sign in again")
 
 
 @moderator_cli.command("list")
 def moderator_list() -> None:
-    """List moderator accounts and their sites."""
+    """List moderator accounts, whether they are active, and their sites."""
     for moderator in db.session.execute(select(Moderator).order_by(Moderator.email)).scalars():
         scope = "all sites" if moderator.is_admin else " ".join(s.key for s in moderator.sites)
         role = "admin" if moderator.is_admin else "moderator"
-        click.echo(f"{moderator.email:<40} {role:<10} {scope}")
+        state = "active" if moderator.disabled_at is None else "disabled"
+        click.echo(f"{moderator.email:<40} {role:<10} {state:<9} {scope}")
+
+
+def _moderator_named(email: str) -> Moderator:
+    """Return the account with this email, or stop with a usage error naming the argument."""
+    found = db.session.execute(
+        select(Moderator).where(Moderator.email == email.strip().lower())
+    ).scalar_one_or_none()
+    if found is None:
+        raise click.BadParameter(f"no moderator with email {email!r} (see `moderator list`)",
+                                 param_hint="EMAIL")
+    return found
+
+
+@moderator_cli.command("disable")
+@click.argument("email")
+def moderator_disable(email: str) -> None:
+    """Disable an account: it cannot sign in and its open sessions end at once.
+
+    The account and its audit trail stay; `moderator enable EMAIL` undoes this.
+    """
+    moderator = _moderator_named(email)
+    if moderator.disabled_at is not None:
+        click.echo(f"{moderator.email} is already disabled (since "
+                   f"{moderator.disabled_at:%Y-%m-%d %H:%M} UTC)")
+        return
+    moderator.disabled_at = utcnow()
+    end_sessions(moderator.id)  # re-enabling later does not bring old sessions back
+    db.session.commit()
+    click.echo(f"Disabled {moderator.email}: it can no longer sign in and its open sessions "
+               "have ended")
+
+
+@moderator_cli.command("enable")
+@click.argument("email")
+def moderator_enable(email: str) -> None:
+    """Let a disabled account sign in again (with its old password, unless `add` reset it)."""
+    moderator = _moderator_named(email)
+    if moderator.disabled_at is None:
+        click.echo(f"{moderator.email} is already active")
+        return
+    moderator.disabled_at = None
+    db.session.commit()
+    click.echo(f"Enabled {moderator.email}: it may sign in again")
 
 
 def init_app(app: Flask) -> None:
@@ -220,3 +323,4 @@ def init_app(app: Flask) -> None:
     # which stays right for blueprints other engineers register later.
     app.config["WTF_CSRF_CHECK_DEFAULT"] = False
     csrf.init_app(app)
+    app.register_error_handler(CSRFError, _csrf_failed)

@@ -9,26 +9,40 @@ from flask import Flask
 from flask.cli import AppGroup
 from sqlalchemy import select
 
-from . import keys
+from . import keys, origins
 from .db import Site, db
 
 site_cli = AppGroup("site", help="Manage the sites that embed comments.")
 
 
 def _origin(value: str) -> str:
-    value = value.strip().rstrip("/")
-    if not value.startswith(("http://", "https://")) or "/" in value.split("://", 1)[1]:
-        raise click.BadParameter(f"{value!r} is not an origin like https://blog.example")
-    return value
+    """Return an --origin value as browsers send it (see origins.normalise), or refuse it."""
+    try:
+        return origins.normalise(value)
+    except origins.InvalidOrigin as error:
+        raise click.BadParameter(str(error), param_hint="--origin") from None
+
+
+# The longest site name the database stores.
+MAX_SITE_NAME = 200
 
 
 @site_cli.command("add")
 @click.option("--name", required=True, help="A name moderators recognise.")
-@click.option("--origin", "origins", multiple=True, help="Allowed browser origin (repeatable).")
+@click.option("--origin", "origin_values", multiple=True,
+              help="Allowed browser origin, e.g. https://blog.example (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def site_add(name: str, origins: tuple[str, ...], as_json: bool) -> None:
+def site_add(name: str, origin_values: tuple[str, ...], as_json: bool) -> None:
     """Add a site and print its public key for the embed snippet."""
-    site = Site(name=name, origins=[_origin(o) for o in origins], settings={})
+    name = " ".join(name.split())
+    if not name or len(name) > MAX_SITE_NAME:
+        raise click.BadParameter(f"give a name of 1 to {MAX_SITE_NAME} characters",
+                                 param_hint="--name")
+    allowed: list[str] = []
+    for value in origin_values:
+        if (origin := _origin(value)) not in allowed:
+            allowed.append(origin)
+    site = Site(name=name, origins=allowed, settings={})
     db.session.add(site)
     db.session.flush()
     issued = keys.issue(site)

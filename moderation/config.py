@@ -16,6 +16,9 @@ SQLALCHEMY_DATABASE_URI = ""
 # every checkout, a connection idle for more than DB_PING_IDLE_SECONDS is pinged before use.
 SQLALCHEMY_ENGINE_OPTIONS: dict[str, object] = {"pool_recycle": 1800}
 DB_PING_IDLE_SECONDS = 10
+# Seconds to wait for PostgreSQL to accept a connection: a server that hangs instead of
+# refusing makes requests answer 503 after this long rather than wait for the worker timeout.
+DB_CONNECT_TIMEOUT_SECONDS = 5
 
 # Largest accepted request body in bytes; larger bodies get 413.
 MAX_CONTENT_LENGTH = 64 * 1024
@@ -42,6 +45,10 @@ MAX_LINKS = 3
 
 # Rate-limit counter storage: memory:// (one process) or redis://host:port/db (shared).
 RATELIMIT_STORAGE_URI = "memory://"
+# Options of the storage's client. A Redis that hangs (rather than refusing connections) fails
+# within a second, so the in-memory fallback below takes over instead of requests waiting.
+RATELIMIT_STORAGE_OPTIONS: dict[str, object] = {"socket_connect_timeout": 1.0,
+                                                 "socket_timeout": 1.0}
 # Counting strategy: the sliding-window counter costs O(1) per check in memory and in Redis and
 # is exact within one window (a moving window keeps every hit and slows down under load).
 RATELIMIT_STRATEGY = "sliding-window-counter"
@@ -62,8 +69,13 @@ LIMIT_EDIT = "10/minute"
 LIMIT_REPORT = "5/minute;50/day"
 # Reads (thread listings, counts) per client address.
 LIMIT_READ = "300/minute"
-# Dashboard sign-in attempts (POSTs) per client address.
+# Dashboard sign-in attempts (POSTs) per client network: one IPv4 address, or one IPv6 /64 (a
+# single subscriber's allocation, so rotating addresses inside it shares one count).
 LIMIT_LOGIN = "5/minute"
+# Failed dashboard sign-ins per account (the email typed), from all addresses together: slows
+# password guessing against one account from many networks. While it is exceeded the account's
+# own sign-ins are refused too (429) until the window passes.
+LIMIT_LOGIN_ACCOUNT = "10/hour"
 # Requests per server-to-server API key (all /api/v1 key routes, Perspective and Akismet).
 LIMIT_API_KEY = "600/minute"
 
@@ -114,6 +126,12 @@ HSTS_SECONDS = 365 * 24 * 3600
 SESSION_COOKIE_SECURE: bool | None = None
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
+# Seconds a dashboard session stays valid after its last request (each request renews it);
+# signing out ends every session of the account at once.
+PERMANENT_SESSION_LIFETIME = 14 * 24 * 3600
+# Seconds a dashboard form's CSRF token is valid; None binds it to the session instead (it lasts
+# as long as the session), so a form left open for hours still works.
+WTF_CSRF_TIME_LIMIT: int | None = None
 
 # Widget submissions filled in faster than this (milliseconds, sent as elapsed_ms) go to Spam.
 MIN_FILL_MS = 2000

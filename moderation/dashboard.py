@@ -23,10 +23,10 @@ from flask import (
 )
 from limits import parse_many
 from markupsafe import Markup, escape
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from werkzeug.datastructures import MultiDict
 
-from . import auth, comments, labels, limits, moderation, policy, sanitising, stats
+from . import auth, comments, labels, limits, moderation, origins, policy, sanitising, stats
 from . import classifier as model
 from .auth import Account, admin_required, login_required
 from .db import Ban, Comment, ModerationEvent, Moderator, Site, TrustedAuthor, db
@@ -41,6 +41,12 @@ STAT_DAYS = (7, 30, 90)
 # Seconds one "everything matching" request may spend (batches are committed as they go), so
 # it ends well inside the worker timeout; the moderator applies it again for the rest.
 BULK_SECONDS = 20.0
+# A row id in a URL: ids outside the integer columns' range are "not found" (rather than an
+# error from the database driver).
+ID = f"int(min=1, max={comments.MAX_ID})"
+# Most entries of a word list, and the longest entry.
+MAX_WORDS = 1000
+MAX_WORD_LENGTH = 100
 
 @bp.before_request
 def check_csrf() -> None:
@@ -101,7 +107,7 @@ def default_thresholds() -> dict[str, dict[str, float]]:
 
 
 def _site_for(account: Account, site_id: int) -> Site:
-    site = db.session.get(Site, site_id)
+    site = db.session.get(Site, site_id) if 0 < site_id <= comments.MAX_ID else None
     if site is None:
         abort(404, "No such site.")
     if not account.can_see(site.id):
@@ -109,15 +115,38 @@ def _site_for(account: Account, site_id: int) -> Site:
     return site
 
 
-def _int(args: Mapping[str, str], name: str, errors: dict[str, str]) -> int | None:
+def _int(args: Mapping[str, str], name: str, errors: dict[str, str],
+         low: int = -comments.MAX_ID, high: int = comments.MAX_ID) -> int | None:
+    """Return a whole-number field between low and high, or record why it is not one."""
     raw = (args.get(name) or "").strip()
     if not raw:
         return None
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         errors[name] = "must be a whole number"
         return None
+    if not low <= value <= high:
+        errors[name] = f"must be between {low} and {high}"
+        return None
+    return value
+
+
+def _id_arg(args: Mapping[str, str], name: str, errors: dict[str, str]) -> int | None:
+    """Return a row id field (site, comment, ...), or record why it is not one."""
+    return _int(args, name, errors, 1, comments.MAX_ID)
+
+
+def _parse_id(raw: str, low: int = 1) -> int | None:
+    """Return a row id written in ASCII digits, from low to the integer columns' top, else None.
+
+    (``str.isdigit`` also accepts digits such as "²" that ``int`` refuses.)
+    """
+    raw = raw.strip()
+    if not (raw.isascii() and raw.isdecimal()) or len(raw) > 10:
+        return None
+    value = int(raw)
+    return value if low <= value <= comments.MAX_ID else None
 
 
 def _score(args: Mapping[str, str], name: str, errors: dict[str, str]) -> float | None:
@@ -145,7 +174,12 @@ def _day(args: Mapping[str, str], name: str, errors: dict[str, str], end: bool =
     except ValueError:
         errors[name] = "must be a date like 2026-01-31"
         return None
-    return value + timedelta(days=1) if end else value
+    if end:
+        try:
+            return value + timedelta(days=1)
+        except OverflowError:  # up to the end of 9999-12-31: no end at all
+            return None
+    return value
 
 
 def queue_filter(
@@ -153,7 +187,7 @@ def queue_filter(
 ) -> tuple[moderation.QueueFilter, dict[str, str]]:
     """Return the filter a query string describes, with a message for each bad field."""
     errors: dict[str, str] = {}
-    site_id = _int(args, "site", errors)
+    site_id = _id_arg(args, "site", errors)
     if site_id is not None and not account.can_see(site_id):
         abort(403, "You do not moderate this site.")
     sort = args.get("sort") or default_sort(queue)
@@ -321,6 +355,7 @@ def _embed_snippet(site: Site) -> str:
 
 
 @bp.route("/login", methods=["GET", "POST"])
+# Attempts per client network (IPv6 /64, IPv4 address), whatever account they try...
 @limits.limiter.limit(
     lambda: current_app.config["LIMIT_LOGIN"],
     key_func=limits.client_key,
@@ -328,27 +363,40 @@ def _embed_snippet(site: Site) -> str:
     scope="login",
     override_defaults=False,
 )
+# ...and failed attempts per account, from every address together.
+@limits.limiter.limit(
+    lambda: current_app.config["LIMIT_LOGIN_ACCOUNT"],
+    key_func=auth.login_account_key,
+    methods=["POST"],
+    scope="login-account",
+    override_defaults=False,
+    deduct_when=auth.failed_sign_in,
+)
 def login() -> Any:
     """Show the sign-in form and sign a moderator in."""
     error = ""
     email = ""
+    status = 200
     if request.method == "POST":
         email = (request.form.get("email") or "").strip()
         moderator = auth.authenticate(email, request.form.get("password") or "")
-        if moderator is not None:
+        if moderator is not None and moderator.disabled_at is None:
             auth.login(moderator)
             return redirect(_safe_next(url_for(".index")))
-        error = "Wrong email or password."
-    status = 401 if error else 200
+        if moderator is not None:  # the right password: its owner may learn the account is off
+            error, status = "This account is disabled; ask an administrator.", 403
+        else:
+            error, status = "Wrong email or password.", 401
     return render_template("dashboard/login.html", error=error, email=email,
                            next=_safe_next("")), status
 
 
 @bp.post("/logout")
 def logout() -> Any:
-    """Sign out."""
+    """Sign out everywhere: this and every other browser signed in to the account."""
     auth.logout()
-    flash("You are signed out.", "ok")
+    flash("You are signed out everywhere: every browser signed in to this account must sign in "
+          "again.", "ok")
     return redirect(url_for(".login"))
 
 
@@ -403,7 +451,7 @@ def queue(name: str) -> Any:
     )
 
 
-@bp.get("/comments/<int:comment_id>")
+@bp.get(f"/comments/<{ID}:comment_id>")
 @login_required
 def comment(comment_id: int) -> Any:
     """Show one comment with everything known about it and its author."""
@@ -413,9 +461,13 @@ def comment(comment_id: int) -> Any:
 
 def _comment_page(found: Comment, errors: dict[str, str] | None = None, status: int = 200
                   ) -> tuple[str, int]:
+    # Only the comment's own site's entries (and admins' bans on every site): an entry another
+    # site's moderator tied to this comment is not part of its history.
     events = db.session.execute(
-        select(ModerationEvent).where(ModerationEvent.comment_id == found.id)
-        .order_by(ModerationEvent.id.desc()).limit(50)
+        select(ModerationEvent).where(
+            ModerationEvent.comment_id == found.id,
+            or_(ModerationEvent.site_id == found.site_id, ModerationEvent.site_id.is_(None)),
+        ).order_by(ModerationEvent.id.desc()).limit(50)
     ).scalars().all()
     extra = {"draft": request.form.get("text", "")} if errors else {}
     return render_template(
@@ -431,7 +483,7 @@ def _comment_page(found: Comment, errors: dict[str, str] | None = None, status: 
     ), status
 
 
-@bp.post("/comments/<int:comment_id>/<action>")
+@bp.post(f"/comments/<{ID}:comment_id>/<action>")
 @login_required
 def act(comment_id: int, action: str) -> Any:
     """Approve, reject, mark as spam or delete one comment."""
@@ -447,7 +499,7 @@ def act(comment_id: int, action: str) -> Any:
     return redirect(_safe_next(url_for(".queue", name="pending")))
 
 
-@bp.post("/comments/<int:comment_id>/edit")
+@bp.post(f"/comments/<{ID}:comment_id>/edit")
 @login_required
 def edit(comment_id: int) -> Any:
     """Replace a comment's text; it is sanitised again and the edit is audited."""
@@ -462,7 +514,7 @@ def edit(comment_id: int) -> Any:
     return redirect(url_for(".comment", comment_id=comment_id))
 
 
-@bp.post("/comments/<int:comment_id>/trust")
+@bp.post(f"/comments/<{ID}:comment_id>/trust")
 @login_required
 def trust(comment_id: int) -> Any:
     """Trust the comment's author on its site."""
@@ -494,12 +546,24 @@ def bulk() -> Any:
         if errors:
             abort(400, "The filter is not valid: " + "; ".join(f"{k} {v}"
                                                                 for k, v in errors.items()))
-        raw_upto = request.form.get("upto", "")
-        upto = int(raw_upto) if raw_upto.isdigit() else moderation.newest_matching_id(flt)
+        raw_upto = request.form.get("upto", "").strip()
+        # The newest id matching when the moderator confirmed (0: none matched then).
+        confirmed_upto = _parse_id(raw_upto, low=0) if raw_upto else None
+        if raw_upto and confirmed_upto is None:
+            abort(400, f"{raw_upto[:20]!r} is not a comment id; go back to the queue and apply "
+                       "the action again.")
+        upto = (moderation.newest_matching_id(flt) if confirmed_upto is None
+                else confirmed_upto)
         count = moderation.count_matching(flt, upto, action)
         ids: list[int] = []
     else:
-        ids = sorted({int(v) for v in request.form.getlist("ids") if v.isdigit()})
+        raw_ids = [v.strip() for v in request.form.getlist("ids") if v.strip()]
+        parsed = {_parse_id(v) for v in raw_ids}
+        if None in parsed:
+            bad = next(v for v in raw_ids if _parse_id(v) is None)
+            abort(400, f"{bad[:20]!r} is not a comment id; go back to the queue and select "
+                       "the comments again.")
+        ids = sorted(i for i in parsed if i is not None)
         if not ids:
             flash("Select at least one comment first.", "error")
             return redirect(back)
@@ -543,16 +607,16 @@ def bans() -> Any:
     errors: dict[str, str] = {}
     form = request.form if request.method == "POST" else MultiDict()
     if request.method == "POST":
-        raw_site = form.get("site", "")
+        raw_site = form.get("site", "").strip()
         site_id: int | None = None
         if raw_site:
-            site_id = _site_for(account, int(raw_site) if raw_site.isdigit() else -1).id
+            site_id = _site_for(account, _parse_id(raw_site) or 0).id
         elif not account.is_admin:
             errors["site"] = "choose one of your sites (only admins ban on every site)"
         days = form.get("duration", "")
         if days not in BAN_DURATIONS:
             errors["duration"] = "choose one of the offered durations"
-        comment_id = form.get("comment", "")
+        comment_id = _ban_comment(account, form.get("comment", ""), site_id, errors)
         if not errors:
             try:
                 entry = moderation.ban(
@@ -560,7 +624,7 @@ def bans() -> Any:
                     actor=account.actor,
                     reason=(form.get("reason") or "").strip()[:500],
                     duration=timedelta(days=int(days)) if days else None,
-                    comment_id=int(comment_id) if comment_id.isdigit() else None,
+                    comment_id=comment_id,
                 )
             except InvalidField as exc:
                 errors[exc.field] = exc.message
@@ -583,7 +647,28 @@ def bans() -> Any:
     ), status
 
 
-@bp.post("/bans/<int:ban_id>/lift")
+def _ban_comment(account: Account, raw: str, site_id: int | None,
+                 errors: dict[str, str]) -> int | None:
+    """Return the id of the comment a ban is made from, if it belongs to the ban's site.
+
+    A ban's audit entry names the comment, so it shows in that comment's history: a comment
+    of another site (or one the moderator cannot see) is refused rather than written into it.
+    """
+    raw = raw.strip()
+    if not raw:
+        return None
+    comment_id = _parse_id(raw)
+    found = db.session.get(Comment, comment_id) if comment_id is not None else None
+    if found is None or not account.can_see(found.site_id) or (
+        site_id is not None and found.site_id != site_id
+    ):
+        errors["comment"] = (f"Comment #{raw[:20]} is not a comment of the site chosen for "
+                             "this ban; nothing was banned.")
+        return None
+    return found.id
+
+
+@bp.post(f"/bans/<{ID}:ban_id>/lift")
 @login_required
 def lift(ban_id: int) -> Any:
     """End a ban now."""
@@ -596,7 +681,7 @@ def lift(ban_id: int) -> Any:
     return redirect(url_for(".bans"))
 
 
-@bp.post("/trusted/<int:entry_id>/remove")
+@bp.post(f"/trusted/<{ID}:entry_id>/remove")
 @login_required
 def untrust(entry_id: int) -> Any:
     """Stop trusting an author."""
@@ -613,6 +698,9 @@ def untrust(entry_id: int) -> Any:
 # -- audit, stats, labels -------------------------------------------------------------------
 
 
+AUDIT_FILTER_KEYS = ("site", "actor", "action", "comment", "since", "until")
+
+
 @bp.get("/audit")
 @login_required
 def audit() -> Any:
@@ -620,7 +708,7 @@ def audit() -> Any:
     account = _account()
     args = request.args
     errors: dict[str, str] = {}
-    site_id = _int(args, "site", errors)
+    site_id = _id_arg(args, "site", errors)
     if site_id is not None and not account.can_see(site_id):
         abort(403, "You do not moderate this site.")
     action = args.get("action", "")
@@ -632,14 +720,16 @@ def audit() -> Any:
         site_id=site_id,
         actor=(args.get("actor") or "").strip()[:300],
         action=action,
-        comment_id=_int(args, "comment", errors),
+        comment_id=_id_arg(args, "comment", errors),
         since=_day(args, "since", errors),
         until=_day(args, "until", errors, end=True),
     )
-    before = _int(args, "before", errors)
+    before = _id_arg(args, "before", errors)
     events, more = moderation.audit_page(flt, before)
     sites = auth.visible_sites(account)
-    keep = {k: v for k, v in args.items() if k != "before" and v}
+    # Only the filter's own keys go into the pager links: any other key would reach url_for
+    # (where "_method", "_scheme" or "_external" change the link, or fail).
+    keep = {k: args[k] for k in AUDIT_FILTER_KEYS if args.get(k)}
     return render_template("dashboard/audit.html", events=events, more=more, errors=errors,
                            args=keep, sites=sites, site_names={s.id: s.name for s in sites},
                            audit_actions=moderation.AUDIT_ACTIONS)
@@ -651,7 +741,7 @@ def stats_page() -> Any:
     """Draw the charts: outcomes, spam and toxic share, queue, time to decision, scores."""
     account = _account()
     errors: dict[str, str] = {}
-    site_id = _int(request.args, "site", errors)
+    site_id = _id_arg(request.args, "site", errors)
     site = _site_for(account, site_id) if site_id is not None else None
     days = _int(request.args, "days", errors) or 30
     if days not in STAT_DAYS:
@@ -732,26 +822,31 @@ def moderators() -> Any:
 
 
 def _origins(raw: str) -> tuple[list[str], str]:
-    origins: list[str] = []
-    for line in raw.splitlines():
-        value = line.strip().rstrip("/")
-        if not value:
-            continue
-        parts = urllib.parse.urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
-            return [], f"{value!r} is not an origin like https://blog.example"
-        if value not in origins:
-            origins.append(value)
-    return origins, ""
+    """Return the origins of a form field, one per line, as browsers send them, or an error."""
+    try:
+        return origins.normalise_all(raw.splitlines()), ""
+    except origins.InvalidOrigin as error:
+        return [], str(error)
 
 
-def _words(raw: str) -> list[str]:
+def _words(form: Mapping[str, str], name: str, errors: dict[str, str]) -> list[str]:
+    """Return a word list field, one entry per line, or record which limit it exceeds."""
     out: list[str] = []
-    for line in raw.splitlines():
-        word = " ".join(sanitising.normalise(line).split())[:100]
-        if word and word not in out:
+    seen: set[str] = set()
+    for number, line in enumerate((form.get(name) or "").splitlines(), start=1):
+        word = " ".join(sanitising.normalise(line).split())
+        if len(word) > MAX_WORD_LENGTH:
+            errors[name] = (f"line {number} has {len(word)} characters: each entry may have at "
+                            f"most {MAX_WORD_LENGTH}")
+            return []
+        if word and word not in seen:
+            seen.add(word)
             out.append(word)
-    return out[:1000]
+    if len(out) > MAX_WORDS:
+        errors[name] = (f"has {len(out):,} different entries: a list may have at most "
+                        f"{MAX_WORDS:,}")
+        return []
+    return out
 
 
 def parse_settings(
@@ -780,8 +875,8 @@ def parse_settings(
         if band != dict((defaults or {}).get(name) or {}):
             thresholds[name] = band
     settings["thresholds"] = thresholds
-    settings["banned_words"] = _words(form.get("banned_words", ""))
-    settings["suspect_words"] = _words(form.get("suspect_words", ""))
+    settings["banned_words"] = _words(form, "banned_words", errors)
+    settings["suspect_words"] = _words(form, "suspect_words", errors)
     mode = form.get("premoderation", "none")
     if mode not in policy.PREMODERATION_MODES:
         errors["premoderation"] = "must be one of " + ", ".join(policy.PREMODERATION_MODES)
@@ -812,7 +907,7 @@ def parse_settings(
     return settings, origins, errors
 
 
-@bp.route("/sites/<int:site_id>/settings", methods=["GET", "POST"])
+@bp.route(f"/sites/<{ID}:site_id>/settings", methods=["GET", "POST"])
 @login_required
 def settings(site_id: int) -> Any:
     """Show a site's moderation settings; admins change them."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -78,9 +79,22 @@ class Status(enum.StrEnum):
     DELETED = "deleted"
 
 
+# PostgreSQL advisory lock key that makes concurrent `db upgrade` runs take turns.
+MIGRATION_LOCK = 7_204_311_526
+
+
 def new_site_key() -> str:
     """Return a fresh public site key for the embed."""
     return "s_" + secrets.token_urlsafe(12)
+
+
+_SITE_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def is_site_key(key: str) -> bool:
+    """Tell whether a string has the shape of a site key, as a lookup needs first: a NUL byte
+    or a lone surrogate in it would make the database driver raise."""
+    return _SITE_KEY.fullmatch(key) is not None
 
 
 class Site(db.Model):
@@ -186,6 +200,11 @@ class Moderator(db.Model):
     password_hash: Mapped[str] = mapped_column(String(300))
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Every session carries the value it was opened with; bumping it (sign-out, disable) ends
+    # all of the account's sessions at once, in every worker and on every host.
+    session_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # When the account was disabled (None: active): it cannot sign in; its audit rows stay.
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
     sites: Mapped[list[Site]] = relationship(secondary=moderator_sites)
 
@@ -434,9 +453,11 @@ def driver_connection(transaction: bool = False) -> Iterator[DriverConnection]:
                 connection.invalidate(error)
         raise
     finally:
-        if autocommit and connection.is_valid:
-            connection.driver_connection.autocommit = False  # type: ignore[union-attr]
-        connection.close()
+        try:
+            if autocommit and connection.is_valid:
+                connection.driver_connection.autocommit = False  # type: ignore[union-attr]
+        finally:
+            connection.close()
 
 
 def session_in_transaction() -> bool:
@@ -468,6 +489,15 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _casefold(value: Any) -> Any:
+    return value.casefold() if isinstance(value, str) else value
+
+
+def _sqlite_functions(dbapi_connection: Any, _record: Any) -> None:
+    """Give SQLite casefold(), for searches: its lower() and LIKE fold ASCII letters only."""
+    dbapi_connection.create_function("casefold", 1, _casefold, deterministic=True)
+
+
 def _ping_when_idle(seconds: float) -> tuple[Any, Any]:
     """Return pool listeners that ping a connection before use only if it sat idle a while.
 
@@ -487,6 +517,9 @@ def _ping_when_idle(seconds: float) -> tuple[Any, Any]:
             cursor = dbapi_connection.cursor()
             cursor.execute("SELECT 1")
             cursor.close()
+            # psycopg opened a transaction for the SELECT: end it, or the connection could
+            # not be switched to autocommit for a direct read or post.
+            dbapi_connection.rollback()
         except Exception as error:  # the pool retries with a fresh connection
             raise DisconnectionError(f"stale connection: {type(error).__name__}") from error
 
@@ -495,11 +528,17 @@ def _ping_when_idle(seconds: float) -> tuple[Any, Any]:
 
 def init_app(app: Flask) -> None:
     """Bind the database and Alembic migrations to the app."""
+    if str(app.config["SQLALCHEMY_DATABASE_URI"]).startswith("postgresql"):
+        options = dict(app.config["SQLALCHEMY_ENGINE_OPTIONS"])
+        connect_args = {"connect_timeout": int(app.config["DB_CONNECT_TIMEOUT_SECONDS"]),
+                        **options.get("connect_args", {})}
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {**options, "connect_args": connect_args}
     db.init_app(app)
     migrate.init_app(app, db)
     with app.app_context():
         engine = db.engine
         if engine.dialect.name == "sqlite":
+            event.listen(engine, "connect", _sqlite_functions)
             if engine.url.database not in (None, "", ":memory:"):
                 event.listen(engine, "connect", _tune_sqlite)
         elif not app.config["SQLALCHEMY_ENGINE_OPTIONS"].get("pool_pre_ping"):

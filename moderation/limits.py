@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,10 +36,33 @@ def client_addr() -> str:
     return request.remote_addr or ""
 
 
-def client_key() -> str:
-    """Return a keyed hash of the client address, so raw addresses never reach the counters."""
+def keyed(value: str) -> str:
+    """Return a keyed hash of a value, so raw addresses and emails never reach the counters."""
     secret = current_app.config["SECRET_KEY"].encode()
-    return hmac.new(secret, client_addr().encode(), hashlib.sha256).hexdigest()[:24]
+    return hmac.new(secret, value.encode(), hashlib.sha256).hexdigest()[:24]
+
+
+def client_network(addr: str) -> str:
+    """Return the network a client is counted by: an IPv6 /64, else the address.
+
+    An IPv6 subscriber usually gets a whole /64 and can pick any address in it; IPv4 addresses
+    (also when written IPv4-mapped, ::ffff:a.b.c.d) count one by one.
+    """
+    try:
+        parsed = ipaddress.ip_address(addr)
+    except ValueError:
+        return addr
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.IPv6Network((int(parsed) >> 64 << 64, 64)))
+    return str(parsed)
+
+
+def client_key() -> str:
+    """Return the keyed hash of the client's network (client_network): per-address limits
+    count a whole IPv6 /64 as one client."""
+    return keyed(client_network(client_addr()))
 
 
 def _body() -> dict[str, Any]:
@@ -60,9 +84,15 @@ def site_key() -> str:
 
 
 def thread_key() -> str:
-    """Key posts by site and page: a burst guard for one thread."""
-    uri = _body().get("uri")
-    return f"thread:{request_site_key()}:{uri if isinstance(uri, str) else ''}"[:1200]
+    """Key posts by site and page: a burst guard for one thread, however its URI is spelt."""
+    from .comments import normalise_uri  # local: limits must not pull the ORM in at import
+    from .exceptions import InvalidField
+
+    try:
+        uri = normalise_uri(_body().get("uri"))
+    except InvalidField:
+        uri = ""
+    return f"thread:{request_site_key()}:{uri}"[:1200]
 
 
 def request_site() -> Site | None:

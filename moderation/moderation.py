@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -13,14 +14,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     ColumnElement,
-    String,
     and_,
     case,
     cast,
     exists,
     false,
     func,
+    literal,
     or_,
     select,
 )
@@ -105,8 +107,7 @@ class QueueFilter:
             threads = select(Thread.id).where(Thread.uri.like(_like(self.thread), escape="\\"))
             where.append(Comment.thread_id.in_(threads))
         if self.reason:
-            reasons = cast(Comment.reasons, String)
-            where.append(func.lower(reasons).like(_like(self.reason.lower()), escape="\\"))
+            where.append(_any_reason_like(self.reason))
         if self.score_min is not None:
             where.append(priority >= self.score_min)
         if self.score_max is not None:
@@ -116,7 +117,8 @@ class QueueFilter:
         if self.until is not None:
             where.append(Comment.created_at < self.until)
         if self.q:
-            pattern = _like(self.q.lower())
+            fold = _fold()
+            pattern = fold(literal(_like(self.q)))
             columns = {
                 "text": Comment.text,
                 "author": Comment.author,
@@ -126,7 +128,7 @@ class QueueFilter:
             chosen = list(columns.values()) if self.search_in == "all" else [
                 columns.get(self.search_in, Comment.text)
             ]
-            where.append(or_(*(func.lower(c).like(pattern, escape="\\") for c in chosen)))
+            where.append(or_(*(fold(c).like(pattern, escape="\\") for c in chosen)))
         return where
 
     def order(self) -> tuple[Any, ...]:
@@ -178,23 +180,81 @@ def _like(value: str) -> str:
     return f"%{escaped}%"
 
 
+def _sqlite() -> bool:
+    return db.session.get_bind().dialect.name == "sqlite"
+
+
+def _fold() -> Callable[[Any], ColumnElement[str]]:
+    """Return the SQL function that case-folds text in every script, for searches.
+
+    SQLite's own lower() and LIKE fold ASCII letters only ("Иван" would never match "иван"),
+    so there it is Python's str.casefold, registered on each connection (db.py); PostgreSQL's
+    lower() follows the database's (UTF-8) locale.
+    """
+    return func.casefold if _sqlite() else func.lower
+
+
+def _any_reason_like(term: str) -> ColumnElement[bool]:
+    """Return whether one of a comment's reasons contains the term, ignoring case.
+
+    Each reason is compared as text: the column holds JSON, where non-ASCII letters are
+    written as \\u escapes, so matching the JSON text itself would miss them. The term's
+    % and _ are literal.
+    """
+    fold = _fold()
+    pattern = fold(literal(_like(term)))
+    if _sqlite():
+        each = func.json_each(Comment.reasons).table_valued("value").alias("reason")
+    else:
+        # Anything but an array (a JSON null) has no reasons, rather than failing the query.
+        array = case((func.json_typeof(Comment.reasons) == "array", Comment.reasons),
+                     else_=cast(literal("[]"), JSON))
+        each = func.json_array_elements_text(array).table_valued("value").alias("reason")
+    return exists(select(1).select_from(each)
+                  .where(fold(each.c.value).like(pattern, escape="\\")))
+
+
 def encode_cursor(values: Sequence[Any]) -> str:
     """Return an opaque URL-safe cursor for keyset pagination."""
     plain = [v.isoformat() if isinstance(v, datetime) else v for v in values]
     return base64.urlsafe_b64encode(json.dumps(plain).encode()).decode().rstrip("=")
 
 
+def _cursor_time(value: Any) -> datetime:
+    """Return a cursor's time: an aware ISO 8601 string, as encode_cursor writes it."""
+    if not isinstance(value, str):
+        raise TypeError("the time is not a string")
+    created = datetime.fromisoformat(value)
+    if created.tzinfo is None:
+        raise ValueError("the time has no UTC offset")
+    return created
+
+
+def _cursor_id(value: Any) -> int:
+    """Return a cursor's row id: a whole number an id column can hold."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= comments.MAX_ID:
+        raise ValueError("the id is out of range")
+    return value
+
+
+def _cursor_score(value: Any) -> float:
+    """Return a cursor's score: a finite number (no NaN, which matches nothing)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError("the score is not a finite number")
+    return float(value)
+
+
 def decode_cursor(token: str, sort: str) -> list[Any] | None:
-    """Return the values of a cursor, or None if it is malformed."""
+    """Return the values of a cursor, or None if it is malformed or was tampered with."""
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         values = json.loads(raw)
         if sort in ("newest", "oldest"):
             created, ident = values
-            return [datetime.fromisoformat(created), int(ident)]
+            return [_cursor_time(created), _cursor_id(ident)]
         score, created, ident = values
-        return [float(score), datetime.fromisoformat(created), int(ident)]
-    except (ValueError, TypeError, binascii.Error, json.JSONDecodeError):
+        return [_cursor_score(score), _cursor_time(created), _cursor_id(ident)]
+    except (ValueError, TypeError, OverflowError, RecursionError, binascii.Error):
         return None
 
 
@@ -556,7 +616,8 @@ AUDIT_ACTIONS = ("submit", "approve", "reject", "spam", "delete", "edit", "ban",
 
 def get_comment_for(comment_id: int, allowed_sites: tuple[int, ...] | None) -> Comment:
     """Return a comment the moderator may see, or raise NotFound."""
-    comment = db.session.get(Comment, comment_id)
+    # Ids past the integer column's range cannot exist (and would make the driver raise).
+    comment = db.session.get(Comment, comment_id) if 0 < comment_id <= comments.MAX_ID else None
     if comment is None or (allowed_sites is not None and comment.site_id not in allowed_sites):
         raise NotFound("no such comment")
     return comment

@@ -9,9 +9,10 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from markupsafe import Markup, escape
-from sqlalchemy import ColumnElement, Integer, and_, cast, false, func, or_, select
+from sqlalchemy import ColumnElement, Integer, cast, false, func, or_, select
+from sqlalchemy.orm import aliased
 
-from .db import Comment, Status, db, utcnow
+from .db import Comment, ModerationEvent, Status, db, utcnow
 
 OUTCOMES = (Status.PUBLISHED, Status.PENDING, Status.SPAM, Status.REJECTED, Status.DELETED)
 BINS = 20
@@ -43,6 +44,16 @@ class Window:
             where.append(Comment.site_id.in_(self.allowed_sites) if self.allowed_sites else false())
         if self.site_id is not None:
             where.append(Comment.site_id == self.site_id)
+        return where
+
+    def event_sites(self, event: Any) -> list[ColumnElement[bool]]:
+        """Return the site conditions for audit-trail queries on ``event`` (a ModerationEvent
+        or an alias of it)."""
+        where: list[ColumnElement[bool]] = []
+        if self.allowed_sites is not None:
+            where.append(event.site_id.in_(self.allowed_sites) if self.allowed_sites else false())
+        if self.site_id is not None:
+            where.append(event.site_id == self.site_id)
         return where
 
 
@@ -95,19 +106,50 @@ def shares(
     return out
 
 
+def held_periods(
+    window: Window, decided_from: datetime, held_before: datetime | None = None,
+    waiting_too: bool = False,
+) -> list[tuple[datetime, datetime | None]]:
+    """Return when comments were held for a moderator and when each was decided.
+
+    Taken from the audit trail, not from ``Comment.decided_at`` (which every later action
+    moves, so a published comment moderated afterwards would look as if it had waited): a
+    wait starts with an entry that puts a comment in the pending queue (its submission, or an
+    author's edit that holds it again) and ends with the comment's next entry that takes it
+    out. Waits ended from ``decided_from`` on are returned, and with ``waiting_too`` also
+    those not ended yet (decided None).
+    """
+    start, end = aliased(ModerationEvent), aliased(ModerationEvent)
+    decided = (
+        select(func.min(end.created_at))
+        .where(end.comment_id == start.comment_id, end.id > start.id,
+               end.to_status.is_not(None), end.to_status != Status.PENDING)
+        .scalar_subquery()
+    )
+    held = [
+        start.comment_id.is_not(None),
+        start.to_status == Status.PENDING,
+        or_(start.from_status.is_(None), start.from_status != Status.PENDING),
+        *window.event_sites(start),
+    ]
+    if held_before is not None:
+        held.append(start.created_at < held_before)
+    periods = select(start.created_at.label("held"), decided.label("decided")).where(
+        *held).subquery()
+    ended = periods.c.decided >= decided_from
+    rows = db.session.execute(
+        select(periods.c.held, periods.c.decided).where(
+            or_(periods.c.decided.is_(None), ended) if waiting_too else ended)
+    ).all()
+    return [(held_at, decided_at) for held_at, decided_at in rows]
+
+
 def queue_sizes(window: Window) -> dict[str, int]:
     """Return how many comments were waiting for a moderator at the end of each day."""
     first_end = _start(window.first + timedelta(days=1))
     last_end = _start(window.dates()[-1] + timedelta(days=1))
     # Only held comments matter: the rest were decided the moment they were stored.
-    rows = db.session.execute(
-        select(Comment.created_at, Comment.decided_at).where(
-            *window.sites(),
-            Comment.created_at < last_end,
-            or_(Comment.decided_at.is_(None),
-                and_(Comment.decided_at >= first_end, Comment.decided_at > Comment.created_at)),
-        )
-    ).all()
+    rows = held_periods(window, first_end, held_before=last_end, waiting_too=True)
     out: dict[str, int] = {}
     for day in window.dates():
         end = _start(day + timedelta(days=1))
@@ -119,13 +161,7 @@ def queue_sizes(window: Window) -> dict[str, int]:
 
 def decision_hours(window: Window) -> dict[str, float | None]:
     """Return, per day, the median hours held comments waited for a moderator's decision."""
-    rows = db.session.execute(
-        select(Comment.created_at, Comment.decided_at).where(
-            *window.sites(),
-            Comment.decided_at >= _start(window.first),
-            Comment.decided_at > Comment.created_at,
-        )
-    ).all()
+    rows = held_periods(window, _start(window.first))
     waits: dict[str, list[float]] = {}
     for created, decided in rows:
         if decided is None:  # excluded by the query; keeps the type checker informed

@@ -38,7 +38,7 @@ def index() -> Any:
                            deliveries=deliveries, state=state or "", states=STATES)
 
 
-@bp.post("/deliveries/<int:delivery_id>/retry")
+@bp.post(f"/deliveries/<{dashboard.ID}:delivery_id>/retry")
 @admin_required
 def retry(delivery_id: int) -> Any:
     """Queue a failed delivery again."""

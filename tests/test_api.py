@@ -488,3 +488,92 @@ def test_threads_are_created_once_per_uri(scored: Flask, client: FlaskClient, si
         post(client, site, uri="/same/")
     with scored.app_context():
         assert db.session.execute(select(func.count(Thread.id))).scalar_one() == 1
+
+
+# -- origins as browsers send them ----------------------------------------------------------
+
+
+def test_stored_origins_match_the_origin_header_browsers_send(
+    scored: Flask, client: FlaskClient
+) -> None:
+    # Stored as people type them (before origins were normalised on saving).
+    site = add_site(scored, origins=["https://Blog.Example", "https://中文.example:443/",
+                                     "http://localhost:8080/", "not an origin"])
+    for origin in ("https://blog.example", "https://xn--fiq228c.example",
+                   "http://localhost:8080"):
+        preflight = client.options("/api/v1/comments", headers={
+            "Origin": origin, "Access-Control-Request-Method": "POST"})
+        assert preflight.headers.get("Access-Control-Allow-Origin") == origin, origin
+        response = client.post("/api/v1/comments", headers={"Origin": origin},
+                               json={"site": site.key, "uri": "/p", "text": "from the blog"})
+        assert response.status_code == 201, (origin, response.json)
+        assert response.headers["Access-Control-Allow-Origin"] == origin
+    for origin in ("https://blog.example:8443", "http://blog.example", "null",
+                   "https://evil.example", "https://blog.example.evil.example"):
+        refused = client.post("/api/v1/comments", headers={"Origin": origin},
+                              json={"site": site.key, "uri": "/p", "text": "from elsewhere"})
+        assert refused.status_code == 403, origin
+        assert refused.json["error"]["code"] == "origin_not_allowed"
+        assert "Access-Control-Allow-Origin" not in refused.headers
+    # The service's own pages are one origin with it, however the header spells it.
+    same = client.post("/api/v1/comments", headers={"Origin": "HTTP://LOCALHOST:80"},
+                       json={"site": site.key, "uri": "/p", "text": "from the service"})
+    assert same.status_code == 201
+
+
+def test_cli_site_add_stores_origins_as_browsers_send_them(app: Flask) -> None:
+    import json
+
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["site", "add", "--name", "Blog", "--json",
+                                 "--origin", "https://Blog.Example:443",
+                                 "--origin", "https://中文.example/",
+                                 "--origin", "https://blog.example"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["origins"] == ["https://blog.example",
+                                                   "https://xn--fiq228c.example"]
+    for value, message in (("https://blog.example?x=1", "no query"),
+                           ("https://a b", "spaces"),
+                           ("https://blog.example/path", "no path")):
+        bad = runner.invoke(args=["site", "add", "--name", "x", "--origin", value])
+        assert bad.exit_code != 0 and "is not an origin like" in bad.output, value
+        assert message in bad.output and "--origin" in bad.output
+    with app.app_context():
+        assert db.session.execute(select(func.count(Site.id))).scalar_one() == 1
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("https://blog.example", "https://blog.example"),
+    ("  HTTPS://Blog.Example:443/ ", "https://blog.example"),
+    ("http://blog.example:80", "http://blog.example"),
+    ("https://blog.example:8443", "https://blog.example:8443"),
+    ("http://blog.example:443", "http://blog.example:443"),
+    ("https://中文.example", "https://xn--fiq228c.example"),
+    ("https://Bücher.example", "https://xn--bcher-kva.example"),
+    ("https://中文。example", "https://xn--fiq228c.example"),
+    ("https://[::1]:5000", "https://[::1]:5000"),
+    ("https://[0:0::1]", "https://[::1]"),
+    ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
+])
+def test_origins_are_normalised_to_what_browsers_send(value: str, expected: str) -> None:
+    from moderation import origins
+
+    assert origins.normalise(value) == expected
+    assert origins.canonical(value) == expected
+
+
+@pytest.mark.parametrize("value", [
+    "", "blog.example", "//blog.example", "ftp://blog.example", "https://", "https://:443",
+    "https://blog.example?x=1", "https://blog.example#top", "https://blog.example/path",
+    "https://user:pw@blog.example", "https://a b", "https://blog.example:0",
+    "https://blog.example:65536", "https://blog.example:x", "https://-blog.example",
+    "https://blog..example", "https://[::1", "https://[zz]", "https://[::1%25eth0]",
+    "https://blog\u200b.example", "null", "*",
+])
+def test_values_that_are_not_origins_are_refused(value: str) -> None:
+    from moderation import origins
+
+    with pytest.raises(origins.InvalidOrigin, match="is not an origin like https://blog.example"):
+        origins.normalise(value)
+    assert origins.canonical(value) is None
+    assert not origins.allows([value, "https://blog.example"], value)

@@ -930,3 +930,369 @@ def test_site_root_leads_to_the_dashboard(client: FlaskClient) -> None:
     response = client.get("/")
     assert response.status_code == 302
     assert response.headers["Location"].endswith("/dashboard/")
+
+
+# -- odd numbers in URLs and forms ----------------------------------------------------------
+
+HUGE = "99999999999999999999"
+
+
+def test_ids_past_the_integer_range_are_not_found(
+    app: Flask, client: FlaskClient, world: dict[str, Any]
+) -> None:
+    login(client, "admin@example.org")
+    for method, path in (
+        ("GET", f"/dashboard/comments/{HUGE}"),
+        ("POST", f"/dashboard/comments/{HUGE}/approve"),
+        ("POST", f"/dashboard/comments/{HUGE}/edit"),
+        ("POST", f"/dashboard/comments/{HUGE}/trust"),
+        ("GET", f"/dashboard/sites/{HUGE}/settings"),
+        ("POST", f"/dashboard/bans/{HUGE}/lift"),
+        ("POST", f"/dashboard/trusted/{HUGE}/remove"),
+    ):
+        response = client.open(path, method=method)
+        assert response.status_code == 404, path
+        assert response.mimetype == "text/html" and b"404" in response.data
+
+
+@pytest.mark.parametrize("path", [
+    f"/dashboard/queue/pending?site={HUGE}",
+    f"/dashboard/audit?site={HUGE}",
+    f"/dashboard/audit?comment={HUGE}",
+    f"/dashboard/stats?site={HUGE}",
+])
+def test_huge_numbers_in_filters_are_named_by_the_field(
+    client: FlaskClient, world: dict[str, Any], path: str
+) -> None:
+    login(client, "admin@example.org")
+    response = client.get(path)
+    assert response.status_code == 200
+    assert 'id="site-error"' in response.get_data(as_text=True) or \
+        'id="comment-error"' in response.get_data(as_text=True)
+    assert b"must be between 1 and 2147483647" in response.data
+
+
+def test_a_huge_audit_page_link_shows_the_newest_entries(
+    client: FlaskClient, world: dict[str, Any]
+) -> None:
+    comment_id = held(client, world["a"])
+    login(client, "admin@example.org")
+    response = client.get(f"/dashboard/audit?before={HUGE}")
+    assert response.status_code == 200
+    page = response.get_data(as_text=True)
+    assert 'id="before-error"' in page and "showing the newest entries" in page
+    assert f"#{comment_id}<" in page
+
+
+@pytest.mark.parametrize("fields", [
+    {"ids": [HUGE]},
+    {"ids": ["²"]},
+    {"ids": ["1", "٣"]},
+    {"scope": "matching", "upto": "²"},
+    {"scope": "matching", "upto": HUGE},
+])
+def test_bulk_refuses_odd_ids_with_a_readable_page_and_changes_nothing(
+    app: Flask, client: FlaskClient, world: dict[str, Any], fields: dict[str, Any]
+) -> None:
+    comment_id = held(client, world["a"])
+    login(client, "admin@example.org")
+    response = client.post("/dashboard/bulk", data={
+        "action": "reject", "queue": "pending", "filter": "", "confirmed": "yes", **fields})
+    assert response.status_code == 400 and response.mimetype == "text/html"
+    assert b"is not a comment id" in response.data
+    assert status_of(app, comment_id) == Status.PENDING
+    assert events(app, "reject") == []
+
+
+def test_bulk_filter_with_a_huge_site_is_refused(
+    app: Flask, client: FlaskClient, world: dict[str, Any]
+) -> None:
+    comment_id = held(client, world["a"])
+    login(client, "admin@example.org")
+    response = client.post("/dashboard/bulk", data={
+        "action": "reject", "queue": "pending", "scope": "matching", "filter": f"site={HUGE}",
+        "confirmed": "yes"})
+    assert response.status_code == 400
+    assert b"site must be between 1 and 2147483647" in response.data
+    assert status_of(app, comment_id) == Status.PENDING
+
+
+@pytest.mark.parametrize(("field", "value", "status", "message"), [
+    ("site", "²", 404, b"No such site."),
+    ("site", HUGE, 404, b"No such site."),
+    ("comment", "²", 400, b"is not a comment of the site chosen for this ban"),
+    ("comment", HUGE, 400, b"is not a comment of the site chosen for this ban"),
+])
+def test_ban_form_refuses_odd_site_and_comment_values(
+    app: Flask, client: FlaskClient, world: dict[str, Any], field: str, value: str,
+    status: int, message: bytes,
+) -> None:
+    login(client, "alice@example.org")
+    form = {"kind": "email", "value": "troll@example.org", "site": str(world["a"].id),
+            "duration": "", "reason": "abuse", field: value}
+    response = client.post("/dashboard/bans", data=form)
+    assert response.status_code == status and response.mimetype == "text/html"
+    assert message in response.data
+    if status == 400:  # the form comes back with what was typed
+        assert b'value="troll@example.org"' in response.data and b'value="abuse"' in response.data
+    with app.app_context():
+        assert db.session.execute(select(func.count(Ban.id))).scalar_one() == 0
+    assert events(app, "ban") == []
+
+
+def test_until_the_last_day_there_is_lists_everything(
+    client: FlaskClient, world: dict[str, Any]
+) -> None:
+    comment_id = held(client, world["a"])
+    login(client, "admin@example.org")
+    queue = client.get("/dashboard/queue/pending?until=9999-12-31")
+    assert queue.status_code == 200 and b"1 matching" in queue.data
+    assert f'data-id="{comment_id}"'.encode() in queue.data
+    audit = client.get("/dashboard/audit?until=9999-12-31&since=0001-01-01")
+    assert audit.status_code == 200 and f"#{comment_id}<".encode() in audit.data
+
+
+@pytest.mark.parametrize(("sort", "values"), [
+    ("newest", ["2026-01-01T00:00:00", 5]),  # a naive time
+    ("newest", ["2026-01-01T00:00:00+00:00", 10 ** 30]),
+    ("oldest", ["2026-01-01T00:00:00+00:00", 1.5]),
+    ("oldest", [12, 5]),
+    ("priority", [float("nan"), "2026-01-01T00:00:00+00:00", 5]),
+    ("priority", [0.5, "2026-01-01T00:00:00+00:00", float("inf")]),
+    ("priority", [0.5, "2026-01-01T00:00:00", 5]),
+])
+def test_tampered_page_cursors_show_the_first_page(
+    client: FlaskClient, world: dict[str, Any], sort: str, values: list[Any]
+) -> None:
+    import base64
+    import json
+
+    comment_id = held(client, world["a"])
+    login(client, "admin@example.org")
+    token = base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
+    response = client.get(f"/dashboard/queue/pending?sort={sort}&after={token}")
+    assert response.status_code == 200
+    assert b"not a page of this list; showing the first page" in response.data
+    assert f'data-id="{comment_id}"'.encode() in response.data
+    deep = "[" * 5000
+    nested = base64.urlsafe_b64encode(deep.encode()).decode().rstrip("=")
+    assert client.get(f"/dashboard/queue/pending?after={nested}").status_code == 200
+
+
+def test_audit_pager_links_keep_only_the_filter(
+    app: Flask, client: FlaskClient, world: dict[str, Any]
+) -> None:
+    with app.app_context():
+        for i in range(55):
+            db.session.add(ModerationEvent(site_id=world["a"].id, actor="moderator:x",
+                                           action="settings", reason=f"change {i}"))
+        db.session.commit()
+    login(client, "admin@example.org")
+    assert client.get("/dashboard/audit?_method=DELETE").status_code == 200
+    assert client.get("/dashboard/audit?_scheme=https").status_code == 200
+    response = client.get("/dashboard/audit?_external=1&_scheme=https&_anchor=x&actor=moderator")
+    assert response.status_code == 200
+    older = re.search(r'rel="next" href="([^"]+)"', response.get_data(as_text=True))
+    assert older
+    link = older.group(1).replace("&amp;", "&")
+    assert link.startswith("/dashboard/audit?") and "#" not in link
+    assert "actor=moderator" in link and "_scheme" not in link and "_external" not in link
+
+
+# -- searching any script -------------------------------------------------------------------
+
+
+def test_search_and_reason_filter_find_non_ascii_text(
+    app: Flask, client: FlaskClient, world: dict[str, Any]
+) -> None:
+    site = add_site(app, "Gamma", suspect_words=["广告", "Ärger"])
+    add_moderator(app, "gina@example.org", site)
+    held(client, site, "a borderline remark", author="Иван Петров")
+    held(client, site, "another borderline remark", author="Émile Zola")
+    held(client, site, "Hier gibt es Ärger")
+    held(client, site, "便宜广告")
+    held(client, site, "a borderline 100% sure take")
+    held(client, site, "a borderline 1000 sure take")
+    login(client, "gina@example.org")
+
+    def matching(query: str) -> int:
+        page = client.get(f"/dashboard/queue/pending?{query}").get_data(as_text=True)
+        found = re.search(r"(\d+) matching", page)
+        assert found, page
+        return int(found.group(1))
+
+    for query in ("Иван", "иван", "ИВАН", "Émile", "émile", "ÉMILE"):
+        assert matching(f"q={query}") == 1, query
+        assert matching(f"q={query}&in=author") == 1, query
+    assert matching("q=ärger&in=text") == 1
+    for reason in ("广告", "Ärger", "ärger", "ÄRGER", "suspect words: 广告"):
+        assert matching(f"reason={reason}") == 1, reason
+    assert matching("reason=≥ hold threshold") == 4
+    assert matching("reason=Toxicity") == 4
+    # % and _ are matched literally.
+    assert matching("q=100%25") == 1
+    assert matching("q=_") == 0
+    assert matching("reason=%25") == 0
+
+
+# -- settings limits and origins ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("banned_words", "\n".join(f"word{i}" for i in range(1200)),
+     "has 1,200 different entries: a list may have at most 1,000"),
+    ("suspect_words", "fine\n" + "x" * 150,
+     "line 2 has 150 characters: each entry may have at most 100"),
+])
+def test_too_long_word_lists_are_refused_not_cut(
+    app: Flask, client: FlaskClient, world: dict[str, Any], field: str, value: str,
+    message: str,
+) -> None:
+    login(client, "admin@example.org")
+    url = f"/dashboard/sites/{world['a'].id}/settings"
+    assert client.post(url, data=settings_form(banned_words="scam")).status_code == 302
+    response = client.post(url, data=settings_form(premoderation="all", **{field: value}))
+    assert response.status_code == 400
+    page = response.get_data(as_text=True)
+    assert f'id="{field}-error">' in page and message in page and "Nothing was saved" in page
+    with app.app_context():
+        site = db.session.get(Site, world["a"].id)
+        assert site is not None
+        assert site.settings["banned_words"] == ["scam"]
+        assert site.settings["suspect_words"] == []
+        assert site.settings["premoderation"] == "none"
+
+
+def test_saved_origins_are_stored_as_browsers_send_them(
+    app: Flask, client: FlaskClient, world: dict[str, Any]
+) -> None:
+    login(client, "admin@example.org")
+    response = client.post(f"/dashboard/sites/{world['a'].id}/settings", data=settings_form(
+        origins="https://Blog.Example:443/\nhttps://中文.example\nhttps://blog.example\n"
+                "http://localhost:8080"))
+    assert response.status_code == 302
+    with app.app_context():
+        site = db.session.get(Site, world["a"].id)
+        assert site is not None
+        assert site.origins == ["https://blog.example", "https://xn--fiq228c.example",
+                                "http://localhost:8080"]
+    for origin in ("https://blog.example", "https://xn--fiq228c.example"):
+        sent = client.post("/api/v1/comments", headers={"Origin": origin}, json={
+            "site": world["a"].key, "uri": "/p", "text": "fine words"})
+        assert sent.status_code == 201, sent.json
+        assert sent.headers["Access-Control-Allow-Origin"] == origin
+    added = client.post("/dashboard/sites", data={"name": "Gamma",
+                                                  "origins": "HTTPS://Gamma.Example:443"})
+    assert added.status_code == 302
+    with app.app_context():
+        gamma = db.session.execute(select(Site).where(Site.name == "Gamma")).scalar_one()
+        assert gamma.origins == ["https://gamma.example"]
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("https://blog.example?x=1", "an origin has no query or fragment"),
+    ("https://a b", "it contains spaces"),
+    ("https://blog.example/comments", "an origin has no path"),
+    ("https://me@blog.example", "an origin has no user name or password"),
+    ("ftp://blog.example", "it must start with http:// or https://"),
+    ("https://blog.example:99999", "is not an origin like https://blog.example"),
+])
+def test_values_that_are_not_origins_are_refused_by_the_field(
+    app: Flask, client: FlaskClient, world: dict[str, Any], value: str, message: str
+) -> None:
+    login(client, "admin@example.org")
+    response = client.post(f"/dashboard/sites/{world['a'].id}/settings",
+                           data=settings_form(origins=f"https://ok.example\n{value}"))
+    assert response.status_code == 400
+    page = response.get_data(as_text=True)
+    assert 'id="origins-error">' in page and message in page
+    added = client.post("/dashboard/sites", data={"name": "Gamma", "origins": value})
+    assert added.status_code == 400
+    assert 'id="origins-error">' in added.get_data(as_text=True)
+    with app.app_context():
+        site = db.session.get(Site, world["a"].id)
+        assert site is not None and site.origins == [] and site.settings == {}
+        assert db.session.execute(select(Site).where(Site.name == "Gamma")).first() is None
+
+
+# -- a moderator's reach over comments of other sites ---------------------------------------
+
+
+def test_a_ban_cannot_name_another_sites_comment(
+    app: Flask, client: FlaskClient, world: dict[str, Any]
+) -> None:
+    theirs = held(client, world["b"], email="reader@b.example")
+    mine = held(client, world["a"], email="reader@a.example")
+    login(client, "alice@example.org")
+    response = client.post("/dashboard/bans", data={
+        "kind": "email", "value": "planted@example.org", "site": world["a"].id,
+        "duration": "", "reason": "", "comment": theirs})
+    assert response.status_code == 400
+    page = response.get_data(as_text=True)
+    assert 'id="comment-error"' in page and f"Comment #{theirs} is not a comment of the site" \
+        in page
+    assert events(app, "ban") == []
+    with app.app_context():
+        assert db.session.execute(select(func.count(Ban.id))).scalar_one() == 0
+    # A ban from one's own comment still names it.
+    ok = client.post("/dashboard/bans", data={
+        "kind": "email", "value": "reader@a.example", "site": world["a"].id, "duration": "",
+        "comment": mine})
+    assert ok.status_code == 302
+    assert [e.comment_id for e in events(app, "ban")] == [mine]
+    # An entry tied to the comment by another site (written before this check) is not part
+    # of the comment's history.
+    with app.app_context():
+        db.session.add(ModerationEvent(site_id=world["a"].id, comment_id=theirs,
+                                       actor="moderator:alice@example.org", action="ban",
+                                       reason="email planted@example.org"))
+        db.session.commit()
+    client.post("/dashboard/logout")
+    login(client, "bob@example.org")
+    page = client.get(f"/dashboard/comments/{theirs}").get_data(as_text=True)
+    assert "submit" in page and "planted@example.org" not in page
+
+
+def test_an_admin_may_ban_everywhere_from_any_comment(
+    app: Flask, client: FlaskClient, world: dict[str, Any]
+) -> None:
+    theirs = held(client, world["b"], email="reader@b.example")
+    login(client, "admin@example.org")
+    response = client.post("/dashboard/bans", data={
+        "kind": "email", "value": "reader@b.example", "site": "", "duration": "",
+        "comment": theirs, "next": f"/dashboard/comments/{theirs}"})
+    assert response.status_code == 302
+    page = client.get(f"/dashboard/comments/{theirs}").get_data(as_text=True)
+    assert "email reader@b.example" in page
+
+
+# -- stats ----------------------------------------------------------------------------------
+
+
+def test_stats_count_only_held_comments_as_waiting(
+    app: Flask, client: FlaskClient, world: dict[str, Any]
+) -> None:
+    published = post(client, world["a"], "fine words").json["comment"]["id"]
+    waited = held(client, world["a"])
+    now = utcnow()
+    with app.app_context():
+        for comment_id, days in ((published, 3), (waited, 2)):
+            comment = db.session.get(Comment, comment_id)
+            assert comment is not None
+            comment.created_at = now - timedelta(days=days)
+            if comment.decided_at is not None:
+                comment.decided_at = comment.created_at
+            for event in db.session.execute(select(ModerationEvent).where(
+                    ModerationEvent.comment_id == comment_id)).scalars():
+                event.created_at = comment.created_at
+        db.session.commit()
+    login(client, "alice@example.org")
+    # Published at once, rejected three days later: it never waited for a moderator.
+    assert client.post(f"/dashboard/comments/{published}/reject").status_code == 302
+    assert client.post(f"/dashboard/comments/{waited}/approve").status_code == 302
+    page = client.get(f"/dashboard/stats?site={world['a'].id}&days=7").get_data(as_text=True)
+    day = [(now - timedelta(days=n)).date().isoformat() for n in range(4)]
+    assert f"{day[3]} Waiting: 0.0" in page
+    assert f"{day[2]} Waiting: 1.0" in page and f"{day[1]} Waiting: 1.0" in page
+    assert f"{day[0]} Waiting: 0.0" in page
+    assert f"{day[0]} Hours: 48.0 h" in page

@@ -100,11 +100,23 @@ def test_counters_are_the_limiters_own(storage: str) -> None:
     clear_tables(app)
 
 
+def test_addresses_of_one_ipv6_subscriber_share_one_count(storage: str) -> None:
+    app = limited_app(storage, LIMIT_POST="3/minute")
+    key, client = add_site(app).key, app.test_client()
+    codes = [post(client, key, f"2001:db8:1:2::{n:x}").status_code for n in range(1, 6)]
+    assert codes == [201, 201, 201, 429, 429]
+    assert post(client, key, "2001:db8:1:3::1").status_code == 201  # the next /64
+    clear_tables(app)
+
+
 def test_per_thread_burst_guard(storage: str) -> None:
     app = limited_app(storage, LIMIT_THREAD="2/minute")
     key, client = add_site(app).key, app.test_client()
     codes = [post(client, key, f"192.0.2.{n}", uri="/hot").status_code for n in range(1, 4)]
     assert codes == [201, 201, 429]
+    # The same page however spelt: trailing slash, query, fragment, full URL.
+    for n, uri in enumerate(["/hot/", "/hot?x=1", "/hot#a", "https://other.example/hot"]):
+        assert post(client, key, f"192.0.2.{10 + n}", uri=uri).status_code == 429
     assert post(client, key, "192.0.2.50", uri="/quiet").status_code == 201
     clear_tables(app)
 

@@ -368,6 +368,9 @@ def test_admins_see_every_delivery_in_the_dashboard_and_retry_failed_ones(
         retried = admin.post(f"/dashboard/webhooks/deliveries/{rows[0]}/retry",
                              data={"csrf_token": token})
         assert retried.status_code == 302
+        huge = admin.post("/dashboard/webhooks/deliveries/99999999999999999999/retry",
+                          data={"csrf_token": token})
+        assert huge.status_code == 404
         assert deliver(app) == 1
         with app.app_context():
             states = db.session.execute(
