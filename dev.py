@@ -71,12 +71,16 @@ def ensure_secret() -> None:
 
 
 def ensure_demo_admin(env: dict[str, str]) -> tuple[str, str]:
-    """Create the demo admin account once and return its email and password."""
+    """Make sure the demo admin account exists with the password printed; return both.
+
+    The password is chosen once and kept in instance/; the account is (re)stored on every
+    start, so it also works after the database was deleted.
+    """
     path = INSTANCE / "demo-admin.txt"
     if path.exists():
         email, password = path.read_text().split()
-        return email, password
-    email, password = "admin@localhost", secrets.token_urlsafe(9)
+    else:
+        email, password = "admin@localhost", secrets.token_urlsafe(9)
     subprocess.run(
         [str(BIN / "flask"), "--app", "wsgi", "moderator", "add", "--email", email, "--admin",
          "--password-stdin"],

@@ -59,12 +59,14 @@ class JsonLogger(glogging.Logger):
     """Gunicorn logger writing JSON lines: its own messages and an access log without addresses."""
 
     def setup(self, cfg: Any) -> None:
-        """Format gunicorn's own messages like the app's, one JSON object per line."""
+        """Format gunicorn's own messages like the app's, one JSON object per line, without
+        query strings or raw client addresses."""
         super().setup(cfg)
-        from moderation.observability import JsonFormatter
+        from moderation.observability import JsonFormatter, Redact
 
         for handler in self.error_log.handlers:
             handler.setFormatter(JsonFormatter())
+            handler.addFilter(Redact())
 
     def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> None:
         """Write one JSON line per request, keyed by the app's request id."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+import ipaddress
+import json
 import os
 import secrets
 from collections.abc import Callable, Mapping
@@ -11,6 +13,7 @@ from typing import Any
 
 import click
 from flask import Flask
+from flask.json.provider import DefaultJSONProvider
 
 from . import config as defaults
 from .config import PROJECT_ROOT
@@ -21,6 +24,8 @@ def load_config(app: Flask, test_config: Mapping[str, Any] | None) -> None:
     app.config.from_object(defaults)
     app.config.from_pyfile("config.py", silent=True)
     app.config.from_prefixed_env("MODERATION")
+    if (secret := os.environ.get("MODERATION_SECRET_KEY")) is not None:
+        app.config["SECRET_KEY"] = secret  # as written: "1234..." is a key, not a number
     if url := defaults.database_url_from_env():
         app.config["SQLALCHEMY_DATABASE_URI"] = url
     if storage := os.environ.get("RATELIMIT_STORAGE_URI"):
@@ -31,15 +36,59 @@ def load_config(app: Flask, test_config: Mapping[str, Any] | None) -> None:
         Path(app.instance_path).mkdir(parents=True, exist_ok=True)
         path = Path(app.instance_path) / "moderation.sqlite3"
         app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{path}"
-    if app.config["SECRET_KEY"] == defaults.SECRET_KEY and not (app.debug or app.testing):
+    check_settings(app)
+    secret = app.config["SECRET_KEY"]
+    weak = (not isinstance(secret, str) or len(secret) < MIN_SECRET_LENGTH
+            or secret == defaults.SECRET_KEY)
+    if weak and not (app.debug or app.testing):
         if serves_requests():
             raise RuntimeError(
-                "Refusing to start with the default SECRET_KEY: set MODERATION_SECRET_KEY "
-                "or SECRET_KEY in instance/config.py (python3 dev.py serve writes one)."
+                "Refusing to start without a SECRET_KEY of its own: set MODERATION_SECRET_KEY "
+                f"(at least {MIN_SECRET_LENGTH} characters; the default 'dev' is public) or "
+                "SECRET_KEY in instance/config.py (python3 dev.py serve writes one)."
             )
         # A command such as `flask model evaluate` signs nothing; a throwaway key keeps
         # anything that would sign from using the public default.
         app.config["SECRET_KEY"] = secrets.token_hex(32)
+
+
+MIN_SECRET_LENGTH = 16
+
+
+def check_settings(app: Flask) -> None:
+    """Refuse to start on a setting of the wrong kind, naming it, instead of failing later in
+    every request that reads it (a limit written "30/dya", a window of "15m")."""
+    from limits import parse_many
+
+    problems = []
+    for name in filter(str.isupper, dir(defaults)):
+        default, value = getattr(defaults, name), app.config.get(name)
+        if isinstance(default, bool):
+            kind, ok = "true or false", isinstance(value, bool)
+        elif isinstance(default, int | float):
+            kind = "a number, 0 or more"
+            ok = isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+        elif isinstance(default, list | dict):
+            kind = "a JSON " + ("list" if isinstance(default, list) else "object")
+            ok = isinstance(value, type(default))
+        elif name.startswith("LIMIT_"):
+            kind = 'a rate limit such as "3/minute;30/day"'
+            try:
+                ok = isinstance(value, str) and bool(parse_many(value))
+            except ValueError:
+                ok = False
+        else:
+            continue
+        if not ok:
+            problems.append(f"{name} must be {kind}, not {value!r}")
+    for network in app.config.get("METRICS_ALLOW_NETWORKS") or []:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except (TypeError, ValueError):
+            problems.append(f"METRICS_ALLOW_NETWORKS: {network!r} is not a network")
+    if problems:
+        raise RuntimeError("Invalid settings (MODERATION_<NAME> in the environment, or "
+                           "instance/config.py): " + "; ".join(problems))
 
 
 def serves_requests() -> bool:
@@ -54,6 +103,25 @@ def serves_requests() -> bool:
     return context is None or context.command.name == "run"
 
 
+class JSONProvider(DefaultJSONProvider):
+    """Flask's JSON, refusing bodies no handler could use: nesting too deep for the parser
+    and escaped lone surrogates (\\ud800), which no database can store. Both raise
+    ValueError, so a request's body reads as invalid JSON (400) instead of failing later."""
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        try:
+            data = super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("the JSON is nested too deeply") from None
+        raw = s.encode("utf-8", "surrogatepass") if isinstance(s, str) else s
+        if b"\\ud" in raw or b"\\uD" in raw:  # a surrogate escape: paired, or not
+            try:
+                json.dumps(data, ensure_ascii=False).encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("the JSON holds a lone surrogate") from None
+        return data
+
+
 class App(Flask):
     """Flask, with the check for coroutine views and hooks made cheap for plain functions.
 
@@ -61,6 +129,8 @@ class App(Flask):
     dozen per request here, several microseconds in all); a plain function or method says so
     in its code flags.
     """
+
+    json_provider_class = JSONProvider
 
     def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
         code = getattr(func, "__code__", None)

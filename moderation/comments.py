@@ -7,6 +7,7 @@ import hmac
 import ipaddress
 import json
 import math
+import re
 import secrets
 import urllib.parse
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -51,6 +52,7 @@ from .db import (
     TrustedAuthor,
     db,
     driver_connection,
+    is_site_key,
     read_direct,
     session_in_transaction,
     utcnow,
@@ -72,6 +74,8 @@ MAX_URI = 1024
 # Largest id an Integer column holds on PostgreSQL (and so on every database we support).
 MAX_ID = 2**31 - 1
 MAX_TITLE = 300
+# Reply nesting a thread page keeps; deeper replies are listed beside their ancestor there.
+MAX_DEPTH = 32
 
 
 @dataclass(frozen=True)
@@ -136,17 +140,53 @@ def _path_of(value: str, field: str) -> str:
     raw = sanitising.normalise(value).strip()
     if len(raw) > MAX_URI:
         raise InvalidField(field, f"must be at most {MAX_URI} characters")
-    parsed = urllib.parse.urlsplit(raw)
+    if raw.startswith("//"):  # a path such as //2024/01/post, not a host name
+        raw = "/" + raw.lstrip("/")
+    try:
+        parsed = urllib.parse.urlsplit(raw)
+    except ValueError:  # e.g. an unclosed [ in the host
+        raise InvalidField(field, "must be a path or an http(s) URL") from None
     if parsed.scheme and parsed.scheme not in ("http", "https"):
         raise InvalidField(field, "must be a path or an http(s) URL")
-    path = parsed.path or "/"
+    path = _one_spelling(parsed.path or "/")
     if not path.startswith("/"):
         path = "/" + path
     while "//" in path:
         path = path.replace("//", "/")
     if len(path) > 1:
         path = path.rstrip("/") or "/"
+    if len(path) > MAX_URI:
+        raise InvalidField(field, f"must be at most {MAX_URI} characters")
     return path
+
+
+_ESCAPES = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+# What browsers percent-encode in a path (the URL standard's path percent-encode set, less
+# the controls normalise() already removed): escaped, so /a b and /a%20b are one page.
+_ESCAPED_IN_PATHS = {ord(c): f"%{ord(c):02X}" for c in ' "<>`{}'}
+
+
+def _decode_escapes(match: re.Match[str]) -> str:
+    run = match.group(0)
+    try:
+        text = bytes.fromhex(run.replace("%", "")).decode("utf-8")
+    except UnicodeDecodeError:  # not UTF-8 (a legacy encoding): kept escaped
+        return run.upper()
+    return "".join(c if ord(c) > 127 or c in _UNRESERVED else f"%{ord(c):02X}" for c in text)
+
+
+def _one_spelling(path: str) -> str:
+    """Return the one spelling of a path that any of its percent-encodings has.
+
+    A browser's location.pathname escapes /posts/旧区改造 as /posts/%E6%97%A7%E5%8C%BA...,
+    while a blogger may write it as it reads. Escapes of text (non-ASCII and unreserved
+    characters) are decoded, other escapes (%2F, %20, %25, ...) are kept in upper case, and
+    the characters browsers escape are escaped, so every spelling names one thread.
+    """
+    if "%" in path:
+        path = sanitising.normalise(_ESCAPES.sub(_decode_escapes, path))
+    return path.translate(_ESCAPED_IN_PATHS)
 
 
 def author_key(email: str, author: str, addr: str) -> str:
@@ -186,6 +226,8 @@ def get_site(key: object) -> Site:
     """Return the site with this public key, or raise NotFound naming the field."""
     if not isinstance(key, str) or not key:
         raise InvalidField("site", "is required: the site key from the embed snippet")
+    if not is_site_key(key):
+        raise NotFound("unknown site key", field="site", code="unknown_site")
     site = db.session.execute(select(Site).where(Site.key == key)).scalar_one_or_none()
     if site is None:
         raise NotFound("unknown site key", field="site", code="unknown_site")
@@ -418,6 +460,7 @@ def _evaluate(
         author=author,
         website=website,
         links=sanitising.count_links(html),
+        shown=plain if plain != text else "",
         # Only "new commenter" pre-moderation needs the author's history.
         prior_published=(
             _prior_published(site.id, key, lookup) if settings.premoderation == "new" else 0
@@ -460,7 +503,8 @@ def _parent(thread: Thread, parent_id: object, lookup: Lookup) -> Row[Any] | Non
     """Return the id, thread_id, root_id and status of the comment replied to, if any."""
     if parent_id is None:
         return None
-    if isinstance(parent_id, bool) or not isinstance(parent_id, int) or parent_id < 1:
+    if (isinstance(parent_id, bool) or not isinstance(parent_id, int)
+            or not 0 < parent_id <= MAX_ID):
         raise InvalidField("parent", "must be the id of a comment in this thread")
     parent = lookup(_PARENT, {"id": parent_id}).one_or_none()
     if parent is None or parent.thread_id != thread.id:
@@ -864,10 +908,42 @@ def _row_dict(row: Any) -> dict[str, Any]:
     }
 
 
-def _prune(node: dict[str, Any]) -> bool:
-    """Drop placeholder branches without a published comment; return whether node stays."""
-    node["replies"] = [child for child in node["replies"] if _prune(child)]
-    return not node.get("deleted") or bool(node["replies"])
+def _tree(roots: Sequence[Any], replies: Sequence[Any]) -> list[dict[str, Any]]:
+    """Return the root comments with their replies nested, placeholders pruned.
+
+    Replies nested deeper than MAX_DEPTH are listed, in order, beside their ancestor at that
+    depth (each keeps its real "parent"), so no reply chain can make a page too deep to send.
+    A removed comment stays as an empty placeholder only while it has a published reply below.
+    """
+    nodes = {row.id: _row_dict(row) for row in (*roots, *replies)}
+    depth = {row.id: 1 for row in roots}
+    home: dict[int, int] = {}
+    # A reply's id is above its parent's, so in id order every parent comes first.
+    for row in sorted(replies, key=lambda r: r.id):
+        parent = row.parent_id
+        if parent not in depth:
+            continue
+        if depth[parent] < MAX_DEPTH:
+            home[row.id], depth[row.id] = parent, depth[parent] + 1
+        else:
+            home[row.id], depth[row.id] = home[parent], MAX_DEPTH
+    for row in replies:  # siblings in the order of the query
+        if row.id in home:
+            nodes[home[row.id]]["replies"].append(nodes[row.id])
+    # Children before parents: a placeholder stays only if something below it does.
+    dropped: set[int] = set()
+    for comment_id in sorted(home, reverse=True):
+        node = nodes[comment_id]
+        node["replies"] = [child for child in node["replies"] if child["id"] not in dropped]
+        if node.get("deleted") and not node["replies"]:
+            dropped.add(comment_id)
+    kept = []
+    for row in roots:
+        node = nodes[row.id]
+        node["replies"] = [child for child in node["replies"] if child["id"] not in dropped]
+        if not node.get("deleted") or node["replies"]:
+            kept.append(node)
+    return kept
 
 
 def thread_page(
@@ -919,22 +995,15 @@ def thread_page(
     ).all()
     if not roots:
         return result
-    nodes = {row.id: _row_dict(row) for row in roots}
     replies = db.session.execute(
         select(*PUBLIC_COLUMNS)
         .where(
             Comment.thread_id == thread.id,
-            Comment.root_id.in_(list(nodes)),
+            Comment.root_id.in_([row.id for row in roots]),
         )
         .order_by(Comment.created_at, Comment.id)
     ).all()
-    for row in replies:
-        nodes[row.id] = _row_dict(row)
-    for row in replies:
-        parent = nodes.get(row.parent_id)
-        if parent is not None:
-            parent["replies"].append(nodes[row.id])
-    result["comments"] = [nodes[row.id] for row in roots if _prune(nodes[row.id])]
+    result["comments"] = _tree(roots, replies)
     return result
 
 

@@ -48,6 +48,30 @@ _RECORD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctim
 # -- logging --------------------------------------------------------------------------------
 
 
+_QUERY_STRING = re.compile(r"(/[^\s?\"']*)\?[^\s\"']*")
+# Gunicorn names a client as "ip=<address>" (followed by ": reason" or the end).
+_CLIENT_ADDRESS = re.compile(r"(?<=\bip=)[0-9A-Fa-f:.]+?(?=:?\s|:?$)")
+
+
+class Redact(logging.Filter):
+    """Keep secrets and raw addresses out of the HTTP server's own messages.
+
+    Gunicorn logs the request line of a request it failed ("Error handling request
+    /v1alpha1/comments:analyze?key=mk_...") and the peer of a malformed one ("Invalid request
+    from ip=203.0.113.9"): query strings are cut (API keys may travel there) and addresses
+    reduced to their network, as comments store them.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = _QUERY_STRING.sub(r"\1?[query removed]", message)
+        cleaned = _CLIENT_ADDRESS.sub(lambda m: comments.anonymise_addr(m.group(0)) or "?",
+                                      cleaned)
+        if cleaned != message:
+            record.msg, record.args = cleaned, ()
+        return True
+
+
 class JsonFormatter(logging.Formatter):
     """Format a log record as one JSON object per line, with the request id when there is one."""
 
@@ -231,13 +255,19 @@ def _route() -> str:
     return rule.rule if rule is not None else "(unmatched)"
 
 
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 def _finish_request(response: Response) -> Response:
     response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
     started = g.get("request_started")
     if started is None:
         return response
     elapsed = time.perf_counter() - started
-    route, method = _route(), request.method
+    route = _route()
+    # Any token is a method to the HTTP server: unknown ones share one label value, so no
+    # client can add series to /metrics at will.
+    method = request.method if request.method in HTTP_METHODS else "OTHER"
     metrics = metrics_of(current_app._get_current_object())  # type: ignore[attr-defined]
     metrics.observe(route, method, response.status_code, elapsed)
     if response.status_code == 429:

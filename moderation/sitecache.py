@@ -6,7 +6,8 @@ operator edits settings, not per comment, so each worker keeps a snapshot of the
 ``SITE_CACHE_SECONDS`` (default 5; 0 turns the cache off) instead of querying on every request.
 
 Consistency: any flush in this process that adds, changes or deletes a site or a webhook (the
-dashboard, the management API, the CLI, tests) clears every snapshot at once; a change made by
+dashboard, the management API, the CLI, tests) clears every snapshot at once, and its commit
+clears them again (another thread may have cached the old row in between); a change made by
 another worker or host reaches this one within ``SITE_CACHE_SECONDS``. Nothing here is state
 another worker needs: a cold or cleared cache only costs a query.
 
@@ -25,7 +26,7 @@ from flask import Flask, current_app
 from sqlalchemy import bindparam, event, select
 from sqlalchemy.orm import Session, make_transient_to_detached
 
-from .db import Site, Webhook, db
+from .db import Site, Webhook, db, is_site_key
 
 # Bound on cached keys, so requests naming random site keys cannot grow the map without end.
 MAX_KEYS = 4096
@@ -55,6 +56,8 @@ class SiteCache:
 
     def site(self, key: str) -> Site | None:
         """Return a read-only snapshot of the site with this key, or None if there is none."""
+        if not is_site_key(key):
+            return None
         now = time.monotonic()
         found = self._sites.get(key)
         if found is not None and found[0] > now:
@@ -88,13 +91,25 @@ def cache() -> SiteCache:
     return current_app.extensions["site_cache"]  # type: ignore[no-any-return]
 
 
+def _clear_all() -> None:
+    for each in list(_caches):
+        each.clear()
+
+
 def _clear_on_change(session: Session, _context: Any) -> None:
-    """Clear every snapshot when a flush touches a site or a webhook."""
+    """Clear every snapshot when a flush touches a site or a webhook, and again at commit:
+    a thread that read the row between the flush and the commit cached the old one."""
     for obj in (*session.new, *session.dirty, *session.deleted):
         if isinstance(obj, Site | Webhook):
-            for each in list(_caches):
-                each.clear()
+            _clear_all()
+            session.info["site_cache_stale"] = True
             return
+
+
+def _clear_at_end(session: Session, *_: Any) -> None:
+    """At commit or rollback of a transaction that changed a site or webhook, clear again."""
+    if session.info.pop("site_cache_stale", False):
+        _clear_all()
 
 
 def init_app(app: Flask) -> None:
@@ -103,3 +118,5 @@ def init_app(app: Flask) -> None:
 
 
 event.listen(Session, "after_flush", _clear_on_change)
+event.listen(Session, "after_commit", _clear_at_end)
+event.listen(Session, "after_soft_rollback", _clear_at_end)

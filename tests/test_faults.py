@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,11 +18,12 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
+from moderation import create_app
 from moderation.db import Comment, ModerationEvent, Thread, db
 from moderation.limits import limiter
 from moderation.observability import JsonFormatter
 from tests import fakes
-from tests.conftest import add_site, make_app
+from tests.conftest import add_site, base_config, clear_tables, make_app
 from tests.services import PrivatePostgres, PrivateRedis
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("steady_window")]
@@ -101,7 +103,45 @@ def test_redis_down_falls_back_to_per_process_limits_and_recovers(
         assert db.session.execute(select(func.count(Comment.id))).scalar_one() == 6
 
 
+@pytest.fixture
+def hung_server() -> Iterator[int]:
+    """Return the port of a server that accepts connections and never answers (it hangs)."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(64)
+        yield server.getsockname()[1]
+
+
+def test_a_hung_redis_falls_back_instead_of_hanging_requests(hung_server: int) -> None:
+    app = make_app(RATELIMIT_ENABLED=True, RATELIMIT_STORAGE_URI=f"redis://127.0.0.1:{hung_server}",
+                   LIMIT_POST="3/minute", PROXY_COUNT=1)
+    fakes.install(app)
+    key, client = add_site(app).key, app.test_client()
+    try:
+        started = time.monotonic()
+        statuses = [post(client, key, addr="198.51.100.7").status_code for _ in range(4)]
+        assert statuses == [201, 201, 201, 429]
+        assert client.get("/api/v1/health").json["status"] == "degraded"
+        # Bounded by the client's timeouts, not by the worker's (30 s) or forever.
+        assert time.monotonic() - started < 10
+    finally:
+        limiter._storage_dead = False  # noqa: SLF001
+
+
 # -- PostgreSQL -------------------------------------------------------------------------------
+
+
+def test_a_hung_postgres_answers_503_instead_of_hanging_requests(hung_server: int) -> None:
+    app = create_app(base_config(
+        SQLALCHEMY_DATABASE_URI=f"postgresql+psycopg://postgres@127.0.0.1:{hung_server}/test",
+        DB_CONNECT_TIMEOUT_SECONDS=1))
+    client = app.test_client()
+    started = time.monotonic()
+    assert client.get("/readyz").status_code == 503
+    response = client.post("/api/v1/comments", json={"site": "s_x", "uri": "/p", "text": "Hi"})
+    assert response.status_code == 503
+    assert response.json["error"]["code"] == "service_unavailable"
+    assert time.monotonic() - started < 10
 
 
 @pytest.fixture(scope="module")
@@ -170,6 +210,25 @@ def test_a_restart_while_idle_costs_no_request(private_postgres: PrivatePostgres
         db.session.remove()
         db.drop_all()
         db.engine.dispose()
+
+
+def test_reads_and_posts_after_an_idle_spell_succeed(pg_schema: str) -> None:
+    """A pooled connection pinged after sitting idle serves the direct reads and posts."""
+    app = make_app(pg_schema, DB_PING_IDLE_SECONDS=0.05)
+    fakes.install(app)
+    key, client = add_site(app).key, app.test_client()
+    assert post(client, key, text="first").status_code == 201
+    counts = {"site": key, "uris": ["/p"]}
+    for _ in range(2):
+        time.sleep(0.1)
+        assert client.post("/api/v1/counts", json=counts).status_code == 200
+        time.sleep(0.1)
+        thread = client.get("/api/v1/comments", query_string={"site": key, "uri": "/p"})
+        assert thread.status_code == 200
+        time.sleep(0.1)
+        assert post(client, key, text="again").status_code == 201
+    assert client.post("/api/v1/counts", json=counts).json["counts"] == {"/p": 3}
+    clear_tables(app)
 
 
 def test_a_connection_killed_under_the_direct_reads_is_replaced(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -48,6 +49,40 @@ def test_migrations_match_the_tables_on_postgres(pg_schema: str) -> None:
         engine.dispose()
 
 
+def test_hosts_upgrading_at_once_take_turns(pg_schema: str, tmp_path: Path) -> None:
+    """A deploy's `flask db upgrade` waits while another host's upgrade holds the lock."""
+    from moderation.db import MIGRATION_LOCK
+
+    engine = create_engine(pg_schema.split("?")[0])
+    schema = pg_schema.rsplit("%3D", 1)[1] + "_race"
+    with engine.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        url = pg_schema.rsplit("%3D", 1)[0] + "%3D" + schema
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MODERATION_", "FLASK_"))}
+        env.update(DATABASE_URL=url.replace("+psycopg", ""),
+                   MODERATION_INSTANCE_PATH=str(tmp_path / "instance"))
+        with engine.connect() as other_host:
+            other_host.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
+            run = subprocess.Popen([str(Path(sys.executable).parent / "flask"), "--app", "wsgi",
+                                    "db", "upgrade"], cwd=PROJECT_ROOT, env=env, text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            with pytest.raises(subprocess.TimeoutExpired):
+                run.wait(timeout=8)  # it started, and waits for the lock
+            assert not inspect(other_host).get_table_names(schema=schema)
+            other_host.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
+            other_host.commit()
+        output = run.communicate(timeout=120)[0]
+        assert run.returncode == 0, output
+        with engine.connect() as conn:
+            tables = set(inspect(conn).get_table_names(schema=schema))
+        assert set(db.metadata.tables) <= tables
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        engine.dispose()
+
+
 def test_site_add_and_list(tmp_path: Path) -> None:
     app = create_app(base_config(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'c.db'}"))
     with app.app_context():
@@ -64,11 +99,39 @@ def test_site_add_and_list(tmp_path: Path) -> None:
     bad = runner.invoke(args=["site", "add", "--name", "x", "--origin", "blog.example/path"])
     assert bad.exit_code != 0
     assert "not an origin" in bad.output
+    for name in ["", "   ", "x" * 201]:
+        unnamed = runner.invoke(args=["site", "add", "--name", name])
+        assert unnamed.exit_code == 2 and "--name" in unnamed.output
+        assert "give a name of 1 to 200 characters" in unnamed.output
+    assert runner.invoke(args=["site", "list"]).output.count("\n") == listed.output.count("\n")
 
 
-def test_refuses_default_secret_outside_testing() -> None:
+@pytest.mark.parametrize("secret", ["dev", "", "short", 12345678901234567890])
+def test_refuses_a_default_empty_or_short_secret_outside_testing(secret: object) -> None:
     with pytest.raises(RuntimeError, match="SECRET_KEY"):
-        create_app({"SECRET_KEY": "dev", "SQLALCHEMY_DATABASE_URI": "sqlite://"})
+        create_app({"SECRET_KEY": secret, "SQLALCHEMY_DATABASE_URI": "sqlite://"})
+
+
+def test_a_secret_of_digits_from_the_environment_is_a_string(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODERATION_SECRET_KEY", "12345678901234567890")
+    app = create_app({"SQLALCHEMY_DATABASE_URI": "sqlite://"})
+    assert app.config["SECRET_KEY"] == "12345678901234567890"
+
+
+@pytest.mark.parametrize(("name", "value", "said"), [
+    ("MODERATION_LIMIT_POST", "3/minute;30/dya", "LIMIT_POST must be a rate limit"),
+    ("MODERATION_LIMIT_LOGIN", "five per minute", "LIMIT_LOGIN must be a rate limit"),
+    ("MODERATION_EDIT_WINDOW_SECONDS", "15m", "EDIT_WINDOW_SECONDS must be a number"),
+    ("MODERATION_METRICS_ALLOW_NETWORKS", "10.0.0.0/8", "METRICS_ALLOW_NETWORKS must be a JSON"),
+    ("MODERATION_METRICS_ALLOW_NETWORKS", '["10.0.0.0/33"]', "'10.0.0.0/33' is not a network"),
+    ("MODERATION_LOG_REQUESTS", "maybe", "LOG_REQUESTS must be true or false"),
+])
+def test_a_setting_of_the_wrong_kind_stops_the_start_naming_it(
+        monkeypatch: pytest.MonkeyPatch, name: str, value: str, said: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(RuntimeError, match=re.escape(said)):
+        create_app(base_config(SQLALCHEMY_DATABASE_URI="sqlite://"))
 
 
 def _flask(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -89,7 +152,7 @@ def test_commands_that_serve_nothing_need_no_secret_but_run_does(tmp_path: Path)
     assert json.loads(evaluated.stdout)["positives"] == 1
     served = _flask(tmp_path, "run", "--port", "1")
     assert served.returncode != 0
-    assert "Refusing to start with the default SECRET_KEY" in served.stderr
+    assert "Refusing to start without a SECRET_KEY of its own" in served.stderr
 
 
 @pytest.mark.parametrize(

@@ -234,6 +234,19 @@ def test_a_thousand_concurrent_posts_are_stored_exactly_once(cluster: Cluster) -
         assert total == sent_here, (index, total)
 
 
+def test_the_servers_own_messages_hold_no_raw_address(cluster: Cluster) -> None:
+    server = cluster.servers[0]
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 400")
+    wait_for(lambda: "Invalid request" in server.log.read_text(), timeout=10,
+             what="gunicorn to log the malformed request")
+    [line] = [json.loads(entry) for entry in server.log.read_text().splitlines()
+              if "Invalid request" in entry]
+    assert line["message"].startswith("Invalid request from ip=127.0.0.0:")
+    assert "127.0.0.1" not in line["message"]
+
+
 def test_sigterm_lets_an_in_flight_request_finish(cluster: Cluster, tmp_path: Path) -> None:
     env = {**cluster.env, "GUNICORN_ACCESS_LOG": "-", "MODERATION_LOG_REQUESTS": "true"}
     server = start_server(env, tmp_path, "graceful")

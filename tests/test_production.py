@@ -17,7 +17,7 @@ from flask import Flask, session
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from moderation import comments, create_app
+from moderation import comments, create_app, observability
 from moderation.db import Comment, Site, db
 from moderation.observability import JsonFormatter
 from tests import fakes
@@ -112,7 +112,7 @@ def _cookie_app(**config: Any) -> Flask:
 
 
 def test_session_cookie_is_secure_httponly_and_lax_outside_testing() -> None:
-    app = _cookie_app(TESTING=False, SECRET_KEY="a-real-secret")
+    app = _cookie_app(TESTING=False, SECRET_KEY="a-real-secret-that-nobody-knows")
     cookie = app.test_client().get("/set-session", base_url="https://c.example")
     header = cookie.headers["Set-Cookie"]
     assert "Secure" in header and "HttpOnly" in header and "SameSite=Lax" in header
@@ -177,7 +177,7 @@ def test_plain_views_and_hooks_run_as_they_are_and_coroutines_still_go_through_f
 
 
 def test_refuses_to_start_with_the_default_secret_outside_debug() -> None:
-    with pytest.raises(RuntimeError, match="default SECRET_KEY"):
+    with pytest.raises(RuntimeError, match="SECRET_KEY of its own"):
         create_app(base_config(TESTING=False, SECRET_KEY="dev"))
 
 
@@ -272,6 +272,32 @@ def test_metrics_count_routes_decisions_queue_model_and_limit_hits(database_url:
         from tests.conftest import clear_tables
 
         clear_tables(app)
+
+
+def test_made_up_http_methods_share_one_metrics_label() -> None:
+    app = make_app()
+    client = app.test_client()
+    for n in range(20):
+        client.open("/", method=f"M{n}")
+    text = client.get("/metrics").text
+    assert metric(text, "moderation_http_requests_total", method="OTHER") == 20
+    assert 'method="M1"' not in text and 'method="M19"' not in text
+
+
+def test_server_messages_lose_query_strings_and_raw_addresses() -> None:
+    redact = observability.Redact()
+    cases = {
+        "Error handling request /v1alpha1/comments:analyze?key=mk_5abadb7a_secret":
+            "Error handling request /v1alpha1/comments:analyze?[query removed]",
+        "Invalid request from ip=203.0.113.77: Invalid HTTP Header: 'Bad'":
+            "Invalid request from ip=203.0.113.0: Invalid HTTP Header: 'Bad'",
+        "Invalid request from ip=2001:db8:1234:5678::1: bad": (
+            "Invalid request from ip=2001:db8:1234::: bad"),
+        "Listening at: http://127.0.0.1:8000 (42)": "Listening at: http://127.0.0.1:8000 (42)",
+    }
+    for raw, shown in cases.items():
+        record = logging.LogRecord("gunicorn.error", logging.ERROR, "", 0, raw, (), None)
+        assert redact.filter(record) and record.getMessage() == shown
 
 
 def test_metrics_are_not_served_to_the_public_internet() -> None:
