@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import socket
 import time
@@ -13,10 +14,11 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, func, select, text
 
-from moderation import create_app
-from moderation.db import Site, db
+from moderation import auth, create_app
+from moderation.db import Comment, Moderator, Site, db
+from tests import fakes
 
 IN_CI = os.environ.get("CI") == "true"
 PG_BASE = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -138,6 +140,47 @@ def add_site(
         db.session.refresh(site)
         db.session.expunge(site)
     return site
+
+
+PASSWORD = "correct horse battery"
+
+
+def add_moderator(app: Flask, email: str, *sites: Site, admin: bool = False) -> None:
+    """Store a moderator of these sites (or an admin) with the password PASSWORD."""
+    with app.app_context():
+        chosen = [db.session.get(Site, s.id) for s in sites]
+        db.session.add(Moderator(email=email, password_hash=auth.hash_password(PASSWORD),
+                                 is_admin=admin, sites=chosen))
+        db.session.commit()
+
+
+def stored(app: Flask) -> int:
+    """Return how many comments the database holds."""
+    with app.app_context():
+        return db.session.execute(select(func.count(Comment.id))).scalar_one()
+
+
+@pytest.fixture
+def scored(app: Flask) -> Flask:
+    """Return the app with the fake keyword classifier installed."""
+    fakes.install(app)
+    return app
+
+
+@pytest.fixture
+def csrf_app(database_url: str) -> Iterator[Flask]:
+    """Return an app that checks CSRF tokens on the dashboard's forms, as in production."""
+    app = make_app(database_url, WTF_CSRF_ENABLED=True)
+    fakes.install(app)
+    yield app
+    clear_tables(app)
+
+
+def token_from(html: str) -> str:
+    """Return the CSRF token of a dashboard page's form."""
+    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert found, "no CSRF token in the page"
+    return found.group(1)
 
 
 def issue_key(app: Flask, site: Site, scopes: tuple[str, ...] | None = None) -> str:

@@ -13,7 +13,7 @@ from sqlalchemy import func, select, text
 from moderation import comments
 from moderation.db import Comment, ModerationEvent, Site, Thread, db
 from tests import fakes
-from tests.conftest import add_site
+from tests.conftest import add_site, stored
 
 ORIGIN = "https://blog.example"
 
@@ -27,17 +27,6 @@ def thread(client: FlaskClient, site: Site, uri: str = "/posts/hello", **params:
     response = client.get("/api/v1/comments", query_string={"site": site.key, "uri": uri, **params})
     assert response.status_code == 200, response.json
     return response.json
-
-
-def stored(app: Flask) -> int:
-    with app.app_context():
-        return db.session.execute(select(func.count(Comment.id))).scalar_one()
-
-
-@pytest.fixture
-def scored(app: Flask) -> Flask:
-    fakes.install(app)
-    return app
 
 
 # -- held until scored ----------------------------------------------------------------------

@@ -9,12 +9,11 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from flask_migrate import upgrade
-from sqlalchemy import func, select, text
+from sqlalchemy import select, text
 
 from moderation import comments, create_app
 from moderation.db import Comment, Site, Status, Thread, db, utcnow
-from tests import fakes
-from tests.conftest import add_site, base_config
+from tests.conftest import add_site, base_config, stored
 
 
 def post(client: FlaskClient, site: Site, **fields: Any) -> Any:
@@ -24,17 +23,6 @@ def post(client: FlaskClient, site: Site, **fields: Any) -> Any:
 
 def post_raw(client: FlaskClient, body: str) -> Any:
     return client.post("/api/v1/comments", data=body, content_type="application/json")
-
-
-def stored(app: Flask) -> int:
-    with app.app_context():
-        return db.session.execute(select(func.count(Comment.id))).scalar_one()
-
-
-@pytest.fixture
-def scored(app: Flask) -> Flask:
-    fakes.install(app)
-    return app
 
 
 @pytest.mark.parametrize("field", ["text", "author", "website", "uri", "title", "site"])

@@ -15,30 +15,19 @@ from itsdangerous import TimestampSigner
 from sqlalchemy import create_engine, inspect, select, text
 
 from moderation import auth, create_app, limits
-from moderation.db import Comment, ModerationEvent, Moderator, Site, Status, db
+from moderation.db import Comment, ModerationEvent, Site, Status, db
 from tests import fakes
-from tests.conftest import base_config, clear_tables, make_app
+from tests.conftest import (
+    PASSWORD,
+    add_moderator,
+    add_site,
+    base_config,
+    clear_tables,
+    make_app,
+    token_from,
+)
 
-PASSWORD = "correct horse battery"
 QUEUE = "/dashboard/queue/pending"
-
-
-def add_site(app: Flask, name: str = "Alpha") -> Site:
-    with app.app_context():
-        site = Site(name=name, origins=[], settings={})
-        db.session.add(site)
-        db.session.commit()
-        db.session.refresh(site)
-        db.session.expunge(site)
-    return site
-
-
-def add_moderator(app: Flask, email: str, *sites: Site, admin: bool = False) -> None:
-    with app.app_context():
-        chosen = [db.session.get(Site, s.id) for s in sites]
-        db.session.add(Moderator(email=email, password_hash=auth.hash_password(PASSWORD),
-                                 is_admin=admin, sites=chosen))
-        db.session.commit()
 
 
 def login(client: FlaskClient, email: str, password: str = PASSWORD,
@@ -268,20 +257,6 @@ def test_failed_sign_ins_to_one_account_are_limited_across_addresses(
 
 
 # -- CSRF tokens last as long as the session ------------------------------------------------
-
-
-@pytest.fixture
-def csrf_app(database_url: str) -> Iterator[Flask]:
-    app = make_app(database_url, WTF_CSRF_ENABLED=True)
-    fakes.install(app)
-    yield app
-    clear_tables(app)
-
-
-def token_from(html: str) -> str:
-    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
-    assert found, "no CSRF token in the page"
-    return found.group(1)
 
 
 def csrf_login(client: FlaskClient, email: str) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -14,7 +13,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
-from moderation import auth, dashboard, moderation
+from moderation import dashboard, moderation
 from moderation.classifier import CommentText
 from moderation.comments import comment_moderated
 from moderation.db import (
@@ -30,9 +29,7 @@ from moderation.db import (
     utcnow,
 )
 from tests import fakes
-from tests.conftest import clear_tables, make_app
-
-PASSWORD = "correct horse battery"
+from tests.conftest import PASSWORD, add_moderator, clear_tables, make_app, token_from
 
 
 class ExplainingClassifier(fakes.KeywordClassifier):
@@ -55,14 +52,6 @@ def add_site(app: Flask, name: str, **settings: Any) -> Site:
         db.session.refresh(site)
         db.session.expunge(site)
     return site
-
-
-def add_moderator(app: Flask, email: str, *sites: Site, admin: bool = False) -> None:
-    with app.app_context():
-        chosen = [db.session.get(Site, s.id) for s in sites]
-        db.session.add(Moderator(email=email, password_hash=auth.hash_password(PASSWORD),
-                                 is_admin=admin, sites=chosen))
-        db.session.commit()
 
 
 def login(client: FlaskClient, email: str, password: str = PASSWORD) -> Any:
@@ -253,20 +242,6 @@ def test_dashboard_errors_are_readable_pages(client: FlaskClient, world: dict[st
 
 
 # -- CSRF -----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def csrf_app(database_url: str) -> Iterator[Flask]:
-    app = make_app(database_url, WTF_CSRF_ENABLED=True)
-    fakes.install(app)
-    yield app
-    clear_tables(app)
-
-
-def token_from(html: str) -> str:
-    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
-    assert found, "no CSRF token in the page"
-    return found.group(1)
 
 
 def test_forms_without_a_csrf_token_are_refused(csrf_app: Flask) -> None:

@@ -7,11 +7,13 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from flask_migrate import upgrade
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import Engine, create_engine, inspect, text
 
 from moderation import create_app
 from moderation.comments import anonymise_addr, normalise_uri
@@ -30,35 +32,36 @@ def test_migrations_match_the_tables_on_sqlite(tmp_path: Path) -> None:
     assert "alembic_version" in migrated
 
 
-def test_migrations_match_the_tables_on_postgres(pg_schema: str) -> None:
+@contextmanager
+def empty_schema(pg_schema: str, suffix: str) -> Iterator[tuple[Engine, str, str]]:
+    """Create an empty schema beside the test's own; yield (engine, schema name, its URL)."""
     engine = create_engine(pg_schema.split("?")[0])
-    schema = pg_schema.rsplit("%3D", 1)[1] + "_mig"
+    schema = pg_schema.rsplit("%3D", 1)[1] + suffix
     with engine.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     try:
-        url = pg_schema.rsplit("%3D", 1)[0] + "%3D" + schema
-        app = create_app(base_config(SQLALCHEMY_DATABASE_URI=url))
-        with app.app_context():
-            upgrade()
-            migrated = set(inspect(db.engine).get_table_names())
-            db.engine.dispose()
-        assert set(db.metadata.tables) <= migrated
+        yield engine, schema, pg_schema.rsplit("%3D", 1)[0] + "%3D" + schema
     finally:
         with engine.begin() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         engine.dispose()
 
 
+def test_migrations_match_the_tables_on_postgres(pg_schema: str) -> None:
+    with empty_schema(pg_schema, "_mig") as (_, _, url):
+        app = create_app(base_config(SQLALCHEMY_DATABASE_URI=url))
+        with app.app_context():
+            upgrade()
+            migrated = set(inspect(db.engine).get_table_names())
+            db.engine.dispose()
+        assert set(db.metadata.tables) <= migrated
+
+
 def test_hosts_upgrading_at_once_take_turns(pg_schema: str, tmp_path: Path) -> None:
     """A deploy's `flask db upgrade` waits while another host's upgrade holds the lock."""
     from moderation.db import MIGRATION_LOCK
 
-    engine = create_engine(pg_schema.split("?")[0])
-    schema = pg_schema.rsplit("%3D", 1)[1] + "_race"
-    with engine.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        url = pg_schema.rsplit("%3D", 1)[0] + "%3D" + schema
+    with empty_schema(pg_schema, "_race") as (engine, schema, url):
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MODERATION_", "FLASK_"))}
         env.update(DATABASE_URL=url.replace("+psycopg", ""),
                    MODERATION_INSTANCE_PATH=str(tmp_path / "instance"))
@@ -77,10 +80,6 @@ def test_hosts_upgrading_at_once_take_turns(pg_schema: str, tmp_path: Path) -> N
         with engine.connect() as conn:
             tables = set(inspect(conn).get_table_names(schema=schema))
         assert set(db.metadata.tables) <= tables
-    finally:
-        with engine.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        engine.dispose()
 
 
 def test_site_add_and_list(tmp_path: Path) -> None:

@@ -33,12 +33,6 @@ def auth(key: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def scored(app: Flask) -> Flask:
-    fakes.install(app)
-    return app
-
-
-@pytest.fixture
 def key(app: Flask, site: Site) -> str:
     return issue(app, site)
 
