@@ -649,7 +649,7 @@ def submit(
     event = {"actor": actor, "action": "submit", "reason": "; ".join(decision.reasons)}
     # (_thread() opens the session's transaction when it creates the page's thread.)
     audit = {**event, "site_id": site.id, "from_status": None, "to_status": decision.status,
-             "created_at": now}
+             "details": None, "created_at": now}
     if alone and not session_in_transaction():
         comment_id = _store_direct(row, event, audit)
     else:
@@ -662,6 +662,13 @@ def submit(
     comment = _detached(Comment, {"id": comment_id, **row}, thread=thread)
     comment_submitted.send(comment, decision=decision)
     return Submission(comment, decision, token)
+
+
+def edit_details(comment: Comment, **fields: str) -> dict[str, Any]:
+    """Return the audit details of an edit: the old values of the fields it changes, so the
+    trail keeps what was there (an insult edited away after a report stays on record)."""
+    return {"before": {name: getattr(comment, name) for name, value in fields.items()
+                       if getattr(comment, name) != value}}
 
 
 def check_token(comment: Comment, token: str | None) -> bool:
@@ -711,6 +718,7 @@ def edit(
         website=website, addr=comment.client_addr, key=comment.author_key,
     )
     before = comment.status
+    replaced = edit_details(comment, text=text, author=author, website=website)
     comment.text, comment.html, comment.author, comment.website = text, html, author, website
     comment.edited_at = utcnow()
     _apply_scores(comment, scores, decision)
@@ -723,6 +731,7 @@ def edit(
             from_status=before,
             to_status=comment.status,
             reason="; ".join(decision.reasons),
+            details=replaced,
         )
     )
     db.session.commit()

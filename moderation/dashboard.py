@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import unicodedata
 import urllib.parse
@@ -73,11 +74,19 @@ def layout() -> dict[str, Any]:
         "queues": moderation.QUEUES,
         "actions": ACTIONS,
         "ts": _ts,
+        "shown": _shown,
     }
 
 
 def _ts(value: datetime | None) -> str:
     return "" if value is None else value.strftime("%Y-%m-%d %H:%M")
+
+
+def _shown(value: Any) -> str:
+    """Return a value of an audit row's details as a person reads it (escaped by Jinja)."""
+    if value is None:
+        return "(not set)"
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -925,13 +934,15 @@ def settings(site_id: int) -> Any:
         new, origins, errors = parse_settings(request.form, site.settings or {},
                                               default_thresholds())
         if not errors:
-            changed = sorted(k for k in new if new.get(k) != (site.settings or {}).get(k))
-            if origins != (site.origins or []):
-                changed.append("origins")
+            old = {**(site.settings or {}), "origins": site.origins or []}
+            now = {**new, "origins": origins}
+            changed = sorted(k for k in old.keys() | now.keys() if old.get(k) != now.get(k))
             site.settings, site.origins = new, origins
-            db.session.add(ModerationEvent(site_id=site.id, actor=account.actor,
-                                           action="settings",
-                                           reason="changed " + (", ".join(changed) or "nothing")))
+            db.session.add(ModerationEvent(
+                site_id=site.id, actor=account.actor, action="settings",
+                reason="changed " + (", ".join(changed) or "nothing"),
+                details={"before": {k: old.get(k) for k in changed},
+                         "after": {k: now.get(k) for k in changed}}))
             db.session.commit()
             flash("Settings saved.", "ok")
             return redirect(url_for(".settings", site_id=site.id))

@@ -182,6 +182,10 @@ class ModerationEvent(db.Model):
     from_status: Mapped[str | None] = mapped_column(String(16), default=None)
     to_status: Mapped[str | None] = mapped_column(String(16), default=None)
     reason: Mapped[str] = mapped_column(Text, default="")
+    # What an edit replaced: {"before": {field: old value}, "after": {...}} for the changed
+    # fields of a comment or of a site's settings (empty for other actions, None on rows from
+    # before it was kept).
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
 

@@ -430,6 +430,7 @@ def edit(comment: Comment, text: object, actor: str, reason: str = "") -> Modera
         from_status=comment.status,
         to_status=comment.status,
         reason=reason or "edited by a moderator",
+        details=comments.edit_details(comment, text=clean),
     )
     comment.text, comment.html, comment.edited_at = clean, html, utcnow()
     db.session.add(event)

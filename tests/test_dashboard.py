@@ -802,6 +802,32 @@ def test_saved_settings_change_what_happens_to_new_comments(
         assert site.settings["thresholds"] == {"toxicity": {"hold": 0.7, "reject": 0.9}}
 
 
+def test_the_audit_trail_keeps_what_an_edit_or_a_settings_change_replaced(
+    app: Flask, client: FlaskClient, world: dict[str, Any]
+) -> None:
+    created = post(client, world["a"], "You are a total <b>clown</b>, borderline", author="Ann")
+    comment_id, token = created.json["comment"]["id"], created.json["edit_token"]
+    # The author edits the insult away after being reported ...
+    edited = client.patch(f"/api/v1/comments/{comment_id}", json={"text": "I disagree, borderline"},
+                          headers={"X-Edit-Token": token},
+                          environ_base={"REMOTE_ADDR": "198.51.100.7"})
+    assert edited.status_code == 202, edited.json  # still held
+    # ... and a moderator tidies it further.
+    login(client, "admin@example.org")
+    client.post(f"/dashboard/comments/{comment_id}/edit", data={"text": "I disagree."})
+    page = client.get(f"/dashboard/comments/{comment_id}").get_data(as_text=True)
+    assert page.count("What it replaced") == 2
+    assert "You are a total &lt;b&gt;clown&lt;/b&gt;, borderline" in page  # escaped, kept
+    assert "I disagree, borderline" in page
+    client.post(f"/dashboard/sites/{world['a'].id}/settings", data=settings_form(
+        banned_words="scam\n骗子\n"))
+    audit = client.get("/dashboard/audit", query_string={"action": "settings"})
+    text = audit.get_data(as_text=True)
+    assert "What it changed" in text and "banned_words" in text
+    assert ('<dt>banned_words</dt>\n          <dd><span class="was">(not set)</span> → '
+            '<span class="now">[&#34;scam&#34;, &#34;骗子&#34;]</span>') in text
+
+
 def test_admins_list_sites_and_moderators_and_add_sites(
     app: Flask, client: FlaskClient, world: dict[str, Any]
 ) -> None:
