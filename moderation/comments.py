@@ -309,7 +309,9 @@ def _insert_both() -> Any:
     )
     columns = ["site_id", "comment_id", "actor", "action", "from_status", "to_status",
                "reason", "created_at"]
-    return insert(events).from_select(columns, event).returning(events.c.comment_id)
+    # Columns left out (details) stay NULL: no Python-side defaults in the fixed statement.
+    return (insert(events).from_select(columns, event, include_defaults=False)
+            .returning(events.c.comment_id))
 
 
 _INSERT_BOTH = _insert_both()
