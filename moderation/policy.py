@@ -190,6 +190,9 @@ def _word(word: str) -> _Word | None:
 
 def find_words(words: Iterable[str], *fields: str) -> list[str]:
     """Return the listed words found as whole words in any of the fields."""
+    words = tuple(words)
+    if not words:  # most sites list none: skip folding the text
+        return []
     haystack = "\n".join(fold(f) for f in fields if f)
     found: list[str] = []
     for word in words:
