@@ -61,7 +61,7 @@ def base_config(**overrides: Any) -> dict[str, Any]:
     """Return the config every test app starts from."""
     config: dict[str, Any] = {
         "TESTING": True,
-        "SECRET_KEY": "test-secret",
+        "SECRET_KEY": "test-secret-of-the-test-suite",
         "SQLALCHEMY_DATABASE_URI": "sqlite://",
         "RATELIMIT_ENABLED": False,
         "RATELIMIT_STORAGE_URI": "memory://",
