@@ -113,15 +113,16 @@ def _reader(data: dict[str, Any]) -> comments.Client:
 
 
 def reader_key(reader: comments.Client) -> str:
-    """Key the per-reader posting limit by the reader address a site server passes on."""
-    return "reader:" + comments.anonymise_addr(reader.addr)
+    """Key the per-reader posting limit by the reader address a site server passes on, counted
+    as the public API counts a client's own (an IPv4 address, an IPv6 /64), keyed hash."""
+    return "reader:" + limits.keyed(limits.client_network(reader.addr))
 
 
 def limit_reader_post(reader: comments.Client) -> None:
     """Count a comment stored for a reader against the per-reader posting limit; 429 beyond it.
 
     The limit is the key's site's own `post` limit when it sets one, else LIMIT_POST, as for
-    readers posting through the public API; it is counted by the reader's anonymised address,
+    readers posting through the public API; it is counted by the reader's network (reader_key),
     one budget for POST /manage/comments and /analyze with store: true. A request with no reader
     address (/analyze may omit `reader`) posts for no reader and is not counted here.
     """

@@ -196,9 +196,13 @@ def test_reader_limit_is_the_sites_own_post_limit(post_limited: Flask) -> None:
                         json={"uri": "/p", "text": "hello there", "reader": READER},
                         headers=auth(key))
     assert other.status_code == 429
-    # Another reader of the same site has a budget of their own.
+    # Another reader of the same site has a budget of their own, also one next door (as on
+    # the public API, an IPv4 address is one client), but not another address of an IPv6 /64.
     assert post_as_reader(client, key, reader={"addr": "198.51.100.9"}).status_code == 201
-    assert stored_count(post_limited) == 2
+    assert post_as_reader(client, key, reader={"addr": "198.51.100.10"}).status_code == 201
+    assert post_as_reader(client, key, reader={"addr": "2001:db8:1:2::1"}).status_code == 201
+    assert post_as_reader(client, key, reader={"addr": "2001:db8:1:2::2"}).status_code == 429
+    assert stored_count(post_limited) == 4
 
 
 @pytest.mark.usefixtures("steady_window")
