@@ -135,6 +135,10 @@ def test_latin_word_next_to_chinese_is_found(text: str, expected: list[str]) -> 
         (["cunt"], "Scunthorpe"),
         (["cunt"], "我去Scunthorpe"),
         (["free money"], "carefree moneybags"),
+        (["sb"], "set sb_config to 1"),  # identifiers and user names on a tech blog
+        (["ass"], "snake_ass_case"),
+        (["ass"], "assא"),  # scripts written with spaces continue a word
+        (["ass"], "اassا"),
     ],
 )
 def test_latin_word_inside_a_longer_word_is_not_found(words: list[str], text: str) -> None:
