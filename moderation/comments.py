@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from blinker import Namespace
 from sqlalchemy import (
     ARRAY,
+    ColumnElement,
     Executable,
     Result,
     Row,
@@ -810,8 +811,10 @@ def moderate(comment: Comment, action: str, actor: str, reason: str = "") -> Mod
 
 
 def changed_by(comments: Sequence[Comment], action: str) -> list[Comment]:
-    """Return the comments an action would change: those not yet in its status, and those
-    in it with open reader reports (approving a reported comment dismisses the reports).
+    """Return the comments an action would tell something new about: those not yet in its
+    status; those in it with open reader reports (approving dismisses them); and those the
+    model put there that no one has yet given this action (approving a published comment
+    confirms the model, a training label).
 
     Repeating an action (a double click, a stale page) then writes no second audit row,
     training label or webhook.
@@ -820,11 +823,27 @@ def changed_by(comments: Sequence[Comment], action: str) -> list[Comment]:
         raise InvalidField("action", "must be one of " + ", ".join(MODERATION_ACTIONS))
     target = MODERATION_ACTIONS[action]
     same = [c.id for c in comments if c.status == target]
-    reported = set(db.session.execute(
-        select(Report.comment_id).where(Report.comment_id.in_(same),
-                                        Report.resolved_at.is_(None))
-    ).scalars()) if same else set()
-    return [c for c in comments if c.status != target or c.id in reported]
+    done: set[int] = set()
+    if same:
+        done = set(db.session.execute(
+            select(ModerationEvent.comment_id).where(ModerationEvent.comment_id.in_(same),
+                                                     ModerationEvent.action == action)
+        ).scalars()) - set(db.session.execute(
+            select(Report.comment_id).where(Report.comment_id.in_(same),
+                                            Report.resolved_at.is_(None))
+        ).scalars())
+    return [c for c in comments if c.id not in done]
+
+
+def already_done(action: str) -> ColumnElement[bool]:
+    """The SQL form of changed_by's test: the comment is in the action's status, was already
+    given this action, and has no open report."""
+    events, reports = ModerationEvent.__table__, Report.__table__
+    return and_(
+        Comment.status == MODERATION_ACTIONS[action],
+        exists().where(events.c.comment_id == Comment.id, events.c.action == action),
+        ~exists().where(reports.c.comment_id == Comment.id, reports.c.resolved_at.is_(None)),
+    )
 
 
 def moderate_many(

@@ -298,7 +298,7 @@ def _bounds(upto: int | None, action: str | None) -> list[ColumnElement[bool]]:
     ``comments.changed_by``), so a bulk action that stopped early carries on where it was."""
     where = [Comment.id <= upto] if upto is not None else []
     if action is not None:
-        where.append(or_(Comment.status != comments.MODERATION_ACTIONS[action], open_report))
+        where.append(~comments.already_done(action))
     return where
 
 

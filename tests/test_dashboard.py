@@ -537,6 +537,25 @@ def test_a_long_bulk_that_keeps_comments_in_their_queue_carries_on_where_it_stop
     assert sorted(e.comment_id for e in events(app, "reject")) == ids
 
 
+def test_confirming_the_models_decision_is_recorded_once(
+    app: Flask, client: FlaskClient, world: dict[str, Any]
+) -> None:
+    published = post(client, world["a"], "A lovely post, thanks")
+    assert published.status_code == 201
+    comment_id = published.json["comment"]["id"]
+    login(client, "alice@example.org")
+    first = client.post(f"/dashboard/comments/{comment_id}/approve", follow_redirects=True)
+    assert f"Comment #{comment_id}: approve done." in first.get_data(as_text=True)
+    again = client.post(f"/dashboard/comments/{comment_id}/approve", follow_redirects=True)
+    assert "nothing changed" in again.get_data(as_text=True)
+    [event] = events(app, "approve")
+    assert (event.comment_id, event.from_status, event.to_status) == (
+        comment_id, "published", "published")
+    with app.app_context():
+        labels = db.session.execute(select(Label.comment_id, Label.label)).all()
+    assert [tuple(row) for row in labels] == [(comment_id, "ham")]
+
+
 def test_repeating_an_action_writes_no_second_audit_row_label_or_webhook(
     app: Flask, client: FlaskClient, world: dict[str, Any]
 ) -> None:
