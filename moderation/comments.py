@@ -9,6 +9,7 @@ import json
 import math
 import re
 import secrets
+import unicodedata
 import urllib.parse
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -157,37 +158,62 @@ def _path_of(value: str, field: str) -> str:
     if len(path) > 1:
         path = path.rstrip("/") or "/"
     if len(path) > MAX_URI:
-        raise InvalidField(field, f"must be at most {MAX_URI} characters")
+        raise InvalidField(field, f"must be at most {MAX_URI} characters once percent-encoded")
     return path
 
 
 _ESCAPES = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
+_LONE_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 # What browsers percent-encode in a path (the URL standard's path percent-encode set, less
-# the controls normalise() already removed): escaped, so /a b and /a%20b are one page.
-_ESCAPED_IN_PATHS = {ord(c): f"%{ord(c):02X}" for c in ' "<>`{}'}
+# the controls normalise() already removed), and the backslash they read as a slash.
+_RAW_IN_PATHS = {**{ord(c): f"%{ord(c):02X}" for c in ' "<>`{}^|'}, ord("\\"): "/"}
+
+
+def _escaped(char: str) -> str:
+    return "".join(f"%{byte:02X}" for byte in char.encode("utf-8"))
+
+
+def _readable(char: str) -> str:
+    """A non-ASCII character as it reads, or escaped if it would not show as itself (spaces,
+    controls, combining marks: they would merge with, or vanish beside, what is next)."""
+    return _escaped(char) if char.isspace() or unicodedata.category(char)[0] in "CMZ" else char
+
+
+_BYTE_RUNS = re.compile(rb"[\x80-\xff]+|[\x00-\x7f]")
 
 
 def _decode_escapes(match: re.Match[str]) -> str:
-    run = match.group(0)
-    try:
-        text = bytes.fromhex(run.replace("%", "")).decode("utf-8")
-    except UnicodeDecodeError:  # not UTF-8 (a legacy encoding): kept escaped
-        return run.upper()
-    return "".join(c if ord(c) > 127 or c in _UNRESERVED else f"%{ord(c):02X}" for c in text)
+    """Decode a run of escapes: unreserved ASCII and UTF-8 text, each stretch of non-ASCII
+    bytes on its own (one that is not UTF-8, a legacy encoding, stays escaped as a whole)."""
+    out = []
+    for piece in _BYTE_RUNS.finditer(bytes.fromhex(match.group(0).replace("%", ""))):
+        chunk = piece.group(0)
+        if chunk[0] < 0x80:
+            char = chr(chunk[0])
+            out.append(char if char in _UNRESERVED else f"%{chunk[0]:02X}")
+            continue
+        try:
+            out.extend(_readable(char) for char in chunk.decode("utf-8"))
+        except UnicodeDecodeError:
+            out.append("".join(f"%{byte:02X}" for byte in chunk))
+    return "".join(out)
 
 
 def _one_spelling(path: str) -> str:
     """Return the one spelling of a path that any of its percent-encodings has.
 
     A browser's location.pathname escapes /posts/旧区改造 as /posts/%E6%97%A7%E5%8C%BA...,
-    while a blogger may write it as it reads. Escapes of text (non-ASCII and unreserved
-    characters) are decoded, other escapes (%2F, %20, %25, ...) are kept in upper case, and
-    the characters browsers escape are escaped, so every spelling names one thread.
+    while a blogger may write it as it reads. Text is written as it reads (escapes of
+    non-ASCII and unreserved characters decoded); escapes of other ASCII characters (%2F,
+    %3F, %25, ...) and of bytes that are not UTF-8 are kept, in upper case; what browsers
+    escape is escaped (a lone % as %25), so every spelling names one thread, and the
+    spelling of a spelling is itself.
     """
-    if "%" in path:
-        path = sanitising.normalise(_ESCAPES.sub(_decode_escapes, path))
-    return path.translate(_ESCAPED_IN_PATHS)
+    path = _LONE_PERCENT.sub("%25", path).translate(_RAW_IN_PATHS)
+    path = _NON_ASCII.sub(lambda m: _readable(m.group(0)), path)
+    return _ESCAPES.sub(_decode_escapes, path)
 
 
 def author_key(email: str, author: str, addr: str) -> str:

@@ -109,13 +109,20 @@ def test_paths_that_differ_stay_apart(scored: Flask, client: FlaskClient, site: 
     assert comments.normalise_uri("//2024/01/my-post") == "/2024/01/my-post"
     # ... but an escaped slash or percent sign is not a plain one, nor is text that is not UTF-8.
     assert comments.normalise_uri("/a%2fb") == "/a%2Fb" != comments.normalise_uri("/a/b")
-    assert comments.normalise_uri("/100%25") == "/100%25"
-    assert comments.normalise_uri("/100%") == "/100%"
+    assert comments.normalise_uri("/100%25") == comments.normalise_uri("/100%") == "/100%25"
     assert comments.normalise_uri("/gbk/%C9%CF%BA%A3") == "/gbk/%C9%CF%BA%A3"
+    assert comments.normalise_uri("/%41%FF") == comments.normalise_uri("/A%ff") == "/A%FF"
+    # What browsers escape in location.pathname is escaped, a backslash is a slash.
+    assert comments.normalise_uri("/a^b|c") == comments.normalise_uri("/a%5eb%7Cc") == "/a%5Eb%7Cc"
+    assert comments.normalise_uri("/a\\b") == "/a/b"
+    # Text that would not show as itself stays escaped: spaces, controls, combining marks.
+    assert comments.normalise_uri("/a%E3%80%80b") == comments.normalise_uri("/a\u3000b")
+    assert comments.normalise_uri("/a\u3000b") == "/a%E3%80%80b"
     # Normalising a normalised path changes nothing.
-    for raw in ["/a b", "/%E6%97%A7", "/a%252F", "/x%2fy z", "/%e2%80%8bzero"]:
+    for raw in ["/a b", "/%E6%97%A7", "/a%252F", "/x%2fy z", "/%e2%80%8bzero", "/a%C2%A0",
+                "/区%41%%41e", "/<\u0301", "/3%E3%80%80", "/é/%E2%80%A9"]:
         once = comments.normalise_uri(raw)
-        assert comments.normalise_uri(once) == once
+        assert comments.normalise_uri(once) == once, raw
 
 
 def _chain(app: Flask, site: Site, length: int) -> list[int]:
@@ -168,7 +175,8 @@ def test_upgrading_merges_the_threads_of_one_page_spelt_two_ways(tmp_path: Path)
         db.session.execute(text("INSERT INTO site (id, key, name, origins, settings, created_at)"
                                 " VALUES (1, 's_one', 'Blog', '[]', '{}', '2026-01-01')"))
         for thread_id, uri in [(1, "/posts/%E6%97%A7%E5%8C%BA"), (2, "/posts/旧区"),
-                               (3, "/posts/%e6%97%a7%e5%8c%ba"), (4, "/other%7e")]:
+                               (3, "/posts/%e6%97%a7%e5%8c%ba"), (4, "/other%7e"),
+                               (5, "/tag/\u3000"), (6, "/tag/%E3%80%80")]:
             db.session.execute(text("INSERT INTO thread (id, site_id, uri, title, created_at) "
                                     "VALUES (:id, 1, :uri, '', '2026-01-01')"),
                                {"id": thread_id, "uri": uri})
@@ -177,10 +185,11 @@ def test_upgrading_merges_the_threads_of_one_page_spelt_two_ways(tmp_path: Path)
         db.session.commit()
         upgrade()
         threads = db.session.execute(text("SELECT id, uri FROM thread ORDER BY id")).all()
-        assert [tuple(t) for t in threads] == [(1, "/posts/旧区"), (4, "/other~")]
+        assert [tuple(t) for t in threads] == [(1, "/posts/旧区"), (4, "/other~"),
+                                               (5, "/tag/%E3%80%80")]
         per_thread = db.session.execute(text(
             "SELECT thread_id, count(*) FROM comment GROUP BY thread_id ORDER BY thread_id")).all()
-        assert [tuple(row) for row in per_thread] == [(1, 3), (4, 1)]
+        assert [tuple(row) for row in per_thread] == [(1, 3), (4, 1), (5, 2)]
         db.engine.dispose()
 
 

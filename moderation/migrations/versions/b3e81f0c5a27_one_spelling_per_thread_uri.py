@@ -10,6 +10,9 @@ threads of one page. Every URI now has one spelling (comments.normalise_uri); th
 the stored ones, and where two threads of a site turn out to be one page, moves the comments
 of the later ones to the first and drops the empty threads. Nothing is deleted but threads
 left empty. The downgrade keeps the new spellings (the old ones are not known any more).
+A page whose path began with // was stored under the rest of its path (//2024/01/post as
+/01/post, the first segment read as a host name); the original cannot be told from what was
+stored, so such threads keep that spelling.
 """
 from collections import defaultdict
 
@@ -37,6 +40,7 @@ def upgrade():
         except InvalidField:  # not a URI any more: left as it is
             spelling = uri
         pages[site_id, spelling].append((thread_id, uri))
+    renamed = []
     for (_, spelling), found in pages.items():
         (first, first_uri), later = found[0], found[1:]
         for thread_id, _ in later:
@@ -44,8 +48,15 @@ def upgrade():
                                .values(thread_id=first))
             connection.execute(sa.delete(threads).where(threads.c.id == thread_id))
         if first_uri != spelling:
-            connection.execute(sa.update(threads).where(threads.c.id == first)
-                               .values(uri=spelling))
+            renamed.append((first, spelling))
+    # In two steps, through names no page has (stored URIs begin with /), so no rename meets
+    # a spelling another thread still holds until its own turn.
+    for thread_id, _ in renamed:
+        connection.execute(sa.update(threads).where(threads.c.id == thread_id)
+                           .values(uri=f" renaming {thread_id}"))
+    for thread_id, spelling in renamed:
+        connection.execute(sa.update(threads).where(threads.c.id == thread_id)
+                           .values(uri=spelling))
 
 
 def downgrade():
