@@ -36,7 +36,9 @@ def upgrade():
     for thread_id, site_id, uri in connection.execute(
             sa.select(threads.c.id, threads.c.site_id, threads.c.uri).order_by(threads.c.id)):
         try:
-            spelling = normalise_uri(uri)
+            # A stored URI is a path already stripped of surrounding whitespace: the slash
+            # keeps what is left of it at its end (decoded later, /tag/\u3000 is /tag/%E3%80%80).
+            spelling = normalise_uri(uri + "/")
         except InvalidField:  # not a URI any more: left as it is
             spelling = uri
         pages[site_id, spelling].append((thread_id, uri))
