@@ -8,6 +8,7 @@ import json
 import os
 import secrets
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,9 @@ def load_config(app: Flask, test_config: Mapping[str, Any] | None) -> None:
         app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{path}"
     check_settings(app)
     secret = app.config["SECRET_KEY"]
-    weak = (not isinstance(secret, str) or len(secret) < MIN_SECRET_LENGTH
-            or secret == defaults.SECRET_KEY)
+    if not isinstance(secret, str):
+        raise RuntimeError(f"SECRET_KEY must be text (a str), not {type(secret).__name__}")
+    weak = len(secret) < MIN_SECRET_LENGTH or secret == defaults.SECRET_KEY
     if weak and not (app.debug or app.testing):
         if serves_requests():
             raise RuntimeError(
@@ -53,6 +55,8 @@ def load_config(app: Flask, test_config: Mapping[str, Any] | None) -> None:
 
 
 MIN_SECRET_LENGTH = 16
+# Numeric settings Flask itself lets be None (no limit).
+ALLOWS_NONE = frozenset({"MAX_CONTENT_LENGTH"})
 
 
 def check_settings(app: Flask) -> None:
@@ -64,13 +68,16 @@ def check_settings(app: Flask) -> None:
     for name in filter(str.isupper, dir(defaults)):
         default, value = getattr(defaults, name), app.config.get(name)
         if isinstance(default, bool):
-            kind, ok = "true or false", isinstance(value, bool)
+            kind, ok = "true or false", value in (True, False)  # 1 and 0 too
         elif isinstance(default, int | float):
             kind = "a number, 0 or more"
-            ok = isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
-        elif isinstance(default, list | dict):
-            kind = "a JSON " + ("list" if isinstance(default, list) else "object")
-            ok = isinstance(value, type(default))
+            ok = (isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+                  or value is None and name in ALLOWS_NONE
+                  or isinstance(value, timedelta) and name == "PERMANENT_SESSION_LIFETIME")
+        elif isinstance(default, list):
+            kind, ok = "a JSON list", isinstance(value, list | tuple)
+        elif isinstance(default, dict):
+            kind, ok = "a JSON object", isinstance(value, dict)
         elif name.startswith("LIMIT_"):
             kind = 'a rate limit such as "3/minute;30/day"'
             try:

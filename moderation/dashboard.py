@@ -82,6 +82,12 @@ def _ts(value: datetime | None) -> str:
     return "" if value is None else value.strftime("%Y-%m-%d %H:%M")
 
 
+def _text_arg(args: Mapping[str, str], name: str, most: int) -> str:
+    """Return a free-text filter from the query string, cleaned as stored text is (no NUL or
+    other control characters, which PostgreSQL refuses in text), at most ``most`` long."""
+    return sanitising.normalise(args.get(name) or "").strip()[:most]
+
+
 def _shown(value: Any) -> str:
     """Return a value of an audit row's details as a person reads it (escaped by Jinja)."""
     if value is None:
@@ -211,13 +217,13 @@ def queue_filter(
         queue=queue,
         allowed_sites=account.allowed_sites,
         site_id=site_id,
-        thread=(args.get("thread") or "").strip()[:300],
-        reason=(args.get("reason") or "").strip()[:100],
+        thread=_text_arg(args, "thread", 300),
+        reason=_text_arg(args, "reason", 100),
         score_min=_score(args, "min", errors),
         score_max=_score(args, "max", errors),
         since=_day(args, "since", errors),
         until=_day(args, "until", errors, end=True),
-        q=(args.get("q") or "").strip()[:200],
+        q=_text_arg(args, "q", 200),
         search_in=search_in,
         sort=sort,
     )
@@ -364,13 +370,15 @@ def _embed_snippet(site: Site) -> str:
 
 
 @bp.route("/login", methods=["GET", "POST"])
-# Attempts per client network (IPv6 /64, IPv4 address), whatever account they try...
+# Failed attempts per client network (IPv6 /64, IPv4 address), whatever account they try (a
+# team signing in from one office network is not counted)...
 @limits.limiter.limit(
     lambda: current_app.config["LIMIT_LOGIN"],
     key_func=limits.client_key,
     methods=["POST"],
     scope="login",
     override_defaults=False,
+    deduct_when=auth.failed_sign_in,
 )
 # ...and failed attempts per account, from every address together.
 @limits.limiter.limit(
@@ -727,7 +735,7 @@ def audit() -> Any:
     flt = moderation.AuditFilter(
         allowed_sites=account.allowed_sites,
         site_id=site_id,
-        actor=(args.get("actor") or "").strip()[:300],
+        actor=_text_arg(args, "actor", 300),
         action=action,
         comment_id=_id_arg(args, "comment", errors),
         since=_day(args, "since", errors),

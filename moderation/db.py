@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 import re
 import secrets
 import time
@@ -534,7 +535,9 @@ def init_app(app: Flask) -> None:
     """Bind the database and Alembic migrations to the app."""
     if str(app.config["SQLALCHEMY_DATABASE_URI"]).startswith("postgresql"):
         options = dict(app.config["SQLALCHEMY_ENGINE_OPTIONS"])
-        connect_args = {"connect_timeout": int(app.config["DB_CONNECT_TIMEOUT_SECONDS"]),
+        # Whole seconds, at least one: libpq reads 0 as "wait forever".
+        seconds = max(1, math.ceil(app.config["DB_CONNECT_TIMEOUT_SECONDS"]))
+        connect_args = {"connect_timeout": seconds,
                         **options.get("connect_args", {})}
         app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {**options, "connect_args": connect_args}
     db.init_app(app)

@@ -10,7 +10,7 @@ import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -227,7 +227,7 @@ def _cursor_time(value: Any) -> datetime:
     created = datetime.fromisoformat(value)
     if created.tzinfo is None:
         raise ValueError("the time has no UTC offset")
-    return created
+    return created.astimezone(UTC)  # OverflowError near year 1 or 9999: refused too
 
 
 def _cursor_id(value: Any) -> int:

@@ -48,7 +48,7 @@ _RECORD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctim
 # -- logging --------------------------------------------------------------------------------
 
 
-_QUERY_STRING = re.compile(r"(/[^\s?\"']*)\?[^\s\"']*")
+_QUERY_STRING = re.compile(r"(/[^\s?]*)\?\S*")
 # Gunicorn names a client as "ip=<address>" (followed by ": reason" or the end).
 _CLIENT_ADDRESS = re.compile(r"(?<=\bip=)[0-9A-Fa-f:.]+?(?=:?\s|:?$)")
 

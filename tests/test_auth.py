@@ -220,6 +220,16 @@ def test_rotating_addresses_inside_an_ipv6_64_shares_one_sign_in_limit(
     assert login(client, "admin@example.org", addr="2001:db8:0:1::1").status_code == 302
 
 
+@pytest.mark.usefixtures("steady_window")
+def test_a_team_on_one_network_can_all_sign_in(limited_app: Flask) -> None:
+    team = [f"mod{n}@example.org" for n in range(8)]
+    for email in team:
+        add_moderator(limited_app, email, admin=True)
+    statuses = [login(limited_app.test_client(), email, addr=f"2001:db8:5:6::{n + 1:x}")
+                .status_code for n, email in enumerate(team)]
+    assert statuses == [302] * 8
+
+
 @pytest.mark.parametrize(("one", "other", "same"), [
     ("2001:db8:1:2::1", "2001:db8:1:2:ffff:ffff:ffff:ffff", True),
     ("2001:db8:1:2::1", "2001:db8:1:3::1", False),

@@ -1080,6 +1080,8 @@ def test_until_the_last_day_there_is_lists_everything(
     ("priority", [float("nan"), "2026-01-01T00:00:00+00:00", 5]),
     ("priority", [0.5, "2026-01-01T00:00:00+00:00", float("inf")]),
     ("priority", [0.5, "2026-01-01T00:00:00", 5]),
+    ("newest", ["0001-01-01T00:00:00+01:00", 5]),  # before year 1 in UTC
+    ("priority", [0.5, "9999-12-31T23:59:59-01:00", 5]),  # after year 9999 in UTC
 ])
 def test_tampered_page_cursors_show_the_first_page(
     client: FlaskClient, world: dict[str, Any], sort: str, values: list[Any]
@@ -1097,6 +1099,19 @@ def test_tampered_page_cursors_show_the_first_page(
     deep = "[" * 5000
     nested = base64.urlsafe_b64encode(deep.encode()).decode().rstrip("=")
     assert client.get(f"/dashboard/queue/pending?after={nested}").status_code == 200
+
+
+def test_control_characters_in_search_fields_are_dropped(
+    client: FlaskClient, world: dict[str, Any]
+) -> None:
+    comment_id = held(client, world["a"], "a borderline remark about ab")
+    login(client, "admin@example.org")
+    for field in ("q", "reason", "thread"):
+        found = client.get("/dashboard/queue/pending", query_string={field: "a\x00b"})
+        assert found.status_code == 200, field
+    hit = client.get("/dashboard/queue/pending", query_string={"q": "about a\x00b"})
+    assert f'data-id="{comment_id}"'.encode() in hit.data
+    assert client.get("/dashboard/audit", query_string={"actor": "x\x00y"}).status_code == 200
 
 
 def test_audit_pager_links_keep_only_the_filter(

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -116,6 +117,14 @@ def test_a_secret_of_digits_from_the_environment_is_a_string(
     monkeypatch.setenv("MODERATION_SECRET_KEY", "12345678901234567890")
     app = create_app({"SQLALCHEMY_DATABASE_URI": "sqlite://"})
     assert app.config["SECRET_KEY"] == "12345678901234567890"
+
+
+def test_settings_of_every_kind_flask_accepts_still_start() -> None:
+    app = create_app(base_config(
+        PERMANENT_SESSION_LIFETIME=timedelta(days=7), MAX_CONTENT_LENGTH=None,
+        METRICS_ALLOW_NETWORKS=("127.0.0.0/8",), DEMO=1, RATELIMIT_ENABLED=0,
+        DB_PING_IDLE_SECONDS=0.5, WTF_CSRF_TIME_LIMIT=3600, SESSION_COOKIE_SECURE=None))
+    assert app.config["PERMANENT_SESSION_LIFETIME"] == timedelta(days=7)
 
 
 @pytest.mark.parametrize(("name", "value", "said"), [

@@ -293,6 +293,9 @@ def test_server_messages_lose_query_strings_and_raw_addresses() -> None:
             "Invalid request from ip=203.0.113.0: Invalid HTTP Header: 'Bad'",
         "Invalid request from ip=2001:db8:1234:5678::1: bad": (
             "Invalid request from ip=2001:db8:1234::: bad"),
+        "Error handling request /a?key='mk_secret' x": (
+            "Error handling request /a?[query removed] x"),
+        "Error handling request /a'?key=mk_secret": "Error handling request /a'?[query removed]",
         "Listening at: http://127.0.0.1:8000 (42)": "Listening at: http://127.0.0.1:8000 (42)",
     }
     for raw, shown in cases.items():
