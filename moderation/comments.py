@@ -986,19 +986,17 @@ def _tree(roots: Sequence[Any], replies: Sequence[Any]) -> list[dict[str, Any]]:
     for row in replies:  # siblings in the order of the query
         if row.id in home:
             nodes[home[row.id]]["replies"].append(nodes[row.id])
-    # Children before parents: a placeholder stays only if something below it does.
-    dropped: set[int] = set()
-    for comment_id in sorted(home, reverse=True):
-        node = nodes[comment_id]
-        node["replies"] = [child for child in node["replies"] if child["id"] not in dropped]
-        if node.get("deleted") and not node["replies"]:
-            dropped.add(comment_id)
-    kept = []
-    for row in roots:
-        node = nodes[row.id]
-        node["replies"] = [child for child in node["replies"] if child["id"] not in dropped]
-        if not node.get("deleted") or node["replies"]:
-            kept.append(node)
+    # Children before parents (by real parent, wherever a reply is listed): a placeholder
+    # stays only while a published comment is below it.
+    alive: set[int] = set()
+    below: set[int] = set()
+    for row in sorted((*roots, *replies), key=lambda r: r.id, reverse=True):
+        if not nodes[row.id].get("deleted") or row.id in below:
+            alive.add(row.id)
+            below.add(row.parent_id)
+    for node in nodes.values():
+        node["replies"] = [child for child in node["replies"] if child["id"] in alive]
+    kept = [nodes[row.id] for row in roots if row.id in alive]
     return kept
 
 

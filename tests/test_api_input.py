@@ -206,3 +206,21 @@ def test_a_banned_word_is_found_in_the_text_as_readers_see_it(
         [reasons] = db.session.execute(select(Comment.reasons)).scalars().all()
     assert "banned words: casino" in reasons
     assert post(client, site, text="A casual remark about cards").status_code == 201
+
+
+def test_a_removed_comment_at_the_depth_cap_stays_while_replies_below_it_do(
+    app: Flask, client: FlaskClient, site: Site
+) -> None:
+    ids = _chain(app, site, comments.MAX_DEPTH + 3)
+    removed = ids[comments.MAX_DEPTH - 1]  # the last one nested in place
+    with app.app_context():
+        db.session.get(Comment, removed).status = Status.DELETED
+        db.session.commit()
+    page = client.get("/api/v1/comments", query_string={"site": site.key,
+                                                         "uri": "/posts/hello"}).json
+    level = page["comments"]
+    for _ in range(comments.MAX_DEPTH - 1):
+        level = level[0]["replies"]
+    assert [(n["id"], n.get("deleted", False)) for n in level] == [
+        (removed, True), *[(i, False) for i in ids[comments.MAX_DEPTH:]]]
+    assert level[1]["parent"] == removed
