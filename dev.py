@@ -73,8 +73,9 @@ def ensure_secret() -> None:
 def ensure_demo_admin(env: dict[str, str]) -> tuple[str, str]:
     """Make sure the demo admin account exists with the password printed; return both.
 
-    The password is chosen once and kept in instance/; the account is (re)stored on every
-    start, so it also works after the database was deleted.
+    The password is chosen once and kept in instance/; the account is created whenever it is
+    missing (so it also works after the database was deleted) and otherwise left alone, so a
+    restart signs no one out.
     """
     path = INSTANCE / "demo-admin.txt"
     if path.exists():
@@ -83,7 +84,7 @@ def ensure_demo_admin(env: dict[str, str]) -> tuple[str, str]:
         email, password = "admin@localhost", secrets.token_urlsafe(9)
     subprocess.run(
         [str(BIN / "flask"), "--app", "wsgi", "moderator", "add", "--email", email, "--admin",
-         "--password-stdin"],
+         "--password-stdin", "--if-missing"],
         cwd=ROOT, env=env, check=True, input=password + "\n", text=True,
         stdout=subprocess.DEVNULL,
     )

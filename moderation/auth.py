@@ -228,8 +228,10 @@ def _read_password(from_stdin: bool) -> str:
 @click.option("--admin", is_flag=True, help="May see every site and change settings.")
 @click.option("--site", "site_keys", multiple=True, help="Key of a site to moderate (repeatable).")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@click.option("--if-missing", is_flag=True,
+              help="Leave an existing account as it is (its password and open sessions).")
 def moderator_add(
-    email: str, admin: bool, site_keys: tuple[str, ...], password_stdin: bool
+    email: str, admin: bool, site_keys: tuple[str, ...], password_stdin: bool, if_missing: bool
 ) -> None:
     """Add a moderator account (or reset its password, admin flag and sites)."""
     email = email.strip().lower()
@@ -249,6 +251,9 @@ def moderator_add(
     moderator = db.session.execute(
         select(Moderator).where(Moderator.email == email)
     ).scalar_one_or_none()
+    if moderator is not None and if_missing:
+        click.echo(f"{email} already has an account: left as it is")
+        return
     verb = "Updated" if moderator else "Added"
     if moderator is None:
         moderator = Moderator(email=email, password_hash="")

@@ -182,6 +182,21 @@ def test_a_disabled_account_cannot_sign_in_and_its_sessions_end_at_once(
     assert fresh.get(QUEUE).status_code == 200
 
 
+def test_add_if_missing_creates_an_account_once_and_signs_no_one_out(app: Flask) -> None:
+    def add(password: str) -> Any:
+        return app.test_cli_runner().invoke(args=[
+            "moderator", "add", "--email", "demo@example.org", "--admin", "--password-stdin",
+            "--if-missing"], input=password + "\n")
+
+    assert "Added admin demo@example.org" in add(PASSWORD).output
+    signed_in = app.test_client()
+    assert login(signed_in, "demo@example.org").status_code == 302
+    again = add("another password entirely")
+    assert again.exit_code == 0 and "left as it is" in again.output
+    assert signed_in.get(QUEUE).status_code == 200  # still signed in, same password
+    assert login(app.test_client(), "demo@example.org").status_code == 302
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["disable", "nobody@example.org"], "no moderator with email 'nobody@example.org'"),
     (["enable", "nobody@example.org"], "no moderator with email 'nobody@example.org'"),
