@@ -630,3 +630,90 @@ def test_preview_matches_what_the_server_publishes(
             differ.append((text, shown, published))
     assert differ == []
     assert_clean(server)
+
+
+def test_preview_keeps_many_unbalanced_closing_parens_out_of_the_link(
+    live: Callable[..., Live], browser: Any
+) -> None:
+    server = live()
+    page = server.open(browser, EN_POST)
+    textarea = page.locator(".cm-widget > .cm-form textarea")
+    preview = page.locator(".cm-widget > .cm-form .cm-preview-body")
+    serialise = "h => { const t = document.createElement('template'); t.innerHTML = h; " \
+        "return t.innerHTML; }"
+    for text in ["https://a.b/" + ")" * 9988, "https://a.b/(x" + ")" * 500 + ".",
+                 "See https://a.b/((c)d)" + ")" * 300 + "!?)", "https://a.b/" + "(" * 3 + ")" * 3]:
+        textarea.fill(text)
+        url = re.match(r"https?://\S*", text[text.index("http"):]).group()  # type: ignore[union-attr]
+        opens = url.count("(")
+        # What the server does: drop trailing punctuation and each ")" beyond the "(" count.
+        while url and (url[-1] in ".!?" or (url[-1] == ")" and url.count(")") > opens)):
+            url = url[:-1]
+        expect(preview.locator("a")).to_have_count(1)
+        assert preview.locator("a").get_attribute("href") == url
+        assert preview.inner_text() == text
+        published = page.evaluate(serialise, re.sub(r">\n", ">", render(normalise(text))))
+        assert preview.inner_html() == published
+    assert_clean(server)
+
+
+def test_replies_below_the_depth_caps_name_their_real_parent(
+    live: Callable[..., Live], browser: Any
+) -> None:
+    from datetime import timedelta
+
+    from moderation.db import Status, Thread, utcnow
+
+    server = live()
+    # A chain of 40 replies goes past the server's depth cap (32) as well as the widget's (3).
+    # Written straight to the database: posting 40 comments would meet the rate limits.
+    removed = {5, 35}  # placeholders: each still has a published reply
+    with server.app.app_context():
+        thread = db.session.execute(select(Thread).where(Thread.uri == EN_POST)).scalar_one()
+        start = utcnow() - timedelta(hours=1)
+        parent: Comment | None = None
+        ids: list[int] = []
+        for n in range(1, 41):
+            text = f"Chain message number {n} here"
+            row = Comment(site_id=thread.site_id, thread_id=thread.id, author=f"Person{n}",
+                          text=text, html=f"<p>{text}</p>",
+                          status=Status.DELETED if n in removed else Status.PUBLISHED,
+                          parent_id=parent.id if parent else None,
+                          root_id=(parent.root_id or parent.id) if parent else None,
+                          created_at=start + timedelta(seconds=n))
+            db.session.add(row)
+            db.session.flush()
+            parent = row
+            ids.append(row.id)
+        db.session.commit()
+    assert comments.MAX_DEPTH < 35
+
+    page = server.open(browser, EN_POST + "?max_depth=3")
+    expect(item(page, "Chain message number 40 here")).to_have_count(1)
+    shown = dict(page.locator(".cm-item").evaluate_all("""items => items.map(li => {
+        const to = li.querySelector(':scope > .cm-comment .cm-replyto');
+        const a = to && to.querySelector('a');
+        return [li.id, [li.querySelector(':scope > .cm-comment .cm-body').textContent.trim(),
+                        to && to.textContent, a && a.getAttribute('href')]];
+    })"""))
+    for n in range(1, 41):
+        key = f"cm-{ids[n - 1]}"
+        if n in removed:
+            # 5 stays as a placeholder; 35, below the server's cap, may be pruned from the JSON.
+            assert shown.get(key, [None])[0] in (
+                ["This comment was removed."] + ([None] if n > comments.MAX_DEPTH else [])), n
+            continue
+        body, replyto, href = shown[key]
+        assert body == f"Chain message number {n} here", n
+        if n <= 3:  # nested under their parent: no pointer
+            assert (replyto, href) == (None, None), n
+        elif n - 1 in removed:  # it links to the placeholder, when there is one
+            parent_key = f"cm-{ids[n - 2]}"
+            assert (replyto, href) == ("in reply to a removed comment",
+                                       "#" + parent_key if parent_key in shown else None), n
+        else:
+            assert (replyto, href) == (f"in reply to Person{n - 1}", f"#cm-{ids[n - 2]}"), n
+    # Past level 3 every reply is listed flat beside its level-3 ancestor.
+    expect(page.locator(".cm-replies .cm-replies .cm-replies")).to_have_count(0)
+    assert unique_ids(page)
+    assert_clean(server)

@@ -47,7 +47,7 @@
       textShort: "Please write a comment (at least 2 characters).",
       loadMore: "Load more comments", loading: "Loading comments…",
       loadFailed: "Comments could not be loaded.", retry: "Retry",
-      inReplyTo: "in reply to", edited: "edited", justNow: "just now",
+      inReplyTo: "in reply to", removedOne: "a removed comment", edited: "edited", justNow: "just now",
       honeypot: "Leave this field empty", sep: ": "
     },
     "zh-CN": {
@@ -80,7 +80,7 @@
       textShort: "请填写评论内容（至少 2 个字）。",
       loadMore: "加载更多评论", loading: "正在加载评论…",
       loadFailed: "评论加载失败。", retry: "重试",
-      inReplyTo: "回复", edited: "已编辑", justNow: "刚刚",
+      inReplyTo: "回复", removedOne: "已删除的评论", edited: "已编辑", justNow: "刚刚",
       honeypot: "请勿填写此项", sep: "："
     }
   };
@@ -254,13 +254,16 @@
       // No word boundary (详见https://…): not a link here, but a later http in it may be.
       if (WORD.test(before(s, at))) return m[0] + linkify(m.slice(1));
       var url = m.replace(/&amp;/g, "&").replace(/&#39;/g, "'");
-      var tail = "";
-      for (;;) { // unbalanced ")" and trailing punctuation stay outside the link
-        var c = url.slice(-1);
-        if (!c || !(c === ")" && url.split(")").length > url.split("(").length) && TRAILING.indexOf(c) < 0) break;
-        tail = c + tail;
-        url = url.slice(0, -1);
+      // Unbalanced ")" and trailing punctuation stay outside the link. Parentheses are counted
+      // once and the count kept as ")" are trimmed: linear, however many there are.
+      var end = url.length, opens = url.split("(").length, closes = url.split(")").length;
+      for (; end; end--) {
+        var c = url.charAt(end - 1);
+        if (c === ")" && closes > opens) closes--;
+        else if (TRAILING.indexOf(c) < 0) break;
       }
+      var tail = url.slice(end);
+      url = url.slice(0, end);
       return '<a href="' + esc(url) + '"' + LINK_ATTRS + ">" + esc(url) + "</a>" + esc(tail);
     });
   }
@@ -509,7 +512,14 @@
       target = li.querySelector(":scope > .cm-replies");
       if (!target) li.append(target = h("ol", { class: "cm-replies" }));
     }
-    kids.forEach(function (kid) { place(kid, level + 1, target, node); });
+    // Below the server's depth cap a reply is listed in an ancestor's replies, beside its real
+    // parent: point at that. A parent not sent at all was removed (and its placeholder pruned).
+    var known = {};
+    known[node.id] = node;
+    kids.forEach(function (kid) { known[kid.id] = kid; });
+    kids.forEach(function (kid) {
+      place(kid, level + 1, target, kid.parent ? known[kid.parent] || { deleted: true } : node);
+    });
   }
 
   function hue(name) {
@@ -534,8 +544,9 @@
         safeSite
           ? h("a", { class: "cm-author", href: c.website, rel: "nofollow ugc noopener noreferrer" }, name)
           : h("span", { class: "cm-author" }, name),
-        parent && !parent.deleted ? h("span", { class: "cm-replyto" }, T.inReplyTo + " ",
-          h("a", { href: "#cm-" + parent.id }, parent.author || T.anonymous)) : null,
+        parent ? h("span", { class: "cm-replyto" }, T.inReplyTo + " ", parent.id
+          ? h("a", { href: "#cm-" + parent.id }, parent.deleted ? T.removedOne : parent.author || T.anonymous)
+          : T.removedOne) : null,
         h("a", { class: "cm-permalink", href: "#cm-" + c.id }, timeEl(c.created)),
         c.edited ? h("span", { class: "cm-edited" }, T.edited) : null),
       body(c.html),
