@@ -18,6 +18,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -68,6 +69,10 @@ def new_secret() -> str:
 
 # Seconds check_url waits for a new webhook's host name to resolve.
 RESOLVE_SECONDS = 5.0
+# Seconds a connection to one of a host's addresses may take at least, when the attempt has them.
+CONNECT_MIN_SECONDS = 1.0
+# The longest wait between two attempts of a delivery, however many attempts are allowed.
+MAX_BACKOFF_SECONDS = 86400.0
 # What a request line cannot carry as such: spaces, control and non-ASCII characters.
 _UNSENDABLE = re.compile(r"[^\x21-\x7e]")
 
@@ -117,8 +122,26 @@ def _resolve(host: str, port: int, deadline: _Deadline) -> list[Address]:
     return [(family, sockaddr) for family, _, _, _, sockaddr in found[0]]
 
 
+# IPv6 ranges that carry an IPv4 address but that ip.is_global may call global: the IPv4-compatible
+# ::/96 and Teredo 2001::/32 are always refused, NAT64 64:ff9b::/96 and 6to4 2002::/16 only
+# unless the IPv4 address inside is public, the local-use NAT64 64:ff9b:1::/48 always.
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+_TEREDO = ipaddress.IPv6Network("2001::/32")
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")
+
+
 def _is_public(address: Address) -> bool:
+    """Return whether a resolved address is public, and so is any IPv4 address it carries."""
     ip = ipaddress.ip_address(str(address[1][0]).split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip in _IPV4_COMPATIBLE or ip in _TEREDO or ip in _NAT64_LOCAL:
+            return False
+        if ip in _NAT64:
+            return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF).is_global
+        embedded = ip.ipv4_mapped or ip.sixtofour
+        if embedded is not None and not embedded.is_global:
+            return False
     return ip.is_global
 
 
@@ -138,11 +161,13 @@ def check_url(url: object, allow_private: bool) -> str:
     if _UNSENDABLE.search(url):
         raise InvalidField("url", "must not contain spaces, control or non-ASCII characters "
                                   "(percent-encode them; use the punycode form of the host)")
-    parts = urllib.parse.urlsplit(url)
     try:
-        parts.port  # noqa: B018 - raises on a port that is not a number from 0 to 65535
+        parts = urllib.parse.urlsplit(url)  # raises on a malformed [IPv6] host
+        port = parts.port  # raises on a port that is not a number from 0 to 65535
     except ValueError:
-        raise InvalidField("url", "has an invalid port") from None
+        raise InvalidField("url", "is not a valid URL (check the host and the port)") from None
+    if port == 0:
+        raise InvalidField("url", "has an invalid port: 0")
     if parts.scheme not in ("http", "https") or not parts.hostname or len(url) > 1000:
         raise InvalidField("url", "must be an http(s) URL with a host, at most 1000 characters")
     if not allow_private and not _public_host(parts.hostname):
@@ -337,11 +362,20 @@ class _PinnedConnection(http.client.HTTPConnection):
                                    functools.partial(_DeadlineResponse, deadline=deadline))
 
     def connect(self) -> None:
+        """Connect to the first address that answers, in order, before the deadline.
+
+        Each address may use only its share of the time left (the time left divided by the
+        addresses still to try, at least CONNECT_MIN_SECONDS), so an address that silently drops
+        the connection (say, an AAAA record where IPv6 is broken) leaves time for the next one.
+        Once connected, the TLS handshake may use all the time that is left.
+        """
         error: OSError = OSError(f"{self.host} has no address")
-        for family, sockaddr in self._addresses:
+        for index, (family, sockaddr) in enumerate(self._addresses):
             sock = socket.socket(family, socket.SOCK_STREAM)
             try:
-                sock.settimeout(self._deadline.left())
+                left = self._deadline.left()
+                share = left / (len(self._addresses) - index)
+                sock.settimeout(min(left, max(share, CONNECT_MIN_SECONDS)))
                 sock.connect(sockaddr)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 if self._tls:
@@ -387,7 +421,10 @@ def post(url: str, body: bytes, headers: dict[str, str], timeout: float,
         if parts.scheme not in ("http", "https") or not parts.hostname:
             return None, "URL is not an http(s) URL with a host"
         tls = parts.scheme == "https"
-        host, port = parts.hostname, parts.port or (443 if tls else 80)
+        if parts.port == 0:  # stored before check_url refused it; never the default port
+            return None, "URL has an invalid port: 0"
+        host = parts.hostname
+        port = parts.port if parts.port is not None else (443 if tls else 80)
         addresses = _resolve(host, port, deadline)
         if not allow_private and not all(_is_public(a) for a in addresses):
             return None, "target does not resolve to a public address"
@@ -406,37 +443,59 @@ def post(url: str, body: bytes, headers: dict[str, str], timeout: float,
     return status, f"HTTP {status} {reason}".strip()[:300]
 
 
-def attempt(delivery: WebhookDelivery, config: dict[str, Any] | Any,
+@dataclass(frozen=True)
+class _Job:
+    """What one attempt needs from a delivery and its webhook, read before the attempt starts."""
+
+    id: int
+    event: str
+    payload: dict[str, Any]
+    attempts: int
+    url: str
+    secret: str
+    active: bool
+
+    @classmethod
+    def of(cls, delivery: WebhookDelivery) -> _Job:
+        """Return the plain values of delivery and its webhook (reads the webhook's row)."""
+        hook = delivery.webhook
+        return cls(id=delivery.id, event=delivery.event, payload=dict(delivery.payload),
+                   attempts=delivery.attempts, url=hook.url, secret=hook.secret,
+                   active=bool(hook.active))
+
+
+def attempt(delivery: WebhookDelivery | _Job, config: dict[str, Any] | Any,
             timeout: float | None = None) -> dict[str, Any]:
     """Send one delivery once; return the column values that record its outcome.
 
     Nothing is changed: deliver_due writes the values while the row is still its own. Any
     failure is a failed attempt (retried after the backoff, failed after the last attempt).
-    timeout is the attempt's total time, WEBHOOK_TIMEOUT_SECONDS unless given.
+    timeout is the attempt's total time, WEBHOOK_TIMEOUT_SECONDS unless given. Given a _Job,
+    the database is not used at all.
     """
-    hook = delivery.webhook
+    job = delivery if isinstance(delivery, _Job) else _Job.of(delivery)
     status, error = None, "webhook is inactive"
-    if hook.active:
+    if job.active:
         try:
-            body = json.dumps({"id": delivery.id, **delivery.payload}, separators=(",", ":"),
+            body = json.dumps({"id": job.id, **job.payload}, separators=(",", ":"),
                               ensure_ascii=False).encode()
             timestamp = str(int(time.time()))
             headers = {
                 "Content-Type": "application/json",
                 "User-Agent": "moderation-webhooks/1",
-                "X-Moderation-Event": delivery.event,
-                "X-Moderation-Delivery": str(delivery.id),
+                "X-Moderation-Event": job.event,
+                "X-Moderation-Delivery": str(job.id),
                 TIMESTAMP_HEADER: timestamp,
-                SIGNATURE_HEADER: sign(hook.secret, timestamp, body),
+                SIGNATURE_HEADER: sign(job.secret, timestamp, body),
             }
             status, error = post(
-                hook.url, body, headers,
+                job.url, body, headers,
                 float(config["WEBHOOK_TIMEOUT_SECONDS"]) if timeout is None else timeout,
                 bool(config.get("WEBHOOK_ALLOW_PRIVATE_TARGETS")),
             )
         except Exception as failed:  # noqa: BLE001 - a failed attempt, not a failed batch
             status, error = None, _reason(failed)
-    return _outcome(delivery.attempts + 1, hook.active, status, error, config)
+    return _outcome(job.attempts + 1, job.active, status, error, config)
 
 
 def _outcome(attempts: int, active: bool, status: int | None, error: str,
@@ -449,22 +508,32 @@ def _outcome(attempts: int, active: bool, status: int | None, error: str,
     values["last_error"] = error or f"HTTP {status}"
     if attempts >= int(config["WEBHOOK_MAX_ATTEMPTS"]) or not active:
         return {**values, "state": "failed"}
-    backoff = float(config["WEBHOOK_BACKOFF_SECONDS"]) * 2 ** (attempts - 1)
+    # Capped (the exponent too), so no number of attempts makes the next time overflow.
+    backoff = min(float(config["WEBHOOK_BACKOFF_SECONDS"]) * 2.0 ** min(attempts - 1, 64),
+                  MAX_BACKOFF_SECONDS)
     return {**values, "next_attempt_at": now + timedelta(seconds=backoff)}
 
 
 def _deliver_one(delivery_id: int, lease: datetime, timeout: float) -> None:
-    """Attempt one claimed delivery and record the outcome if the row is still this worker's."""
+    """Attempt one claimed delivery and record the outcome if the row is still this worker's.
+
+    No transaction is open during the attempt: what it needs is read first, that transaction
+    ends, and the outcome is written in a fresh one, so a server that drops a connection left
+    idle in a transaction (idle_in_transaction_session_timeout) cannot lose the outcome.
+    """
     delivery = db.session.get(WebhookDelivery, delivery_id)
     if delivery is None or delivery.state != "pending":
         db.session.rollback()
         return
+    attempts = delivery.attempts
     try:
-        values = attempt(delivery, current_app.config, timeout)
+        job = _Job.of(delivery)
+        db.session.rollback()  # nothing was changed: end the read before the network wait
+        values = attempt(job, current_app.config, timeout)
     except Exception as error:  # noqa: BLE001 - e.g. the webhook row could not be read
         db.session.rollback()
         current_app.logger.exception("webhook delivery %s could not be attempted", delivery_id)
-        values = _outcome(delivery.attempts + 1, True, None, _reason(error), current_app.config)
+        values = _outcome(attempts + 1, True, None, _reason(error), current_app.config)
     recorded = db.session.execute(
         update(WebhookDelivery).where(WebhookDelivery.id == delivery_id, _leased(lease))
         .values(**values)

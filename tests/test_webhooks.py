@@ -721,3 +721,173 @@ def test_https_goes_to_the_checked_address_with_the_host_name_for_tls(
         assert server_names[0] == "hook.test"
     finally:
         receiver.close()
+
+
+# -- addresses that drop connections, idle transactions, crafted headers, odd URLs -----------
+
+
+def test_an_address_that_drops_connections_leaves_time_for_the_next_one(
+    hooked: Flask, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    silent = "192.0.2.1"  # answers nothing, as an AAAA record does where IPv6 is broken
+    real_getaddrinfo, real_connect = socket.getaddrinfo, socket.socket.connect
+    tried: list[tuple[str, float]] = []
+
+    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host != "dual.test":
+            return real_getaddrinfo(host, port, *args, **kwargs)
+        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (ip, int(port)))
+                for ip in (silent, "127.0.0.1")]
+
+    def connect(sock: socket.socket, address: Any) -> None:
+        tried.append((address[0], sock.gettimeout() or 0.0))
+        if address[0] == silent:  # the SYN is dropped: wait out the timeout, never leave
+            time.sleep(sock.gettimeout() or 0.0)
+            raise TimeoutError("timed out")
+        real_connect(sock, address)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    key, client = setup_site(hooked)
+    add_hook(client, key, f"http://dual.test:{receiver.server.server_address[1]}/hook")
+    post(client, key, "hello")
+    started = time.monotonic()
+    assert deliver(hooked) == 1  # WEBHOOK_TIMEOUT_SECONDS is 2 for both addresses together
+    assert time.monotonic() - started < 3
+    (row,) = deliveries(hooked)
+    assert (row.state, row.attempts, row.last_status) == ("delivered", 1, 200)
+    assert len(receiver.requests) == 1
+    assert [ip for ip, _ in tried] == [silent, "127.0.0.1"]
+    assert tried[0][1] <= 1.05  # its share: half of the attempt's time
+
+
+def test_no_transaction_is_left_idle_during_an_attempt(
+    pg_schema: str, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.conftest import clear_tables
+
+    # PostgreSQL ends a session left idle in a transaction for 1 s; the receiver takes 1.5 s.
+    url = f"{pg_schema}%20-cidle_in_transaction_session_timeout%3D1000"
+    app = make_app(url, WEBHOOK_ALLOW_PRIVATE_TARGETS=True, WEBHOOK_TIMEOUT_SECONDS=3)
+    fakes.install(app)
+    receiver.delay = 1.5
+    in_transaction: list[bool] = []
+    real_post = webhooks.post
+
+    def watched_post(*args: Any, **kwargs: Any) -> tuple[int | None, str]:
+        in_transaction.append(db.session().in_transaction())
+        return real_post(*args, **kwargs)
+
+    monkeypatch.setattr(webhooks, "post", watched_post)
+    try:
+        key, client = setup_site(app)
+        add_hook(client, key, receiver.url)
+        post(client, key, "hello")
+        assert deliver(app) == 1
+        assert in_transaction == [False]
+        assert len(receiver.requests) == 1
+        (row,) = deliveries(app)
+        assert (row.state, row.attempts, row.last_status) == ("delivered", 1, 200)
+        assert deliver(app) == 0  # recorded: not sent again
+    finally:
+        clear_tables(app)
+
+
+def test_the_readme_verify_rejects_crafted_headers_without_raising() -> None:
+    verify = readme_verify()
+    secret, body = "whsec_x", b'{"id":1}'
+    timestamp = str(int(time.time()))
+    signed = timestamp.encode() + b"." + body
+    signature = "sha256=" + hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+    assert verify(secret, body, signature, timestamp)
+    # What a WSGI server hands over for header bytes outside ASCII (decoded as Latin-1), and
+    # other strings that str.isdigit() accepts but int() does not, or cannot take in full.
+    for bad_timestamp in ("\xb2", "\u0661\u0662", "\u2460", "9" * 5000, "", " 1", "-1"):
+        assert verify(secret, body, signature, bad_timestamp) is False
+    for bad_signature in ("sha256=\xe9", "sha256=\udcb2", signature + "\xe9", "", "sha256="):
+        assert verify(secret, body, bad_signature, timestamp) is False
+
+
+def test_a_huge_attempt_count_backs_off_at_most_a_day(database_url: str) -> None:
+    from tests.conftest import clear_tables
+
+    app = make_app(database_url, WEBHOOK_ALLOW_PRIVATE_TARGETS=True, WEBHOOK_MAX_ATTEMPTS=5000,
+                   WEBHOOK_TIMEOUT_SECONDS=2)
+    fakes.install(app)
+    closed = Receiver()
+    closed.close()  # nothing listens on that port now
+    try:
+        key, client = setup_site(app)
+        add_hook(client, key, closed.url)
+        post(client, key, "hello")
+        for attempts in (35, 2000):  # 10 s * 2**35 overflows a date; 2.0**2000 a float
+            with app.app_context():
+                db.session.execute(update(WebhookDelivery).values(
+                    attempts=attempts, next_attempt_at=utcnow()))
+                db.session.commit()
+            assert deliver(app) == 1
+            (row,) = deliveries(app)
+            assert (row.state, row.attempts, row.last_status) == ("pending", attempts + 1, None)
+            assert row.last_error
+            wait = row.next_attempt_at - utcnow()
+            assert timedelta(hours=23, minutes=59) < wait <= timedelta(days=1)
+    finally:
+        clear_tables(app)
+
+
+def test_malformed_urls_and_port_zero_are_refused_with_400(hooked: Flask) -> None:
+    key, client = setup_site(hooked)  # private targets allowed: the URL's form alone decides
+    for url in ("http://[::1/hook", "http://[v1.x/", "http://127.0.0.1:0/hook",
+                "https://8.8.8.8:0/", "http://example.com:0/", "http://127.0.0.1:65536/"):
+        response = client.post("/api/v1/manage/webhooks", json={"url": url},
+                               headers={"Authorization": f"Bearer {key}"})
+        assert response.status_code == 400, (url, response.status_code)
+        assert response.json["error"]["field"] == "url"
+
+
+def test_a_stored_url_with_port_zero_is_not_sent_to_the_default_port(
+    hooked: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_connect = socket.socket.connect
+    connected: list[Any] = []
+
+    def connect(sock: socket.socket, address: Any) -> None:
+        connected.append(address)
+        real_connect(sock, address)
+
+    site = add_site(hooked, name="Old")
+    add_stored_hook(hooked, site.id, "http://127.0.0.1:0/hook")  # accepted before the fix
+    key = issue_key(hooked, site)
+    post(hooked.test_client(), key, "hello")
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    assert deliver(hooked) == 1
+    (row,) = deliveries(hooked)
+    assert (row.state, row.attempts, row.last_status) == ("pending", 1, None)
+    assert "port" in row.last_error
+    assert connected == []  # not port 80
+
+
+def test_ipv6_addresses_carrying_a_private_ipv4_address_are_refused(app: Flask) -> None:
+    key, client = setup_site(app)
+    headers = {"Authorization": f"Bearer {key}"}
+    for host in ("64:ff9b::7f00:1",  # NAT64 of 127.0.0.1
+                 "64:ff9b::a00:1",  # NAT64 of 10.0.0.1
+                 "64:ff9b:1::808:808",  # local-use NAT64
+                 "2002:7f00:1::1",  # 6to4 of 127.0.0.1
+                 "2002:a9fe:a9fe::1",  # 6to4 of 169.254.169.254
+                 "::7f00:1",  # IPv4-compatible 127.0.0.1
+                 "2001:0:4136:e378:8000:63bf:3fff:fdd2",  # Teredo
+                 "::ffff:127.0.0.1"):  # IPv4-mapped
+        response = client.post("/api/v1/manage/webhooks", json={"url": f"http://[{host}]/h"},
+                               headers=headers)
+        assert response.status_code == 400, host
+        assert response.json["error"]["field"] == "url"
+        assert "public address" in response.json["error"]["message"]
+        # And a delivery to such an address is refused before anything is sent.
+        status, error = webhooks.post(f"http://[{host}]:1/h", b"{}", {}, 2)
+        assert status is None and "public address" in error, host
+    # The same forms around a public IPv4 address (NAT64 of 8.8.8.8, 6to4) are accepted.
+    for host in ("64:ff9b::808:808", "2002:808:808::1"):
+        response = client.post("/api/v1/manage/webhooks", json={"url": f"http://[{host}]/h"},
+                               headers=headers)
+        assert response.status_code == 201, host
