@@ -1331,3 +1331,120 @@ def test_stats_count_only_held_comments_as_waiting(
     assert f"{day[2]} Waiting: 1.0" in page and f"{day[1]} Waiting: 1.0" in page
     assert f"{day[0]} Waiting: 0.0" in page
     assert f"{day[0]} Hours: 48.0 h" in page
+
+
+def test_stats_held_periods_match_a_walk_over_the_audit_trail(app: Flask) -> None:
+    from datetime import datetime
+
+    from moderation import stats
+    from moderation.db import Thread
+
+    alpha, beta = add_site(app, "Alpha"), add_site(app, "Beta")
+    now = utcnow()
+    pend, pub, rej, spam = Status.PENDING, Status.PUBLISHED, Status.REJECTED, Status.SPAM
+
+    def ago(days: float) -> datetime:
+        return now - timedelta(days=days)
+
+    # Per comment: its site, its status now, and its audit trail (from, to, when) in order.
+    held_approved = (alpha, pub, [(None, pend, ago(5)), (pend, pub, ago(3))])
+    published_then_rejected = (alpha, rej, [(None, pub, ago(6)), (pub, rej, ago(2))])
+    held_again = (alpha, rej, [
+        (None, pend, ago(10)), (pend, pub, ago(9)),
+        (pub, pend, ago(4)),  # the author's edit holds it again
+        (pend, pend, ago(3)),  # a moderator's edit while it waits: no new wait
+        (pend, rej, ago(1)),
+    ])
+    still_pending = (alpha, pend, [(None, pend, ago(20))])
+    scenarios = [
+        held_approved, published_then_rejected, held_again, still_pending,
+        (beta, pend, [(None, pend, ago(0.1))]),  # held a moment ago
+        (alpha, pub, [(None, pend, ago(60)), (pend, pub, ago(50))]),  # before the window
+        (beta, spam, [(None, pend, ago(45)), (pend, spam, ago(6))]),  # long wait, decided late
+        (alpha, spam, [(None, pend, ago(5.5)), (pend, pub, ago(4.5)), (pub, spam, ago(0.5))]),
+        (beta, pub, [(None, pend, ago(40)), (pend, pub, ago(25)), (pub, pend, ago(2)),
+                     (pend, pub, ago(1))]),
+    ]
+    with app.app_context():
+        threads = {site.id: Thread(site_id=site.id, uri="/p", title="") for site in (alpha, beta)}
+        db.session.add_all(threads.values())
+        db.session.flush()
+        for site, status, trail in scenarios:
+            comment = Comment(site_id=site.id, thread_id=threads[site.id].id, text="x",
+                              html="<p>x</p>", status=status, created_at=trail[0][2],
+                              decided_at=None if status == pend else trail[-1][2])
+            db.session.add(comment)
+            db.session.flush()
+            for before, after, when in trail:
+                db.session.add(ModerationEvent(
+                    site_id=site.id, comment_id=comment.id, actor="test", action="x",
+                    from_status=before, to_status=after, created_at=when))
+                db.session.flush()
+        # A comment deleted since: its trail no longer names it.
+        for before, after, when in ((None, pend, ago(3)), (pend, rej, ago(2))):
+            db.session.add(ModerationEvent(site_id=alpha.id, comment_id=None, actor="test",
+                                           action="x", from_status=before, to_status=after,
+                                           created_at=when))
+        db.session.commit()
+        trail_rows = db.session.execute(
+            select(ModerationEvent).order_by(ModerationEvent.id)).scalars().all()
+
+        def walk(window: stats.Window, decided_from: datetime, held_before: datetime | None,
+                 waiting_too: bool) -> list[tuple[datetime, datetime | None]]:
+            """Follow each comment's trail: a wait opens when an entry puts it in the queue
+            and closes at its next entry taking it out."""
+            waits: list[list[Any]] = []  # [site, held, decided]
+            waiting: dict[int, list[Any]] = {}  # comment id -> its open wait
+            for row in trail_rows:
+                if row.comment_id is None:
+                    continue
+                if row.to_status == pend and row.from_status != pend:
+                    waiting[row.comment_id] = [row.site_id, row.created_at, None]
+                    waits.append(waiting[row.comment_id])
+                elif row.to_status not in (None, pend) and row.comment_id in waiting:
+                    waiting.pop(row.comment_id)[2] = row.created_at
+            return [
+                (held_at, decided) for site_id, held_at, decided in waits
+                if (window.allowed_sites is None or site_id in window.allowed_sites)
+                and (window.site_id is None or site_id == window.site_id)
+                and (held_before is None or held_at < held_before)
+                and (decided >= decided_from if decided is not None else waiting_too)
+            ]
+
+        def ordered(rows: list[tuple[datetime, datetime | None]]) -> list[Any]:
+            return sorted(rows, key=lambda r: (r[0], r[1] is None, r[1] or r[0]))
+
+        windows = [stats.Window(None, None, days) for days in (1, 3, 7, 30, 90)] + [
+            stats.Window((alpha.id,), None, 30), stats.Window(None, beta.id, 30),
+            stats.Window((), None, 30), stats.Window((alpha.id, beta.id), alpha.id, 7),
+        ]
+        for window in windows:
+            first_end = stats._start(window.first + timedelta(days=1))
+            last_end = stats._start(window.dates()[-1] + timedelta(days=1))
+            for decided_from, held_before, waiting_too in (
+                (stats._start(window.first), None, False),  # decision_hours
+                (first_end, last_end, True),  # queue_sizes
+                (first_end, None, True),
+                (first_end, last_end, False),
+            ):
+                expected = walk(window, decided_from, held_before, waiting_too)
+                got = stats.held_periods(window, decided_from, held_before, waiting_too)
+                assert ordered(got) == ordered(expected), (window, decided_from, waiting_too)
+            periods = walk(window, first_end, last_end, True)
+            assert stats.queue_sizes(window) == {
+                day.isoformat(): sum(
+                    1 for held_at, decided in periods
+                    if held_at < (end := stats._start(day + timedelta(days=1)))
+                    and (decided is None or decided >= end))
+                for day in window.dates()
+            }
+
+        week = stats.Window(None, None, 7)
+        waits = stats.held_periods(week, stats._start(week.first), waiting_too=True)
+        assert (ago(5), ago(3)) in waits  # held, then approved
+        assert not [w for w in waits if w[0] == ago(6)]  # published at once: never waited
+        assert (ago(4), ago(1)) in waits and (ago(10), ago(9)) not in waits  # held again
+        assert (ago(20), None) in waits  # still waiting since before the window
+        assert (ago(45), ago(6)) in waits  # a long wait ended in the window
+        assert (ago(5.5), ago(4.5)) in waits  # ends at its approval, not at the later spam
+        assert len(waits) == len(walk(week, stats._start(week.first), None, True))
