@@ -57,7 +57,7 @@ RATELIMIT_IN_MEMORY_FALLBACK_ENABLED = True
 RATELIMIT_HEADERS_ENABLED = True
 # Limiter on/off switch (tests turn it off except where limits are tested).
 RATELIMIT_ENABLED = True
-# New comments per client address.
+# New comments per client (an IPv4 address, or an IPv6 /64, as for every per-client limit).
 LIMIT_POST = "3/minute;30/day"
 # New comments per thread, across all addresses (burst guard for one post).
 LIMIT_THREAD = "20/minute"
@@ -69,8 +69,8 @@ LIMIT_EDIT = "10/minute"
 LIMIT_REPORT = "5/minute;50/day"
 # Reads (thread listings, counts) per client address.
 LIMIT_READ = "300/minute"
-# Dashboard sign-in attempts (POSTs) per client network: one IPv4 address, or one IPv6 /64 (a
-# single subscriber's allocation, so rotating addresses inside it shares one count).
+# Failed dashboard sign-ins per client network: one IPv4 address, or one IPv6 /64 (a single
+# subscriber's allocation, so rotating addresses inside it shares one count).
 LIMIT_LOGIN = "5/minute"
 # Failed dashboard sign-ins per account (the email typed), from all addresses together: slows
 # password guessing against one account from many networks. While it is exceeded the account's
