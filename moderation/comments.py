@@ -171,14 +171,16 @@ _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 _RAW_IN_PATHS = {**{ord(c): f"%{ord(c):02X}" for c in ' "<>`{}^|'}, ord("\\"): "/"}
 
 
-def _escaped(char: str) -> str:
-    return "".join(f"%{byte:02X}" for byte in char.encode("utf-8"))
+def _escaped(data: bytes) -> str:
+    return "".join(f"%{byte:02X}" for byte in data)
 
 
 def _readable(char: str) -> str:
     """A non-ASCII character as it reads, or escaped if it would not show as itself (spaces,
     controls, combining marks: they would merge with, or vanish beside, what is next)."""
-    return _escaped(char) if char.isspace() or unicodedata.category(char)[0] in "CMZ" else char
+    if char.isspace() or unicodedata.category(char)[0] in "CMZ":
+        return _escaped(char.encode("utf-8"))
+    return char
 
 
 _BYTE_RUNS = re.compile(rb"[\x80-\xff]+|[\x00-\x7f]")
@@ -197,7 +199,7 @@ def _decode_escapes(match: re.Match[str]) -> str:
         try:
             out.extend(_readable(char) for char in chunk.decode("utf-8"))
         except UnicodeDecodeError:
-            out.append("".join(f"%{byte:02X}" for byte in chunk))
+            out.append(_escaped(chunk))
     return "".join(out)
 
 
@@ -847,23 +849,16 @@ def changed_by(comments: Sequence[Comment], action: str) -> list[Comment]:
     """
     if action not in MODERATION_ACTIONS:
         raise InvalidField("action", "must be one of " + ", ".join(MODERATION_ACTIONS))
-    target = MODERATION_ACTIONS[action]
-    same = [c.id for c in comments if c.status == target]
-    done: set[int] = set()
-    if same:
-        done = set(db.session.execute(
-            select(ModerationEvent.comment_id).where(ModerationEvent.comment_id.in_(same),
-                                                     ModerationEvent.action == action)
-        ).scalars()) - set(db.session.execute(
-            select(Report.comment_id).where(Report.comment_id.in_(same),
-                                            Report.resolved_at.is_(None))
-        ).scalars())
+    same = [c.id for c in comments if c.status == MODERATION_ACTIONS[action]]
+    done = set(db.session.execute(
+        select(Comment.id).where(Comment.id.in_(same), already_done(action))
+    ).scalars()) if same else set()
     return [c for c in comments if c.id not in done]
 
 
 def already_done(action: str) -> ColumnElement[bool]:
-    """The SQL form of changed_by's test: the comment is in the action's status, was already
-    given this action, and has no open report."""
+    """Whether an action would tell nothing new about a comment (changed_by): it is in the
+    action's status, was already given this action, and has no open report."""
     events, reports = ModerationEvent.__table__, Report.__table__
     return and_(
         Comment.status == MODERATION_ACTIONS[action],
@@ -996,8 +991,7 @@ def _tree(roots: Sequence[Any], replies: Sequence[Any]) -> list[dict[str, Any]]:
             below.add(row.parent_id)
     for node in nodes.values():
         node["replies"] = [child for child in node["replies"] if child["id"] in alive]
-    kept = [nodes[row.id] for row in roots if row.id in alive]
-    return kept
+    return [nodes[row.id] for row in roots if row.id in alive]
 
 
 def thread_page(

@@ -356,8 +356,8 @@ def present(items: Sequence[Comment]) -> list[dict[str, Any]]:
 
 
 def _thread_url(comment: Comment) -> str:
-    origins = comment.site.origins or []
-    return (origins[0] + comment.thread.uri) if origins else comment.thread.uri
+    allowed = comment.site.origins or []
+    return (allowed[0] + comment.thread.uri) if allowed else comment.thread.uri
 
 
 def _embed_snippet(site: Site) -> str:
@@ -575,12 +575,12 @@ def bulk() -> Any:
         ids: list[int] = []
     else:
         raw_ids = [v.strip() for v in request.form.getlist("ids") if v.strip()]
-        parsed = {_parse_id(v) for v in raw_ids}
+        parsed = [_parse_id(v) for v in raw_ids]
         if None in parsed:
-            bad = next(v for v in raw_ids if _parse_id(v) is None)
+            bad = raw_ids[parsed.index(None)]
             abort(400, f"{bad[:20]!r} is not a comment id; go back to the queue and select "
                        "the comments again.")
-        ids = sorted(i for i in parsed if i is not None)
+        ids = sorted({i for i in parsed if i is not None})
         if not ids:
             flash("Select at least one comment first.", "error")
             return redirect(back)
@@ -814,11 +814,11 @@ def sites() -> Any:
         name = " ".join((form.get("name") or "").split())[:200]
         if not name:
             errors["name"] = "is required"
-        origins, origin_error = _origins(form.get("origins", ""))
+        allowed, origin_error = _origins(form.get("origins", ""))
         if origin_error:
             errors["origins"] = origin_error
         if not errors:
-            site = Site(name=name, origins=origins, settings={})
+            site = Site(name=name, origins=allowed, settings={})
             db.session.add(site)
             db.session.flush()
             db.session.add(ModerationEvent(site_id=site.id, actor=account.actor,
@@ -918,10 +918,10 @@ def parse_settings(
         else:
             overrides[name] = raw
     settings["limits"] = overrides
-    origins, origin_error = _origins(form.get("origins", ""))
+    allowed, origin_error = _origins(form.get("origins", ""))
     if origin_error:
         errors["origins"] = origin_error
-    return settings, origins, errors
+    return settings, allowed, errors
 
 
 @bp.route(f"/sites/<{ID}:site_id>/settings", methods=["GET", "POST"])
@@ -939,13 +939,13 @@ def settings(site_id: int) -> Any:
         if not account.is_admin:
             abort(403, "Only administrators may change site settings.")
         form = request.form
-        new, origins, errors = parse_settings(request.form, site.settings or {},
+        new, allowed, errors = parse_settings(request.form, site.settings or {},
                                               default_thresholds())
         if not errors:
             old = {**(site.settings or {}), "origins": site.origins or []}
-            now = {**new, "origins": origins}
+            now = {**new, "origins": allowed}
             changed = sorted(k for k in old.keys() | now.keys() if old.get(k) != now.get(k))
-            site.settings, site.origins = new, origins
+            site.settings, site.origins = new, allowed
             db.session.add(ModerationEvent(
                 site_id=site.id, actor=account.actor, action="settings",
                 reason="changed " + (", ".join(changed) or "nothing"),

@@ -153,7 +153,7 @@ def fold(value: str) -> str:
     return _WHITESPACE_RE.sub(" ", value)
 
 
-def _is_cjk(char: str) -> bool:
+def _written_without_spaces(char: str) -> bool:
     return _NO_SPACES_RE.match(char) is not None
 
 
@@ -188,8 +188,8 @@ def _word(word: str) -> _Word | None:
 def _pattern(folded: str) -> re.Pattern[str]:
     """Return a pattern finding a folded word with its bounded edges as lookarounds (compiled
     only for words a text holds: each takes about a millisecond)."""
-    left = "" if _is_cjk(folded[0]) else f"(?<!{_WORD_CHAR})"
-    right = "" if _is_cjk(folded[-1]) else f"(?!{_WORD_CHAR})"
+    left = "" if _written_without_spaces(folded[0]) else f"(?<!{_WORD_CHAR})"
+    right = "" if _written_without_spaces(folded[-1]) else f"(?!{_WORD_CHAR})"
     return re.compile(left + re.escape(folded) + right)
 
 

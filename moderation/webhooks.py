@@ -464,16 +464,15 @@ class _Job:
                    active=bool(hook.active))
 
 
-def attempt(delivery: WebhookDelivery | _Job, config: dict[str, Any] | Any,
+def attempt(job: _Job, config: dict[str, Any] | Any,
             timeout: float | None = None) -> dict[str, Any]:
     """Send one delivery once; return the column values that record its outcome.
 
     Nothing is changed: deliver_due writes the values while the row is still its own. Any
     failure is a failed attempt (retried after the backoff, failed after the last attempt).
-    timeout is the attempt's total time, WEBHOOK_TIMEOUT_SECONDS unless given. Given a _Job,
-    the database is not used at all.
+    timeout is the attempt's total time, WEBHOOK_TIMEOUT_SECONDS unless given; the database
+    is not used at all.
     """
-    job = delivery if isinstance(delivery, _Job) else _Job.of(delivery)
     status, error = None, "webhook is inactive"
     if job.active:
         try:
