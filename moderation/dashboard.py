@@ -36,6 +36,9 @@ from .exceptions import InvalidField
 bp = Blueprint("dashboard", __name__, url_prefix="/dashboard")
 
 ACTIONS = {"approve": "Approve", "reject": "Reject", "spam": "Spam", "delete": "Delete"}
+# What a flash message says an action did.
+DONE = {"approve": "approved", "reject": "rejected", "spam": "marked as spam",
+        "delete": "deleted"}
 BAN_DURATIONS = {"": "Permanent", "1": "1 day", "7": "7 days", "30": "30 days", "365": "1 year"}
 LIMIT_NAMES = ("post", "thread", "site", "edit", "report", "read")
 STAT_DAYS = (7, 30, 90)
@@ -102,9 +105,11 @@ def _account() -> Account:
     return auth.require()
 
 
-def _safe_next(default: str) -> str:
-    """Return the form's ``next`` if it is a dashboard path, else the default."""
-    target = request.values.get("next", "")
+def _safe_next(default: str, target: str | None = None) -> str:
+    """Return ``target`` (by default the request's ``next``) if it is a dashboard path, else
+    the default."""
+    if target is None:
+        target = request.values.get("next", "")
     parts = urllib.parse.urlsplit(target)
     if target.startswith("/dashboard") and not parts.scheme and not parts.netloc:
         return target
@@ -351,6 +356,8 @@ def present(items: Sequence[Comment]) -> list[dict[str, Any]]:
             "reports": reports.get(comment.id, []),
             "history": histories.get((comment.site_id, comment.author_key), {}),
             "thread_url": _thread_url(comment),
+            # Where the text's links go: the card shows link text, and link spam hides there.
+            "links": sanitising.link_targets(comment.html),
         })
     return out
 
@@ -487,8 +494,13 @@ def _comment_page(found: Comment, errors: dict[str, str] | None = None, status: 
         ).order_by(ModerationEvent.id.desc()).limit(50)
     ).scalars().all()
     extra = {"draft": request.form.get("text", "")} if errors else {}
+    # The queue page the moderator came from (with its filter and page), kept through the
+    # actions taken here so "Back to the queue" returns there.
+    back = _safe_next(url_for(".queue", name="pending"), request.args.get("next", ""))
     return render_template(
         "dashboard/comment.html",
+        back=back,
+        here=url_for(".comment", comment_id=found.id, next=back),
         card=present([found])[0],
         events=events,
         trusted=moderation.is_trusted(found.site_id, found.author_key),
@@ -510,7 +522,7 @@ def act(comment_id: int, action: str) -> Any:
     found = moderation.get_comment_for(comment_id, account.allowed_sites)
     if comments.moderate_many([found], action, account.actor,
                               (request.form.get("reason") or "").strip()[:500]):
-        flash(f"Comment #{comment_id}: {ACTIONS[action].lower()} done.", "ok")
+        flash(f"Comment #{comment_id} {DONE[action]}.", "ok")
     else:
         flash(f"Comment #{comment_id} was already {found.status}: nothing changed.", "ok")
     return redirect(_safe_next(url_for(".queue", name="pending")))
@@ -528,7 +540,7 @@ def edit(comment_id: int) -> Any:
     except InvalidField as exc:
         return _comment_page(found, {"text": exc.message}, 400)
     flash(f"Comment #{comment_id} edited.", "ok")
-    return redirect(url_for(".comment", comment_id=comment_id))
+    return redirect(_safe_next(url_for(".comment", comment_id=comment_id)))
 
 
 @bp.post(f"/comments/<{ID}:comment_id>/trust")
@@ -605,7 +617,7 @@ def bulk() -> Any:
                                        allowed=lambda c: account.can_see(c.site_id))
     skipped = count - done if scope != "matching" else 0
     unchanged = f" ({skipped} needed no change)" if skipped > 0 else ""
-    flash(f"{ACTIONS[action]}: {done} comment{'s' if done != 1 else ''} done{unchanged}.", "ok")
+    flash(f"{done} comment{'s' if done != 1 else ''} {DONE[action]}{unchanged}.", "ok")
     if not finished:
         left = moderation.count_matching(flt, upto, action)
         flash(f"{left} more still match: that took too long for one request, so apply the "
@@ -646,7 +658,7 @@ def bans() -> Any:
             except InvalidField as exc:
                 errors[exc.field] = exc.message
             else:
-                flash(f"Banned {entry.kind} {entry.value}.", "ok")
+                flash(f"Banned {moderation.BAN_KINDS[entry.kind].lower()} {entry.value}.", "ok")
                 return redirect(_safe_next(url_for(".bans")))
     status = 400 if errors else 200
     sites = auth.visible_sites(account)
@@ -694,7 +706,7 @@ def lift(ban_id: int) -> Any:
     if entry is None or not (account.is_admin or entry.site_id in account.site_ids):
         abort(404, "No such ban.")
     moderation.lift_ban(entry, account.actor)
-    flash(f"Lifted the ban on {entry.kind} {entry.value}.", "ok")
+    flash(f"Lifted the ban on {moderation.BAN_KINDS[entry.kind].lower()} {entry.value}.", "ok")
     return redirect(url_for(".bans"))
 
 

@@ -379,17 +379,18 @@ def _unicode_host(host: str) -> str:
 
 def count_links(html: str) -> int:
     """Return the number of <a href> links in sanitised HTML."""
-    if "<a" not in html:
-        return 0
-    return len(_parse(html)[1])
+    return len(link_targets(html))
+
+
+def link_targets(html: str) -> tuple[str, ...]:
+    """Return the href of each link in sanitised HTML, in order."""
+    return _parse(html)[1] if "<a" in html else ()
 
 
 def link_domains(html: str) -> list[str]:
     """Return the lower-case (Unicode) host name of each link in sanitised HTML, in order."""
-    if "<a" not in html:
-        return []
     domains: list[str] = []
-    for href in _parse(html)[1]:
+    for href in link_targets(html):
         try:
             parts = urlsplit(href.strip())
             host = parts.hostname

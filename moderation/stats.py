@@ -398,11 +398,14 @@ def histogram_chart(
             f'y="{PAD_TOP + plot_h - h:.1f}" width="{slot - 2:.1f}" height="{h:.1f}">'
             f"<title>{low:.2f}–{high:.2f}: {n}</title></rect>"
         )
-    for name, value in marks:
+    for k, (name, value) in enumerate(marks):
         x = PAD_LEFT + plot_w * value
         body.append(f'<line class="threshold {escape(name)}" x1="{x:.1f}" x2="{x:.1f}" '
                     f'y1="{PAD_TOP}" y2="{PAD_TOP + plot_h}"/>')
-        body.append(f'<text class="threshold-label" x="{x + 4:.1f}" y="{PAD_TOP + 12}">'
+        # Near the right edge the label goes left of its line, so it is not cut off; each
+        # label has its own line of the plot, so two close thresholds do not overprint.
+        side = (f'x="{x - 4:.1f}" text-anchor="end"' if value > 0.75 else f'x="{x + 4:.1f}"')
+        body.append(f'<text class="threshold-label" {side} y="{PAD_TOP + 12 + 14 * k}">'
                     f"{escape(name)} {value:.2f}</text>")
     summary = f"{sum(bins)} scored comments; thresholds " + ", ".join(
         f"{name} {value:.2f}" for name, value in marks

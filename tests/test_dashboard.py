@@ -498,15 +498,15 @@ def test_a_long_bulk_stops_in_time_and_says_how_many_are_left(
             "confirmed": "yes"}
     page = client.post("/dashboard/bulk", data=form, follow_redirects=True)
     text = page.get_data(as_text=True)
-    assert "Reject: 4 comments done." in text
+    assert "4 comments rejected." in text
     assert "6 more still match" in text
     assert [status_of(app, i) for i in ids] == ["rejected"] * 4 + ["pending"] * 6
     text = client.post("/dashboard/bulk", data=form, follow_redirects=True).get_data(
         as_text=True)
-    assert "Reject: 4 comments done." in text and "2 more still match" in text
+    assert "4 comments rejected." in text and "2 more still match" in text
     text = client.post("/dashboard/bulk", data=form, follow_redirects=True).get_data(
         as_text=True)
-    assert "Reject: 2 comments done." in text and "still match" not in text
+    assert "2 comments rejected." in text and "still match" not in text
     assert {status_of(app, i) for i in ids} == {"rejected"}
 
 
@@ -530,9 +530,9 @@ def test_a_long_bulk_that_keeps_comments_in_their_queue_carries_on_where_it_stop
     for _ in range(3):
         page = client.post("/dashboard/bulk", data=form, follow_redirects=True)
         said.append(page.get_data(as_text=True))
-    assert "Reject: 2 comments done." in said[0] and "4 more still match" in said[0]
-    assert "Reject: 2 comments done." in said[1] and "2 more still match" in said[1]
-    assert "Reject: 2 comments done." in said[2] and "still match" not in said[2]
+    assert "2 comments rejected." in said[0] and "4 more still match" in said[0]
+    assert "2 comments rejected." in said[1] and "2 more still match" in said[1]
+    assert "2 comments rejected." in said[2] and "still match" not in said[2]
     assert {status_of(app, i) for i in ids} == {"rejected"}
     assert sorted(e.comment_id for e in events(app, "reject")) == ids
 
@@ -545,7 +545,7 @@ def test_confirming_the_models_decision_is_recorded_once(
     comment_id = published.json["comment"]["id"]
     login(client, "alice@example.org")
     first = client.post(f"/dashboard/comments/{comment_id}/approve", follow_redirects=True)
-    assert f"Comment #{comment_id}: approve done." in first.get_data(as_text=True)
+    assert f"Comment #{comment_id} approved." in first.get_data(as_text=True)
     again = client.post(f"/dashboard/comments/{comment_id}/approve", follow_redirects=True)
     assert "nothing changed" in again.get_data(as_text=True)
     [event] = events(app, "approve")
@@ -574,8 +574,8 @@ def test_repeating_an_action_writes_no_second_audit_row_label_or_webhook(
         once = client.post(f"/dashboard/comments/{ids[0]}/spam", follow_redirects=True)
         twice = client.post(f"/dashboard/comments/{ids[0]}/spam", follow_redirects=True)
     assert notified == [*ids, ids[0]]
-    assert "Approve: 0 comments done (3 needed no change)." in again.get_data(as_text=True)
-    assert f"Comment #{ids[0]}: spam done." in once.get_data(as_text=True)
+    assert "0 comments approved (3 needed no change)." in again.get_data(as_text=True)
+    assert f"Comment #{ids[0]} marked as spam." in once.get_data(as_text=True)
     assert f"Comment #{ids[0]} was already spam: nothing changed." in twice.get_data(
         as_text=True)
     assert sorted(e.comment_id for e in events(app, "approve")) == ids

@@ -153,7 +153,7 @@ def test_moderate_ban_audit_and_stats_end_to_end(live: Live, browser: Any) -> No
 
     # Approve one: it is then in the public API.
     held.get_by_role("button", name="Approve").click()
-    expect(page.locator(".flash")).to_contain_text(f"Comment #{fair}: approve done.")
+    expect(page.locator(".flash")).to_contain_text(f"Comment #{fair} approved.")
     public = live.app.test_client().get(
         "/api/v1/comments", query_string={"site": live.site.key, "uri": "/posts/one"}).json
     assert [c["id"] for c in public["comments"]] == [fair]
@@ -167,7 +167,7 @@ def test_moderate_ban_audit_and_stats_end_to_end(live: Live, browser: Any) -> No
     expect(page.locator(".selected-count")).to_have_text("(2)")
     page.get_by_label("Action").select_option("reject")
     page.get_by_role("button", name="Apply to selected").click()
-    expect(page.locator(".flash")).to_contain_text("Reject: 2 comments done.")
+    expect(page.locator(".flash")).to_contain_text("2 comments rejected.")
     assert live.status(first) == live.status(second) == Status.REJECTED
     assert live.status(troll) == Status.PENDING
 
@@ -220,12 +220,12 @@ def test_keyboard_approve_and_bulk_confirmation_dialog(live: Live, browser: Any)
     page = live.open(browser, "/dashboard/queue/pending?sort=oldest")
     page.locator("body").press("j")
     page.keyboard.press("a")
-    expect(page.locator(".flash")).to_contain_text(f"Comment #{ids[0]}: approve done.")
+    expect(page.locator(".flash")).to_contain_text(f"Comment #{ids[0]} approved.")
     assert live.status(ids[0]) == Status.PUBLISHED
     # The focus comes back to where it was, so "a" again takes the next comment.
     expect(page.locator("article.card.current")).to_contain_text("borderline comment 1")
     page.keyboard.press("s")
-    expect(page.locator(".flash")).to_contain_text(f"Comment #{ids[1]}: spam done.")
+    expect(page.locator(".flash")).to_contain_text(f"Comment #{ids[1]} marked as spam.")
     assert live.status(ids[1]) == Status.SPAM
 
 

@@ -14,7 +14,13 @@
     var card = list[index];
     card.classList.add("current");
     card.focus({ preventScroll: !scroll });
-    if (scroll) { card.scrollIntoView({ block: "nearest" }); }
+    if (scroll) {
+      // The sticky bulk bar covers the top of the page: keep the card below it.
+      var bar = document.querySelector(".bulk");
+      var covered = bar && getComputedStyle(bar).position === "sticky" ? bar.getBoundingClientRect().height : 0;
+      card.style.scrollMarginTop = (covered + 8) + "px";
+      card.scrollIntoView({ block: "nearest" });
+    }
     try { sessionStorage.setItem(STORE, location.pathname + location.search + "|" + index); } catch (e) { /* private mode */ }
     return card;
   }
@@ -55,11 +61,17 @@
       if (event.target.classList && event.target.classList.contains("select")) { updateCount(); }
     });
 
-    var form = document.getElementById("queue-form");
-    if (form) {
+    // The queue's form and a comment's own page (no bulk bar there) ask the same questions.
+    document.querySelectorAll("form.queue-form").forEach(function (form) {
       form.addEventListener("submit", function (event) {
         var button = event.submitter;
         if (!button) { return; }
+        var acted = button.closest(".card[data-id]");
+        if (acted && form.id === "queue-form") {
+          // After the reload the next card takes this one's place: come back to it there.
+          var at = cards().indexOf(acted);
+          if (at >= 0) { setCurrent(at, false); }
+        }
         if (button.classList.contains("bulk-go")) {
           var action = form.querySelector("#bulk-action");
           var label = action.options[action.selectedIndex].text;
@@ -74,7 +86,7 @@
           if (!window.confirm("Delete this comment?")) { event.preventDefault(); }
         }
       });
-    }
+    });
 
     document.querySelectorAll("button.copy[data-copy]").forEach(function (button) {
       button.addEventListener("click", function () {
