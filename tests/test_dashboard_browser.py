@@ -16,7 +16,16 @@ from playwright.sync_api import expect
 from sqlalchemy import select
 from werkzeug.serving import make_server
 
-from moderation.db import Comment, ModerationEvent, Site, Status, Thread, db, utcnow
+from moderation.db import (
+    Comment,
+    ModerationEvent,
+    Moderator,
+    Site,
+    Status,
+    Thread,
+    db,
+    utcnow,
+)
 from tests import fakes
 from tests.conftest import SCREENSHOTS, make_app
 from tests.test_dashboard import PASSWORD, ExplainingClassifier, add_moderator
@@ -268,3 +277,51 @@ def test_pages_in_light_and_dark_at_desktop_and_phone_width(
     shot(page, f"405-{name}")
     login = live.open(browser, sign_in=False, viewport=viewport, color_scheme=scheme)
     shot(login, f"login-{name}")
+
+
+def test_mouse_moderation_keeps_the_moderators_place(live: Live, browser: Any) -> None:
+    ids = [live.post(f"borderline comment {i}").json["comment"]["id"] for i in range(3)]
+    linked = live.post("borderline, see [the official report](http://casino-bonus.example/win)"
+                       ).json["comment"]["id"]
+    page = live.open(browser, "/dashboard/queue/pending?sort=oldest&q=borderline")
+    # Link text hides where a link goes: the card says it.
+    expect(card(page, "the official report")).to_contain_text(
+        "Link to http://casino-bonus.example/win")
+    # Approving the second card by mouse comes back to the card that took its place.
+    card(page, "borderline comment 1").get_by_role("button", name="Approve").click()
+    expect(page.locator(".flash")).to_contain_text(f"Comment #{ids[1]} approved.")
+    expect(page.locator("article.card.current")).to_contain_text("borderline comment 2")
+    bar = page.locator(".bulk").bounding_box()
+    current = page.locator("article.card.current").bounding_box()
+    assert bar and current and current["y"] >= bar["y"] + bar["height"]
+
+    # The comment's own page leads back to the same filtered queue, and asks before deleting.
+    card(page, "borderline comment 2").get_by_role("link", name="Edit, ban, trust").click()
+    asked: list[str] = []
+    page.on("dialog", lambda dialog: asked.append(dialog.message))
+    page.get_by_role("button", name="Delete").click()
+    expect(page.locator(".flash")).to_contain_text(f"Comment #{ids[2]} deleted.")
+    assert asked == ["Delete this comment?"]
+    page.get_by_role("link", name="Back to the queue").click()
+    page.wait_for_url("**/dashboard/queue/pending?sort=oldest&q=borderline")
+    expect(page.locator("article.card")).to_have_count(2)
+    assert {live.status(ids[0]), live.status(linked)} == {Status.PENDING}
+
+
+def test_settings_save_with_thresholds_of_any_precision(live: Live, browser: Any) -> None:
+    with live.app.app_context():
+        site = db.session.get(Site, live.site.id)
+        assert site is not None
+        site.settings = {"thresholds": {"spam": {"hold": 0.0375, "reject": 0.9875}}}
+        moderator = db.session.execute(select(Moderator)).scalar_one()
+        moderator.is_admin = True  # only admins change settings
+        db.session.commit()
+    page = live.open(browser, f"/dashboard/sites/{live.site.id}/settings")
+    expect(page.get_by_label("Spam: hold at")).to_have_value("0.0375")
+    page.get_by_label("Suspect words").fill("casino")
+    page.get_by_role("button", name="Save settings").click()
+    expect(page.locator(".flash")).to_contain_text("Settings saved.")
+    with live.app.app_context():
+        saved = db.session.get(Site, live.site.id)
+        assert saved is not None and saved.settings["suspect_words"] == ["casino"]
+        assert saved.settings["thresholds"]["spam"]["hold"] == 0.0375
