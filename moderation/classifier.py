@@ -1095,33 +1095,39 @@ class Classifier:
                                                           idf=self.idf)
         contrib = self.head_weights(cols).T * vals[:, None] * self.calib_a
         sources = {_F_TEXT: item.text, _F_AUTHOR: item.author, _F_WEBSITE: item.website}
+        # Each feature's span in its field, trimmed of spaces and widened to whole words
+        # ("idi" + "diot" -> "idiot"; Chinese has no spaces, so its n-grams stay as they are),
+        # computed with arrays: the n-grams of one 10,000-letter word all widen to one span,
+        # and walking it once per n-gram would take minutes.
+        span_s = np.full(len(flds), -1, dtype=np.int64)
+        span_e = np.full(len(flds), -1, dtype=np.int64)
+        for fld, src in sources.items():
+            sel = np.flatnonzero((flds == fld) & (starts >= 0))
+            if not len(sel) or not src:
+                continue
+            first, last, after_space, before_space = _word_bounds(src)
+            s = after_space[np.clip(starts[sel], 0, len(src))]
+            e = before_space[np.clip(ends[sel], 0, len(src))]
+            keep = s < e
+            s, e, sel = s[keep], e[keep], sel[keep]
+            widened = last[e - 1]
+            span_s[sel], span_e[sel] = first[s], np.where(widened >= 0, widened, e)
+        size = max(len(src) for src in sources.values()) + 1
         out: dict[str, list[dict[str, object]]] = {}
         for j, head in enumerate(self.heads):
+            pos = np.flatnonzero((contrib[:, j] > 0) & (span_s >= 0))
+            keys = (flds[pos].astype(np.int64) * size + span_s[pos]) * size + span_e[pos]
+            spans, first_seen, inverse = np.unique(keys, return_index=True, return_inverse=True)
+            weights = np.bincount(inverse, weights=contrib[pos, j], minlength=len(spans))
             groups: dict[tuple[int, str], dict[str, Any]] = {}
-            for k in np.flatnonzero(contrib[:, j] > 0):
-                fld = int(flds[k])
-                src = sources.get(fld)
-                if src is None or starts[k] < 0:
-                    continue
-                s, e = max(int(starts[k]), 0), min(int(ends[k]), len(src))
-                while s < e and src[s].isspace():
-                    s += 1
-                while e > s and src[e - 1].isspace():
-                    e -= 1
-                if s >= e:
-                    continue
-                # Pieces of a word count for the whole word ("idi" + "diot" -> "idiot");
-                # Chinese has no spaces, so its n-grams stay as they are.
-                while s > 0 and _latin(src[s - 1]) and _latin(src[s]):
-                    s -= 1
-                while e < len(src) and _latin(src[e]) and _latin(src[e - 1]):
-                    e += 1
-                term = src[s:e]
+            for u in np.argsort(first_seen, kind="stable"):  # in the order first seen
+                k = pos[first_seen[u]]
+                fld, s0, e0 = int(flds[k]), int(span_s[k]), int(span_e[k])
+                term = sources[fld][s0:e0]
                 g = groups.setdefault((fld, term.lower()), {"term": term, "weight": 0.0,
                                                             "spans": []})
-                g["weight"] += float(contrib[k, j])
-                if [s, e] not in g["spans"]:
-                    g["spans"].append([s, e])
+                g["weight"] += float(weights[u])
+                g["spans"].append([s0, e0])
             ranked = sorted(((k, g) for k, g in groups.items() if round(g["weight"], 4) > 0),
                             key=lambda kv: -kv[1]["weight"])[:top]
             out[head] = [
@@ -1135,6 +1141,34 @@ class Classifier:
 def _latin(ch: str) -> bool:
     """Tell whether a character belongs to a space-separated word (not CJK)."""
     return (ch.isalnum() and ord(ch) < 0x2E80) or ch == "'"
+
+
+def _word_bounds(text: str) -> tuple[np.ndarray, ...]:
+    """Return position tables of text for widening spans to whole words.
+
+    ``first[i]``: where a span starting at i begins once widened (its word's first index, or i
+    outside a word); ``last[i]``: the end of the word holding i (-1 outside a word);
+    ``after_space[i]``: the first index at or after i that is not a space (len(text) if none);
+    ``before_space[i]``: the largest j <= i with text[j - 1] not a space (0 if none).
+    """
+    import numpy as np
+
+    n = len(text)
+    latin = [_latin(ch) for ch in text]
+    first, last = list(range(n)), [-1] * n
+    for i in range(1, n):
+        if latin[i] and latin[i - 1]:
+            first[i] = first[i - 1]
+    end = -1
+    for i in range(n - 1, -1, -1):
+        end = (end if end >= 0 else i + 1) if latin[i] else -1
+        last[i] = end
+    after, before = [n] * (n + 1), [0] * (n + 1)
+    for i in range(n - 1, -1, -1):
+        after[i] = after[i + 1] if text[i].isspace() else i
+    for i in range(1, n + 1):
+        before[i] = before[i - 1] if text[i - 1].isspace() else i
+    return tuple(np.array(a, dtype=np.int64) for a in (first, last, after, before))
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import json
 import logging
 import random
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -318,6 +319,21 @@ def test_explanations_slice_to_their_terms(tiny_model: Path) -> None:
             for start, end in t["spans"]:  # type: ignore[union-attr]
                 assert src[start:end].lower() == str(t["term"]).lower()
     assert "text" in seen_fields
+
+
+def test_a_long_word_is_explained_as_one_term_without_stalling(shipped: Classifier) -> None:
+    # Every n-gram of one 10,000-letter word widens to the whole word: walking it once per
+    # n-gram took three minutes and froze every dashboard page listing such a comment. The
+    # deadline is 100 times what the linear version needs, so it only catches that blow-up.
+    text = "This is s" + "o" * 10_000 + " true"
+    started = time.perf_counter()
+    explained = shipped.explain(CommentText(text, author="x" * 60))
+    assert time.perf_counter() - started < 5
+    long_terms = [t for terms in explained.values() for t in terms if len(str(t["term"])) > 100]
+    assert long_terms, "the long word should be among the terms"
+    for t in long_terms:  # the word, or a word pair holding it
+        [(start, end)] = t["spans"]  # type: ignore[misc]
+        assert start in (0, 5, 8) and end in (10_009, 10_014) and t["term"] == text[start:end]
 
 
 def test_explanations_work_for_chinese(shipped: Classifier) -> None:
