@@ -125,9 +125,10 @@ def _limit_value() -> str:
 
 
 def limited(view: F) -> F:
-    """Apply the per-key request limit to a view."""
-    return cast(F, limits.limiter.limit(_limit_value, key_func=rate_key, scope="api-key",
-                                        override_defaults=False)(view))
+    """Apply the per-key request limit to a view: one budget per key, shared by every view
+    it decorates (a plain limit would give each endpoint its own)."""
+    return cast(F, limits.limiter.shared_limit(_limit_value, scope="api-key", key_func=rate_key,
+                                               override_defaults=False)(view))
 
 
 def require_key(*scopes: str) -> Callable[[F], F]:
