@@ -182,14 +182,17 @@ def _submitted(
 
 
 @bp.post("/comments")
-@limits.posting
 def create_comment() -> tuple[Response, int]:
-    """Submit a comment: 201 when published, 202 when held, 422 when rejected."""
+    """Submit a comment: 201 when published, 202 when held, 422 when rejected.
+
+    The posting limits count submissions whose fields are valid (refused ones included).
+    """
     data = json_body()
     site = requested_site(data.get("site"))
     check_origin(site)
     settings = pipeline()
-    return _submitted(comments.submit(data, client(), settings, site=site), settings)
+    return _submitted(comments.submit(data, client(), settings, site=site,
+                                      admit=limits.admit_post), settings)
 
 
 def _comment_for_request(comment_id: int) -> comments.Comment:

@@ -613,8 +613,13 @@ def submit(
     pipeline: Pipeline,
     site: Site | None = None,
     actor: str = "reader",
+    admit: Callable[[], None] | None = None,
 ) -> Submission:
-    """Validate, sanitise, score, decide and store a new comment."""
+    """Validate, sanitise, score, decide and store a new comment.
+
+    ``admit`` (the posting limits) runs once the fields are valid, so a submission refused
+    for a typo in a field does not use up one of the reader's posts; it raises to refuse.
+    """
     reject_unknown(payload, SUBMIT_FIELDS)
     bot = bot_signal(payload, pipeline.min_fill_ms)
     site = site or get_site(payload.get("site"))
@@ -623,6 +628,8 @@ def submit(
     author = sanitising.clean_author(payload.get("author"))
     email = sanitising.clean_email(payload.get("email"))
     website = sanitising.clean_website(payload.get("website"))
+    if admit is not None:
+        admit()
     addr = anonymise_addr(client.addr)
     key = author_key(email, author, addr)
 

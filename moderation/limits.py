@@ -299,9 +299,16 @@ def limited_headers(response: Response) -> Response:
 
 _POST, _EDIT = frozenset({"POST"}), frozenset({"PATCH", "DELETE"})
 # New comments: per address, per thread (burst guard) and per site (flood breaker).
-posting = guarded(Rule("post", client_key, "post-addr", _POST),
-                  Rule("thread", thread_key, "post-thread", _POST),
-                  Rule("site", site_key, "post-site", _POST))
+_POSTING = (Rule("post", client_key, "post-addr", _POST),
+            Rule("thread", thread_key, "post-thread", _POST),
+            Rule("site", site_key, "post-site", _POST))
+
+
+def admit_post() -> None:
+    """Count a new comment against the posting limits (address, page, site); 429 beyond."""
+    check(_POSTING)
+
+
 # Edits and deletes, reader reports, and thread listings and counts: per address.
 editing = guarded(Rule("edit", client_key, "edit", _EDIT))
 reporting = guarded(Rule("report", client_key, "report", _POST))

@@ -200,10 +200,9 @@ def manage_create() -> tuple[Response, int]:
     if "site" in data:
         raise InvalidField("site", "is not a known field: the API key names the site")
     reader = _reader(data)
-    limit_reader_post(reader)
     found = key()
     submission = comments.submit(data, reader, pipeline(), site=found.site,
-                                 actor=keys.actor(found))
+                                 actor=keys.actor(found), admit=lambda: limit_reader_post(reader))
     comment = submission.comment
     body = {"comment": manage_view(comment), "decision": _decision(submission.decision)}
     if submission.decision.action is Action.REJECT:
@@ -351,11 +350,10 @@ def analyze() -> tuple[Response, int]:
         return jsonify(body), 200
     if not data.get("uri"):
         raise InvalidField("uri", "is required when store is true")
-    limit_reader_post(reader)
     fields = ("uri", "title", "parent", "text", "author", "email", "website")
     payload: dict[str, Any] = {k: data[k] for k in fields if k in data}
     submission = comments.submit(payload, reader, pipeline(), site=found.site,
-                                 actor=keys.actor(found))
+                                 actor=keys.actor(found), admit=lambda: limit_reader_post(reader))
     body["stored"] = manage_view(submission.comment)
     body["decision"] = _decision(submission.decision)
     return jsonify(body), 201

@@ -266,5 +266,6 @@ def test_a_429_is_readable_cross_origin_with_its_retry_after() -> None:
     assert 0 < int(limited.headers["Retry-After"]) <= 60
     stranger = client.post("/api/v1/comments", json={"site": site.key, "uri": "/x", "text": "hi"},
                            headers={"Origin": "https://evil.example"})
-    assert stranger.status_code == 429
+    # An origin the site does not allow is refused before any limit is counted.
+    assert stranger.status_code == 403 and stranger.json["error"]["code"] == "origin_not_allowed"
     assert "Access-Control-Allow-Origin" not in stranger.headers

@@ -87,6 +87,21 @@ def test_a_refused_post_does_not_count_against_the_later_limits(storage: str) ->
     clear_tables(app)
 
 
+def test_a_post_with_an_invalid_field_uses_up_no_post(storage: str) -> None:
+    # A reader who mistypes the website and fixes it still has both posts of the minute;
+    # a post the model or policy refuses (422) does count, or spammers could probe for free.
+    app = limited_app(storage)
+    key, client = add_site(app).key, app.test_client()
+    mistyped = client.post("/api/v1/comments", environ_base={"REMOTE_ADDR": "203.0.113.9"},
+                           json={"site": key, "uri": "/p", "text": "hello there",
+                                 "website": "not a url"})
+    assert mistyped.status_code == 400 and mistyped.json["error"]["field"] == "website"
+    assert post(client, key, "203.0.113.9").status_code == 201
+    assert post(client, key, "203.0.113.9", text="buy viagra now").status_code == 422
+    assert post(client, key, "203.0.113.9").status_code == 429
+    clear_tables(app)
+
+
 def test_counters_are_the_limiters_own(storage: str) -> None:
     # A post is counted against all its limits at once (in Redis, one script call); what it
     # counted is what flask-limiter's own window statistics read back.
