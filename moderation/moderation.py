@@ -478,12 +478,29 @@ def ban(
     duration: timedelta | None = None,
     comment_id: int | None = None,
 ) -> Ban:
-    """Ban an email, anonymised address or domain on a site (or everywhere), maybe for a time."""
+    """Ban an email, anonymised address or domain on a site (or everywhere), maybe for a time.
+
+    A ban already in force on the same value and site is kept, not stacked: repeating it
+    changes nothing, and one ending more than an hour later extends it; so lifting the ban
+    ends it.
+    """
     stored = normalise_ban(kind, value)
-    expires = utcnow() + duration if duration else None
-    entry = Ban(site_id=site_id, kind=kind, value=stored, reason=reason, created_by=actor,
-                expires_at=expires)
-    db.session.add(entry)
+    now = utcnow()
+    expires = now + duration if duration else None
+    entry = db.session.execute(
+        select(Ban).where(_same_ban(site_id, kind, stored), _in_force(now))
+        .order_by(Ban.expires_at.is_not(None), Ban.expires_at.desc()).limit(1)
+    ).scalar_one_or_none()
+    if entry is not None:
+        # The same ban again within the hour (a double click, a retried request) is a repeat.
+        if entry.expires_at is None or (expires is not None
+                                        and entry.expires_at + timedelta(hours=1) >= expires):
+            return entry
+        entry.expires_at = expires
+    else:
+        entry = Ban(site_id=site_id, kind=kind, value=stored, reason=reason, created_by=actor,
+                    expires_at=expires)
+        db.session.add(entry)
     until = f" until {expires:%Y-%m-%d %H:%M} UTC" if expires else ""
     db.session.add(
         ModerationEvent(
@@ -498,9 +515,24 @@ def ban(
     return entry
 
 
+def _same_ban(site_id: int | None, kind: str, value: str) -> ColumnElement[bool]:
+    site = Ban.site_id.is_(None) if site_id is None else Ban.site_id == site_id
+    return and_(site, Ban.kind == kind, Ban.value == value)
+
+
+def _in_force(now: datetime) -> ColumnElement[bool]:
+    return or_(Ban.expires_at.is_(None), Ban.expires_at > now)
+
+
 def lift_ban(entry: Ban, actor: str) -> None:
-    """End a ban now, keeping it in the list as expired."""
-    entry.expires_at = utcnow()
+    """End a ban now, keeping it in the list as expired (with any copy of it in force, which
+    versions before bans were merged could stack)."""
+    now = utcnow()
+    for same in db.session.execute(
+        select(Ban).where(_same_ban(entry.site_id, entry.kind, entry.value), _in_force(now))
+    ).scalars():
+        same.expires_at = now
+    entry.expires_at = now
     db.session.add(
         ModerationEvent(site_id=entry.site_id, actor=actor, action="unban",
                         reason=f"{entry.kind} {entry.value}")

@@ -642,6 +642,29 @@ def test_timed_bans_expire_and_bans_can_be_lifted(
     assert "(ended)" in page
 
 
+def test_repeated_bans_merge_and_lifting_ends_every_copy(
+    app: Flask, client: FlaskClient, world: dict[str, Any]
+) -> None:
+    login(client, "admin@example.org")
+    site = world["a"].id
+    for duration in ("1", "1", "30"):  # a repeat changes nothing; a longer ban extends
+        client.post("/dashboard/bans", data={"kind": "email", "value": "troll@example.org",
+                                             "site": site, "duration": duration})
+    with app.app_context():
+        [entry] = db.session.execute(select(Ban)).scalars().all()
+        assert entry.expires_at is not None and entry.expires_at > utcnow() + timedelta(days=29)
+        # A copy stacked by an older version is ended with it.
+        db.session.add(Ban(site_id=site, kind="email", value="troll@example.org",
+                           created_by="moderator:old"))
+        db.session.commit()
+        ban_id = entry.id
+    assert [e.reason.split(" until")[0] for e in events(app, "ban")] == [
+        "email troll@example.org", "email troll@example.org"]
+    assert post(client, world["a"], "Hello", email="troll@example.org").status_code == 422
+    assert client.post(f"/dashboard/bans/{ban_id}/lift").status_code == 302
+    assert post(client, world["a"], "Hello", email="troll@example.org").status_code == 201
+
+
 def test_a_domain_ban_applies_among_many_linked_hosts(
     client: FlaskClient, world: dict[str, Any]
 ) -> None:

@@ -347,6 +347,10 @@ def test_moderation_writes_the_audit_trail_labels_and_bans(
     assert only_ban.json["bans"][0] == {**only_ban.json["bans"][0], "kind": "email",
                                         "value": "ann@example.org", "expires": None}
     assert only_ban.json["comments"][0]["status"] == "published"
+    # Asking again keeps the one ban in force: no second row, no second audit entry.
+    repeated = client.post(f"/api/v1/manage/comments/{held_id}/moderation",
+                           json={"action": "ban"}, headers=auth(key))
+    assert repeated.json["bans"][0]["id"] == only_ban.json["bans"][0]["id"]
 
     with scored.app_context():
         prefix = db.session.execute(select(ApiKey.prefix)).scalar_one()
