@@ -550,7 +550,7 @@ def trust(comment_id: int) -> Any:
     account = _account()
     found = moderation.get_comment_for(comment_id, account.allowed_sites)
     entry = moderation.trust(found, account.actor)
-    flash(f"Trusted {entry.label}: their comments skip holding.", "ok")
+    flash(f"Trusted {entry.label}: their comments skip the model's holds.", "ok")
     return redirect(_safe_next(url_for(".comment", comment_id=comment_id)))
 
 

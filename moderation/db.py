@@ -230,7 +230,7 @@ class Ban(db.Model):
 
 
 class TrustedAuthor(db.Model):
-    """An author whose comments skip holding (they are still rejected above the reject band)."""
+    """An author whose comments skip the model's holds and new-commenter review (policy)."""
 
     __table_args__ = (UniqueConstraint("site_id", "author_key"),)
 

@@ -551,7 +551,7 @@ def bans(allowed_sites: tuple[int, ...] | None, active_only: bool = False) -> li
 
 
 def trust(comment: Comment, actor: str) -> TrustedAuthor:
-    """Trust the author of a comment on its site: their comments skip holding."""
+    """Trust the author of a comment on its site: their comments skip the model's holds."""
     found = db.session.execute(
         select(TrustedAuthor).where(
             TrustedAuthor.site_id == comment.site_id,

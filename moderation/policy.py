@@ -245,6 +245,7 @@ def decide(
                     reject_as = "spam"
             elif value >= band.hold:
                 hold.append(f"{name} {value:.2f} ≥ hold threshold {band.hold:.2f}")
+
     if reject and reject_as == "spam" and any(r.startswith("toxicity") for r in reject):
         reject_as = "rejected"
 
@@ -265,13 +266,15 @@ def decide(
     ):
         hold.append("new commenter: first comments are reviewed")
 
-    if context.trusted:
-        unscored = [h for h in hold if h.startswith("not scored")]
-        if hold and not unscored:
-            return Decision(
-                Action.PUBLISH, ("trusted author: hold skipped",) + tuple(hold), model_version
-            )
-        hold = unscored or hold
+    # Trust skips the model's doubt and new-commenter review only. It follows an email or name
+    # a reader types, which anyone can type, so it never skips the site's own rules (suspect
+    # words, the link limit, holding every comment), nor a missing score.
+    firm = (suspect or context.links > settings.max_links or settings.premoderation == "all"
+            or scores is None)
+    if context.trusted and hold and not firm:
+        return Decision(
+            Action.PUBLISH, ("trusted author: hold skipped",) + tuple(hold), model_version
+        )
     if hold:
         return Decision(Action.HOLD, tuple(hold), model_version)
     return Decision(Action.PUBLISH, (), model_version)
