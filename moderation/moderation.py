@@ -47,6 +47,8 @@ QUEUES = {
     "reported": "Reported",
     "rejected": "Spam / rejected",
     "published": "Published",
+    # Deleted comments stay stored: listed here, they can be found and restored (approved).
+    "deleted": "Deleted",
 }
 SORTS = ("priority", "newest", "oldest")
 SEARCH_FIELDS = ("all", "text", "author", "email", "website")
@@ -97,6 +99,8 @@ class QueueFilter:
             where += [Comment.status == Status.PUBLISHED, open_report]
         elif self.queue == "rejected":
             where.append(Comment.status.in_([Status.SPAM, Status.REJECTED]))
+        elif self.queue == "deleted":
+            where.append(Comment.status == Status.DELETED)
         else:
             where.append(Comment.status == Status.PUBLISHED)
         if self.allowed_sites is not None:

@@ -556,6 +556,23 @@ def test_confirming_the_models_decision_is_recorded_once(
     assert [tuple(row) for row in labels] == [(comment_id, "ham")]
 
 
+def test_deleted_comments_are_listed_and_can_be_restored(
+    app: Flask, client: FlaskClient, world: dict[str, Any]
+) -> None:
+    kept = post(client, world["a"], "A fair point about the budget").json["comment"]["id"]
+    login(client, "alice@example.org")
+    client.post(f"/dashboard/comments/{kept}/delete")
+    listing = client.get("/dashboard/queue/deleted?q=budget").get_data(as_text=True)
+    assert f'id="c{kept}"' in listing and "Restore (publish)" in listing
+    assert ">Delete<" not in listing.split(f'id="c{kept}"')[1]
+    restored = client.post(f"/dashboard/comments/{kept}/approve", follow_redirects=True)
+    assert f"Comment #{kept} approved." in restored.get_data(as_text=True)
+    thread = client.get("/api/v1/comments",
+                        query_string={"site": world["a"].key, "uri": "/posts/one"}).json
+    assert [c["id"] for c in thread["comments"]] == [kept]
+    assert f'id="c{kept}"' not in client.get("/dashboard/queue/deleted").get_data(as_text=True)
+
+
 def test_repeating_an_action_writes_no_second_audit_row_label_or_webhook(
     app: Flask, client: FlaskClient, world: dict[str, Any]
 ) -> None:
