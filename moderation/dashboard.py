@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import unicodedata
@@ -954,10 +955,13 @@ def settings(site_id: int) -> Any:
         new, allowed, errors = parse_settings(request.form, site.settings or {},
                                               default_thresholds())
         if not errors:
-            old = {**(site.settings or {}), "origins": site.origins or []}
-            now = {**new, "origins": allowed}
-            changed = sorted(k for k in old.keys() | now.keys() if old.get(k) != now.get(k))
+            # The audit compares the settings in force (defaults filled in), so a default
+            # stored for the first time is not reported as a change.
+            old = {**dataclasses.asdict(effective), "origins": list(site.origins or [])}
             site.settings, site.origins = new, allowed
+            now = {**dataclasses.asdict(comments.site_settings(site, pipeline())),
+                   "origins": list(allowed)}
+            changed = sorted(k for k in old.keys() | now.keys() if old.get(k) != now.get(k))
             db.session.add(ModerationEvent(
                 site_id=site.id, actor=account.actor, action="settings",
                 reason="changed " + (", ".join(changed) or "nothing"),

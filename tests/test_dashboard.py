@@ -883,8 +883,11 @@ def test_the_audit_trail_keeps_what_an_edit_or_a_settings_change_replaced(
     audit = client.get("/dashboard/audit", query_string={"action": "settings"})
     text = audit.get_data(as_text=True)
     assert "What it changed" in text and "banned_words" in text
-    assert ('<dt>banned_words</dt>\n          <dd><span class="was">(not set)</span> → '
+    assert ('<dt>banned_words</dt>\n          <dd><span class="was">[]</span> → '
             '<span class="now">[&#34;scam&#34;, &#34;骗子&#34;]</span>') in text
+    # Only what changed: defaults stored for the first time are not changes.
+    assert "changed banned_words, origins" in text and "max_links" not in text
+    assert "<th scope=\"col\">Site</th>" in text and '<td data-label="Site">Alpha</td>' in text
 
 
 def test_admins_list_sites_and_moderators_and_add_sites(
