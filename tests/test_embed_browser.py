@@ -223,7 +223,10 @@ def test_reply_edit_delete_and_report(live: Callable[..., Live], browser: Any) -
     expect(page.locator(".cm-title")).to_have_text("5 comments")
     expect(page.get_by_text("went up even more than wheat")).to_have_count(0)
     assert server.comments()[-1].status == "deleted"
-    expect(page.locator("[aria-live=polite][role=status]")).to_have_text("Your comment is deleted.")
+    expect(page.locator(".cm-sr[aria-live=polite][role=status]")).to_have_text(
+        "Your comment is deleted.")
+    # Keyboard focus does not fall to the page: it goes to the parent, the only neighbour left.
+    expect(item(page, "I run a small bakery").locator(":scope > .cm-comment")).to_be_focused()
 
     # Report someone else's comment with a reason.
     target = item(page, "Worth adding: the exemption list")
@@ -547,7 +550,7 @@ def test_edit_that_publishes_a_held_comment_counts_it(
     expect(mine.locator(".cm-edited")).to_have_count(1)
     expect(mine.locator(".cm-badge")).to_have_count(0)
     expect(page.locator(".cm-title")).to_have_text("6 comments")
-    expect(page.locator("[aria-live=polite][role=status]")).to_have_text(
+    expect(page.locator(".cm-sr[aria-live=polite][role=status]")).to_have_text(
         "Your comment is updated.")
     assert server.comments()[-1].status == "published"
     page.reload()
@@ -597,6 +600,18 @@ PARITY = [
     "[`code` *em*](https://x.com/) `a*b*` ``x ` y``",
     "**a\nb** c",
     "> 引用 *文字*\n\n- **一** 项\n- 二",
+    # A line after a list item or a quoted line, starting no block, carries on its text.
+    "- 一项\n接着写",
+    "- a\n- b\n  c\nd",
+    "1. 第一\n续行\n2. 第二",
+    "> 引用\n续行",
+    "> a\nb\n> c",
+    "> - item\nlazy",
+    "> a\n>\nb",
+    "- a\n\nb",
+    "p\n2. x",
+    "* a\n+ b",
+    "```\ncode\n```\n> q",
 ]
 
 
@@ -716,4 +731,241 @@ def test_replies_below_the_depth_caps_name_their_real_parent(
     # Past level 3 every reply is listed flat beside its level-3 ancestor.
     expect(page.locator(".cm-replies .cm-replies .cm-replies")).to_have_count(0)
     assert unique_ids(page)
+    assert_clean(server)
+
+
+# -- what a reader sees when things go wrong, keyboard focus, order and layout ---------------
+
+
+def test_rejected_edit_keeps_the_comment_in_place_and_says_so(
+    live: Callable[..., Live], browser: Any
+) -> None:
+    server = live()
+    page = server.open(browser, EN_POST)
+    post(page, "A calm note about bread prices.", author="Ana")
+    status = page.locator(".cm-widget > .cm-form .cm-status")
+    expect(status).to_have_text("Your comment is published.")
+    expect(page.locator(".cm-title")).to_have_text("6 comments")
+    mine = page.locator("#" + item(page, "A calm note").get_attribute("id"))
+    mine.locator(":scope > .cm-comment .cm-edit").click()
+    mine.locator(".cm-editform textarea").fill("On second thought, you are an idiot.")
+    mine.locator(".cm-editform button[type=submit]").click()
+
+    # The comment keeps its place, saying what happened; the reader's text is still there.
+    message = mine.locator(":scope > .cm-comment > .cm-bad")
+    expect(message).to_have_text(
+        "Your edit was not accepted, so this comment is now hidden from other readers. "
+        "Moderators can still see it and may restore it.")
+    expect(message).to_be_visible()
+    expect(message).to_be_focused()
+    assert mine.locator(".cm-editform textarea").input_value() == (
+        "On second thought, you are an idiot.")
+    expect(mine.get_by_text("A calm note")).to_have_count(0)
+    expect(mine.locator(":scope > .cm-comment .cm-actions button")).to_have_count(0)
+    expect(mine.get_by_role("button", name="Save")).to_have_count(0)
+    expect(status).to_have_text("")  # no longer "Your comment is published."
+    expect(page.locator(".cm-title")).to_have_text("5 comments")
+    assert server.comments()[-1].status == "rejected"
+    shot(page, "en-light-rejected-edit")
+
+    mine.get_by_role("button", name="Close").click()
+    expect(mine.locator(".cm-editform")).to_have_count(0)
+    expect(message).to_be_focused()
+    page.reload()
+    page.wait_for_selector(".cm-loading", state="hidden")
+    expect(page.get_by_text("A calm note")).to_have_count(0)
+    expect(page.get_by_text("you are an idiot")).to_have_count(0)
+    assert page.evaluate("localStorage.getItem('moderation-comments:own')") == "{}"
+    assert_clean(server)
+
+
+@pytest.mark.parametrize(("path", "fields"), [
+    (ZH_POST, {"email": ("a@b", "邮箱：请填写有效的邮箱地址，例如 name@example.com。"),
+               "website": ("javascript:alert(1)", "网站：请填写有效的网址（http:// 或 https://）。")}),
+    (EN_POST, {"email": ("a@b", "Email: must have a domain name with a dot"),
+               "website": ("javascript:alert(1)", "Website: must start with http:// or https://")}),
+], ids=["zh", "en"])
+def test_field_errors_are_in_the_widgets_language(
+    live: Callable[..., Live], browser: Any, path: str, fields: dict[str, tuple[str, str]]
+) -> None:
+    server = live()
+    page = server.open(browser, path)
+    form = page.locator(".cm-widget > .cm-form")
+    for name, (value, shown) in fields.items():
+        for other in fields:
+            form.locator(f"[name={other}]").fill(value if other == name else "")
+        post(page, "A comment with a typo in one field.")
+        expect(form.locator(f".cm-field-{name} .cm-error")).to_have_text(shown)
+        expect(form.locator(f"[name={name}]")).to_be_focused()
+    assert len(server.comments()) == 9  # nothing stored
+    assert_clean(server)
+
+
+def test_sort_change_that_fails_keeps_the_list_and_its_pages(
+    live: Callable[..., Live], browser: Any
+) -> None:
+    server = live()
+    page = server.open(browser, EN_POST + "?per_page=2")
+    roots = page.locator(".cm-list > .cm-item > .cm-comment .cm-author")
+    sort = page.get_by_label("Sort")
+    more = page.get_by_role("button", name="Load more comments")
+    expect(roots).to_have_text(["Maria Okafor", "Daniel Reyes"])
+    page.context.set_offline(True)
+    sort.select_option("newest")
+    expect(page.locator(".cm-loading")).to_have_text("Comments could not be loaded. Retry")
+    # Nothing changed: the list, its heading, Load more, and the order it is in.
+    expect(roots).to_have_text(["Maria Okafor", "Daniel Reyes"])
+    expect(page.locator(".cm-title")).to_have_text("5 comments")
+    expect(more).to_be_visible()
+    expect(sort).to_have_value("oldest")
+
+    page.context.set_offline(False)
+    more.click()
+    expect(roots).to_have_text(["Maria Okafor", "Daniel Reyes", "Priya S."])
+    expect(more).to_be_hidden()
+    sort.select_option("newest")
+    expect(roots).to_have_text(["Priya S.", "Daniel Reyes"])
+    page.context.set_offline(True)
+    sort.select_option("oldest")
+    expect(page.locator(".cm-loading")).to_be_visible()
+    page.context.set_offline(False)
+    page.locator(".cm-loading").get_by_role("button", name="Retry").click()
+    expect(roots).to_have_text(["Maria Okafor", "Daniel Reyes"])
+    expect(sort).to_have_value("oldest")
+    expect(page.locator(".cm-loading")).to_be_hidden()
+    more.click()
+    expect(roots).to_have_text(["Maria Okafor", "Daniel Reyes", "Priya S."])
+    assert_clean(server)
+
+
+@pytest.mark.parametrize(("path", "failed"), [
+    (EN_POST, "Could not load more comments. Retry"),
+    (ZH_POST, "更多评论加载失败。 重试"),
+], ids=["en", "zh"])
+def test_load_more_that_fails_says_so_beside_the_button_and_focus_moves_on(
+    live: Callable[..., Live], browser: Any, path: str, failed: str
+) -> None:
+    server = live()
+    page = server.open(browser, path + "?per_page=1")
+    roots = page.locator(".cm-list > .cm-item")
+    expect(roots).to_have_count(1)
+    more = page.locator(".cm-more")
+    more.focus()
+    page.context.set_offline(True)
+    page.keyboard.press("Enter")
+    beside = page.locator(".cm-more + .cm-more-status")
+    expect(beside).to_have_text(failed)
+    assert beside.get_attribute("role") == "status"
+    expect(page.locator(".cm-loading")).to_be_hidden()  # nothing at the top of the thread
+    expect(more).to_be_focused()
+    box, note = more.bounding_box(), beside.bounding_box()
+    assert 0 <= note["y"] - (box["y"] + box["height"]) < 40  # type: ignore[index]
+    shot(page, f"{'zh' if path == ZH_POST else 'en'}-load-more-failed")
+
+    page.context.set_offline(False)
+    beside.get_by_role("button").click()
+    expect(roots).to_have_count(2)
+    expect(beside).to_have_text("")
+    # Focus goes to the first comment the page brought, not to <body>.
+    expect(roots.nth(1).locator(":scope > .cm-comment")).to_be_focused()
+    if path == EN_POST:  # three top-level comments: once more, and the button goes
+        more.focus()
+        page.keyboard.press("Enter")
+        expect(roots).to_have_count(3)
+        expect(more).to_be_hidden()
+        expect(roots.nth(2).locator(":scope > .cm-comment")).to_be_focused()
+    assert_clean(server)
+
+
+def test_live_replies_below_the_depth_cap_come_in_the_order_a_reload_shows(
+    live: Callable[..., Live], browser: Any
+) -> None:
+    server = live()
+    page = server.open(browser, EN_POST + "?max_depth=2")
+    flat = page.locator(".cm-list > .cm-item > .cm-replies > .cm-item > .cm-comment .cm-body")
+    expect(flat).to_have_count(2)
+
+    def reply(to: str, text: str) -> None:
+        item(page, to).locator(":scope > .cm-comment .cm-reply").click()
+        post(page, text, scope=".cm-slot .cm-form")
+        expect(item(page, text)).to_have_count(1)
+
+    reply("Agreed, though the 2018", "First reply to Tom.")
+    reply("Agreed, though the 2018", "Second reply to Tom.")
+    reply("Staples have thinner margins", "A reply to the staples point.")
+    reply("First reply to Tom.", "A reply to the first reply.")
+    shown = flat.all_inner_texts()
+    assert [t.split(".")[0] for t in shown] == [
+        "Agreed, though the 2018 washing-machine study covered a market with very few "
+        "domestic producers", "Fair point", "A reply to the staples point",
+        "First reply to Tom", "A reply to the first reply", "Second reply to Tom"]
+    page.reload()
+    page.wait_for_selector(".cm-loading", state="hidden")
+    expect(flat).to_have_text(shown)
+    assert_clean(server)
+
+
+def test_own_held_comments_come_back_in_the_order_they_were_written(
+    live: Callable[..., Live], browser: Any
+) -> None:
+    server = live()
+    page = server.open(browser, EN_POST)
+    post(page, "A borderline remark, the first.")
+    expect(page.locator(".cm-badge")).to_have_count(1)
+    post(page, "A borderline remark, the second.")
+    expect(page.locator(".cm-badge")).to_have_count(2)
+    first, second = (c.id for c in server.comments()[-2:])
+    # The answer about the first comes in last.
+    held: list[Any] = []
+    page.route(f"{server.api_origin}/api/v1/comments/{first}", lambda route: (
+        held.append(route) if route.request.method == "GET" else route.continue_()))
+    with page.expect_response(lambda r: r.url.endswith(f"/comments/{second}")
+                              and r.request.method == "GET"):
+        page.reload()
+    page.wait_for_timeout(200)
+    assert len(held) == 1
+    held[0].continue_()
+    expect(page.locator(".cm-badge")).to_have_count(2)
+    roots = page.locator(".cm-list > .cm-item > .cm-comment .cm-body")
+    expect(roots).to_have_text([re.compile("pass-through rates"), re.compile("small bakery"),
+                                re.compile("exemption list"), "A borderline remark, the first.",
+                                "A borderline remark, the second."])
+    assert_clean(server)
+
+
+def test_published_lists_have_filled_bullets_and_numbers(
+    live: Callable[..., Live], browser: Any
+) -> None:
+    server = live()
+    page = server.open(browser, EN_POST)
+    post(page, "Prices:\n\n- bread\n- flour\n  - rye\n  - wheat\n\n1. first\n2. second")
+    body = page.locator(".cm-own .cm-body")
+    expect(body.locator("ul ul li")).to_have_count(2)
+    styles = body.evaluate("b => Array.from(b.querySelectorAll('ul, ol'), "
+                           "l => [l.tagName, getComputedStyle(l).listStyleType])")
+    assert styles == [["UL", "disc"], ["UL", "disc"], ["OL", "decimal"]]
+    assert_clean(server)
+
+
+def test_an_error_under_one_field_leaves_the_others_in_line(
+    live: Callable[..., Live], browser: Any
+) -> None:
+    server = live()
+    page = server.open(browser, EN_POST)
+    form = page.locator(".cm-widget > .cm-form")
+    names = ("author", "email", "website")
+
+    def tops(selector: str) -> list[float]:
+        """Where each field's label or input starts, from the top of their row."""
+        return form.locator(".cm-row").evaluate(
+            "(f, [names, sel]) => names.map(n => f.querySelector(`.cm-field-${n} ${sel}`)"
+            ".getBoundingClientRect().top - f.getBoundingClientRect().top)", [names, selector])
+
+    labels, inputs = tops("label"), tops("input")
+    assert len(set(labels)) == 1 and len(set(inputs)) == 1, (labels, inputs)
+    form.locator("[name=website]").fill("javascript:alert(1)")
+    post(page, "A comment with a bad website.")
+    expect(form.locator(".cm-field-website .cm-error")).to_be_visible()
+    assert (tops("label"), tops("input")) == (labels, inputs)
+    shot(page, "en-light-field-error")
     assert_clean(server)

@@ -37,6 +37,8 @@
       published: "Your comment is published.",
       held: "Thank you! Your comment is awaiting moderation; only you can see it for now.",
       rejected: "Your comment was not accepted.",
+      editRejected: "Your edit was not accepted, so this comment is now hidden from other readers. " +
+        "Moderators can still see it and may restore it.",
       updated: "Your comment is updated.", updatedHeld: "Your edit is awaiting moderation.",
       deleted: "Your comment is deleted.", removed: "This comment was removed.",
       tooMany: function (s) { return "Too many comments: try again in " + s + " s."; },
@@ -46,7 +48,8 @@
       windowClosed: "The time for changing this comment is over.",
       textShort: "Please write a comment (at least 2 characters).",
       loadMore: "Load more comments", loading: "Loading comments…",
-      loadFailed: "Comments could not be loaded.", retry: "Retry",
+      loadFailed: "Comments could not be loaded.", moreFailed: "Could not load more comments.",
+      retry: "Retry", close: "Close",
       inReplyTo: "in reply to", removedOne: "a removed comment", edited: "edited", justNow: "just now",
       honeypot: "Leave this field empty", sep: ": "
     },
@@ -70,6 +73,7 @@
       published: "评论已发表。",
       held: "谢谢！你的评论正在等待审核，目前只有你能看到。",
       rejected: "你的评论未被接受。",
+      editRejected: "修改未被接受，这条评论现已对其他读者隐藏。管理员仍能看到它，并可能恢复。",
       updated: "评论已更新。", updatedHeld: "修改后的评论正在等待审核。",
       deleted: "评论已删除。", removed: "此评论已被删除。",
       tooMany: function (s) { return "评论太频繁，请在 " + s + " 秒后重试。"; },
@@ -79,16 +83,21 @@
       windowClosed: "已超过可修改的时限。",
       textShort: "请填写评论内容（至少 2 个字）。",
       loadMore: "加载更多评论", loading: "正在加载评论…",
-      loadFailed: "评论加载失败。", retry: "重试",
+      loadFailed: "评论加载失败。", moreFailed: "更多评论加载失败。", retry: "重试", close: "关闭",
       inReplyTo: "回复", removedOne: "已删除的评论", edited: "已编辑", justNow: "刚刚",
-      honeypot: "请勿填写此项", sep: "："
+      honeypot: "请勿填写此项", sep: "：",
+      // The server explains field errors in English: here, one line per field it checks.
+      fieldErr: {
+        author: "最多 64 个字。", email: "请填写有效的邮箱地址，例如 name@example.com。",
+        website: "请填写有效的网址（http:// 或 https://）。", text: "请填写 2 至 10000 个字。", note: "最多 500 个字。"
+      }
     }
   };
 
   var rawLang = opt.lang || document.documentElement.lang || navigator.language || "en";
   var LANG = /^zh/i.test(rawLang) ? "zh-CN" : "en";
   var T = STRINGS[LANG];
-  var FIELD = { author: T.name, email: T.email, website: T.website, text: T.text };
+  var FIELD = { author: T.name, email: T.email, website: T.website, text: T.text, note: T.note };
 
   var settings = {
     uri: threadUri(),
@@ -268,8 +277,14 @@
     });
   }
 
-  var LIST = /^\s{0,3}([-*+]|\d{1,9}[.)])\s+/;
-  var BLOCK = /^(```|\s{0,3}>|\s{0,3}([-*+]|\d{1,9}[.)])\s)/;
+  var LIST = /^\s{0,3}([-*+]|\d{1,9}[.)])(\s+|$)/;
+  var QUOTE = /^\s{0,3}>\s?/;
+  // What ends a paragraph: a fence, a quote, a list item with text (a numbered one from 1 only).
+  var BLOCK = /^(```|\s{0,3}>|\s{0,3}([-*+]|0{0,8}1[.)])\s+\S)/;
+
+  // A line that carries on the text of the list item or quote above it (markdown-it's "lazy"
+  // continuation): not blank and starting no block of its own.
+  function lazy(line) { return !!line.trim() && !/^```/.test(line) && !QUOTE.test(line) && !LIST.test(line); }
 
   function markdown(src) {
     var lines = src.replace(/\r\n?/g, "\n").split("\n");
@@ -281,18 +296,32 @@
       if (/^```/.test(line)) {
         buf = [];
         for (i++; i < lines.length && !/^```/.test(lines[i]); i++) buf.push(lines[i]);
-        i++;
+        // Each line ends with a newline, as in markdown-it; not the last when no fence closes.
+        if (i++ < lines.length) buf.push("");
         out.push("<pre><code>" + esc(buf.join("\n")) + "</code></pre>");
       } else if (!line.trim()) {
         i++;
-      } else if (/^\s{0,3}>/.test(line)) {
+      } else if (QUOTE.test(line)) {
         buf = [];
-        while (i < lines.length && /^\s{0,3}>/.test(lines[i])) buf.push(lines[i++].replace(/^\s{0,3}>\s?/, ""));
+        // Quoted lines, and lazy ones after quoted text (not after a blank line, not in code).
+        for (var code = false, text = false; i < lines.length && (QUOTE.test(lines[i]) || (text && lazy(lines[i]))); i++) {
+          var quoted = lines[i].replace(QUOTE, "");
+          if (/^```/.test(quoted)) code = !code;
+          text = !code && !!quoted.trim() && !/^```/.test(quoted);
+          buf.push(quoted);
+        }
+        if (code && i < lines.length) buf.push("```"); // code the quote's end closes
         out.push("<blockquote>" + markdown(buf.join("\n")) + "</blockquote>");
       } else if (LIST.test(line)) {
-        var tag = /\d/.test(LIST.exec(line)[1]) ? "ol" : "ul";
+        var mark = LIST.exec(line)[1];
+        var tag = /\d/.test(mark) ? "ol" : "ul";
         buf = [];
-        while (i < lines.length && LIST.test(lines[i])) buf.push("<li>" + inline(lines[i++].replace(LIST, "")) + "</li>");
+        // Items with the same marker (- * + or the . or ) after a number): another starts a list.
+        while (i < lines.length && LIST.test(lines[i]) && LIST.exec(lines[i])[1].slice(-1) === mark.slice(-1)) {
+          var li = [lines[i++].replace(LIST, "").trim()];
+          while (li[0] && i < lines.length && lazy(lines[i])) li.push(lines[i++].trim());
+          buf.push("<li>" + inline(li.join("\n")) + "</li>");
+        }
         out.push("<" + tag + ">" + buf.join("") + "</" + tag + ">");
       } else {
         buf = [];
@@ -354,7 +383,9 @@
     if (r.status === 422) return T.rejected;
     if (err.code === "edit_window_closed" || err.code === "not_editable") return T.windowClosed;
     if (r.status === 400 && err.field === "text" && /at least/.test(err.message || "")) return T.textShort;
-    if (r.status === 400 && FIELD[err.field]) return FIELD[err.field] + T.sep + err.message;
+    if (r.status === 400 && FIELD[err.field]) {
+      return FIELD[err.field] + T.sep + (T.fieldErr ? T.fieldErr[err.field] : err.message);
+    }
     return T.failed;
   }
 
@@ -376,7 +407,8 @@
   // -- widget ------------------------------------------------------------------------------
 
   var root = null; // looked up in start(): the script may run before the target is parsed
-  var state = { page: 1, pages: 0, total: 0, byId: {} };
+  // gen: the latest thread request; an older one that answers late is ignored.
+  var state = { page: 1, pages: 0, total: 0, byId: {}, gen: 0, loading: false };
   var el = {};
 
   function loadStyles() {
@@ -418,79 +450,114 @@
     root.setAttribute("lang", LANG);
     var titleId = nextId("title");
     el.count = h("span", { class: "cm-count" });
+    // The list changes only once the other order has come in; until then it stays as it is.
     el.sort = h("select", { id: nextId("sort"), class: "cm-select", onchange: function () {
-      settings.sort = el.sort.value; reload();
+      load(1, el.sort.value);
     } },
     h("option", { value: "oldest", text: T.oldest }), h("option", { value: "newest", text: T.newest }));
     el.sort.value = settings.sort;
     el.live = h("div", { class: "cm-sr", "aria-live": "polite", role: "status" });
     el.list = h("ol", { class: "cm-list", "aria-labelledby": titleId });
     el.empty = h("p", { class: "cm-empty", hidden: true }, T.none);
-    el.status = h("p", { class: "cm-loading" }, T.loading);
+    el.status = h("p", { class: "cm-loading", role: "status", "aria-live": "polite" }, T.loading);
+    // Not disabled while loading (aria-disabled instead): a disabled button would lose focus.
     el.more = h("button", { type: "button", class: "cm-button cm-more", hidden: true, onclick: function () {
-      state.page += 1; load();
+      if (!state.loading) load(state.page + 1, null, true);
     } }, T.loadMore);
+    el.moreStatus = h("p", { class: "cm-status cm-more-status", role: "status", "aria-live": "polite" });
+    el.title = h("h2", { id: titleId, class: "cm-title", tabindex: "-1" }, el.count);
     root.replaceChildren(
       h("section", { class: "cm-widget", "aria-labelledby": titleId },
         h("header", { class: "cm-head" },
-          h("h2", { id: titleId, class: "cm-title" }, el.count),
+          el.title,
           h("div", { class: "cm-sortbox" }, h("label", { for: el.sort.id }, T.sort), el.sort)),
         commentForm(null, null),
-        el.status, el.empty, el.list, el.more, el.live)
+        el.status, el.empty, el.list, el.more, el.moreStatus, el.live)
     );
     setCount(0);
     el.empty.hidden = true;
   }
 
-  function reload() {
-    state.page = 1;
-    state.byId = {};
-    el.list.replaceChildren();
-    load();
-  }
-
-  function load() {
-    el.more.disabled = true;
-    el.status.hidden = false;
-    el.status.replaceChildren(T.loading);
+  // Load one page of the thread in this order (page 1: the list is replaced, once it is in).
+  // state.page and settings.sort change only when the page has come in. Asked for by a button
+  // (Load more, Retry) that is gone now, keyboard focus moves on to what replaced it.
+  function load(page, sort, pressed) {
+    page = page || 1;
+    sort = sort || settings.sort;
+    var gen = state.gen += 1;
+    var more = page > 1;
+    var where = more ? el.moreStatus : el.status; // a message shows where the reader acted
+    state.loading = true;
+    el.more.setAttribute("aria-disabled", "true");
+    where.classList.remove("cm-bad");
+    where.hidden = false;
+    where.replaceChildren(T.loading);
     var q = "?site=" + encodeURIComponent(SITE) + "&uri=" + encodeURIComponent(settings.uri) +
-      "&sort=" + settings.sort + "&page=" + state.page + "&per_page=" + settings.perPage;
+      "&sort=" + sort + "&page=" + page + "&per_page=" + settings.perPage;
     return call("GET", "/comments" + q).then(function (r) {
-      el.more.disabled = false;
+      if (gen !== state.gen) return;
+      state.loading = false;
+      el.more.removeAttribute("aria-disabled");
       if (r.status !== 200) {
-        el.status.replaceChildren(T.loadFailed + " ",
-          h("button", { type: "button", class: "cm-link", onclick: load }, T.retry));
+        el.sort.value = settings.sort;
+        var retry = h("button", { type: "button", class: "cm-link", onclick: function () { load(page, sort, true); } }, T.retry);
+        where.replaceChildren(more ? T.moreFailed : T.loadFailed, " ", retry);
+        if (more) where.classList.add("cm-bad");
+        if (pressed && focusLost()) retry.focus();
         return;
       }
       el.status.hidden = true;
+      el.moreStatus.replaceChildren();
+      if (!more) {
+        settings.sort = el.sort.value = sort;
+        state.byId = {};
+        el.list.replaceChildren();
+      }
+      var last = el.list.lastElementChild;
+      state.page = page;
       state.pages = r.data.pages;
       r.data.comments.forEach(function (node) { place(node, 1, el.list, null); });
       el.more.hidden = state.page >= state.pages;
       setCount(r.data.total);
-      if (state.page === 1) return loadOwn();
+      if (pressed && (focusLost() || document.activeElement === el.more)) {
+        // On to the first comment it brought: the button may be hidden now.
+        var fresh = more && (last ? last.nextElementSibling : el.list.firstElementChild);
+        (fresh ? fresh.querySelector(":scope > .cm-comment") : more && !el.more.hidden ? el.more : el.title).focus();
+      }
+      if (!more) return loadOwn();
     });
   }
 
+  function focusLost() {
+    var a = document.activeElement;
+    return !a || a === document.body || !a.isConnected;
+  }
+
   // Bring back this reader's own comments: held ones only they can see, and edit controls.
+  // They go in oldest first once all are in, as a reload would show them (a reply after its
+  // held parent), whatever order the answers came in.
   function loadOwn() {
     var mine = Object.keys(own).filter(function (id) { return own[id].s === SITE && own[id].u === settings.uri; });
     return Promise.all(mine.map(function (id) {
       return call("GET", "/comments/" + id, null, own[id].t).then(function (r) {
         var c = r.data.comment;
-        if (r.status === 404 || r.status === 403 || (c && !/^(published|pending)$/.test(c.status))) {
+        if (r.status === 404 || r.status === 403 || (c && !/^(published|pending)$/.test(c.status)) ||
+            (c && c.status === "published" && new Date(c.editable_until) < new Date())) {
           forget(id);
-          return;
+          return null;
         }
-        if (!c || !c.status) return;
-        if (c.status === "published" && new Date(c.editable_until) < new Date()) {
-          forget(id);
-          return;
-        }
+        return c && c.status ? c : null;
+      });
+    })).then(function (found) {
+      found.filter(Boolean).sort(function (a, b) {
+        return new Date(a.created) - new Date(b.created) || a.id - b.id;
+      }).forEach(function (c) {
         var item = state.byId[c.id];
         if (!item && c.status === "pending") item = insert(c, c.parent);
         if (item) makeOwn(item, c);
       });
-    })).then(function () { el.empty.hidden = state.total > 0 || !!el.list.querySelector(".cm-item"); });
+      el.empty.hidden = state.total > 0 || !!el.list.querySelector(".cm-item");
+    });
   }
 
   // Render a node and its replies; below the depth cap replies are listed flat, with a pointer.
@@ -533,7 +600,7 @@
     li.cm = { level: level, comment: c };
     state.byId[c.id] = li;
     if (c.deleted) {
-      li.append(h("article", { class: "cm-comment cm-removed" }, h("p", { class: "cm-body" }, T.removed)));
+      li.append(removedNote());
       return li;
     }
     var name = c.author || T.anonymous;
@@ -558,6 +625,10 @@
     return li;
   }
 
+  function removedNote() {
+    return h("article", { class: "cm-comment cm-removed", tabindex: "-1" }, h("p", { class: "cm-body" }, T.removed));
+  }
+
   function body(html) {
     var div = h("div", { class: "cm-body" });
     div.innerHTML = html; // the server's sanitised HTML (bleach allowlist)
@@ -576,7 +647,10 @@
       if (!ol) { ol = h("ol", { class: "cm-replies" }); parentLi.append(ol); }
       ol.append(li);
     } else {
-      parentLi.after(li);
+      // Listed flat: after the parent's replies already listed after it (deeper levels).
+      var last = parentLi;
+      while (last.nextElementSibling && last.nextElementSibling.cm.level > parentLi.cm.level) last = last.nextElementSibling;
+      last.after(li);
     }
     return li;
   }
@@ -669,7 +743,8 @@
     var email = h("input", { type: "email", autocomplete: "email", maxlength: "254", value: me.email || "" });
     var website = h("input", { type: "url", autocomplete: "url", maxlength: "254", placeholder: "https://", value: me.website || "" });
     var trap = h("input", { type: "text", name: "homepage", tabindex: "-1", autocomplete: "off" });
-    var status = h("p", { class: "cm-status", "aria-live": "polite" });
+    var status = h("p", { class: "cm-status", role: "status", "aria-live": "polite" });
+    if (!parentLi) el.formStatus = status;
     var submitBtn = h("button", { type: "submit", class: "cm-button cm-primary" }, T.post);
     var text = textArea("", parentLi ? T.replyTo(parentLi.cm.comment.author || T.anonymous) : T.write, function () { form.requestSubmit(); });
     form.append(
@@ -741,23 +816,32 @@
     slot.replaceChildren(commentForm(li, opener));
   }
 
+  // An inline form in a comment's slot; closing it puts focus back on f.opener.
   function inlineForm(li, opener, cls, children, onSubmit) {
     var slot = slotOf(li);
-    var status = h("p", { class: "cm-status", "aria-live": "polite" });
+    var status = h("p", { class: "cm-status", role: "status", "aria-live": "polite" });
     var form = h("form", { class: "cm-form cm-small " + cls, novalidate: true }, children, status);
-    function close() { form.remove(); if (opener && opener.isConnected) opener.focus(); }
-    form.addEventListener("keydown", function (e) { if (e.key === "Escape") close(); });
+    var f = { form: form, status: status, opener: opener, close: function () {
+      form.remove();
+      if (f.opener && f.opener.isConnected) f.opener.focus();
+    } };
+    form.addEventListener("keydown", function (e) { if (e.key === "Escape") f.close(); });
     form.addEventListener("submit", function (e) {
       e.preventDefault();
       clearErrors(form);
       status.textContent = "";
       status.classList.remove("cm-bad");
-      onSubmit(form, status, close);
+      onSubmit(form, status, f.close);
     });
     slot.replaceChildren(form);
     var first = form.querySelector("textarea, select, button");
     if (first) first.focus();
-    return { form: form, status: status, close: close };
+    return f;
+  }
+
+  // The main form's "Your comment is published." is out of date once that comment changes.
+  function clearFormStatus() {
+    if (!el.formStatus.classList.contains("cm-bad")) el.formStatus.textContent = "";
   }
 
   function cancelButton() {
@@ -778,8 +862,10 @@
     var c = li.cm.comment;
     var t = own[c.id] || {};
     var save = h("button", { type: "submit", class: "cm-button cm-primary" }, T.save);
+    var cancel = cancelButton();
     var text;
     var f = inlineForm(li, opener, "cm-editform", [], function (form, status, close) {
+      if (!save.isConnected) return; // refused: nothing more can be saved
       if (text.area.value.trim().length < 2) { showFieldError(form, "text", T.textShort); return; }
       save.disabled = true;
       call("PATCH", "/comments/" + c.id, { text: text.area.value }, t.t).then(function (r) {
@@ -794,31 +880,60 @@
           if (c.status !== "published" && fresh.status === "published") setCount(state.total + 1);
           makeOwn(li, fresh);
           close();
+          clearFormStatus();
           announce(fresh.status === "published" ? T.updated : T.updatedHeld);
           return;
         }
-        if (r.status === 422) { dropOwn(li); announce(T.rejected); return; }
+        if (r.status === 422) { refused(li, f, text, save, cancel); return; }
         fail(status, r, form);
       });
     });
     text = textArea(c.text || "", T.text, function () { f.form.requestSubmit(); });
-    f.form.prepend(text.field, text.preview, h("div", { class: "cm-buttons" }, save, cancelButton()));
+    f.form.prepend(text.field, text.preview, h("div", { class: "cm-buttons" }, save, cancel));
     text.area.focus();
   }
 
+  // An edit the server rejected: the comment is stored with it, hidden from other readers and
+  // no longer editable. It keeps its place, saying so; the reader's text stays in the form.
+  function refused(li, f, text, save, cancel) {
+    var c = li.cm.comment;
+    forget(c.id);
+    if (c.status === "published") setCount(state.total - 1);
+    c.status = "rejected";
+    var article = li.querySelector(":scope > .cm-comment");
+    article.classList.remove("cm-pending");
+    article.querySelectorAll(".cm-badge, :scope > .cm-note").forEach(function (n) { n.remove(); });
+    article.querySelector(":scope > .cm-actions").replaceChildren();
+    var message = h("p", { class: "cm-body cm-bad", tabindex: "-1" }, T.editRejected);
+    article.querySelector(":scope > .cm-body").replaceWith(message);
+    save.remove();
+    cancel.textContent = T.close;
+    text.area.readOnly = true;
+    f.opener = message;
+    clearFormStatus();
+    message.focus();
+  }
+
+  // Take a deleted comment off the page (a placeholder if replies hang on it); return what
+  // keyboard focus goes to: the comment after it, else before it, else its parent or the list.
   function dropOwn(li) {
     var c = li.cm.comment;
     forget(c.id);
     if (c.status === "published") setCount(state.total - 1);
     var replies = li.querySelector(":scope > .cm-replies");
-    if (replies && replies.children.length) {
-      li.querySelector(":scope > .cm-comment").replaceWith(
-        h("article", { class: "cm-comment cm-removed" }, h("p", { class: "cm-body" }, T.removed)));
+    var next = li.nextElementSibling;
+    var near = next || li.previousElementSibling || li.parentNode.closest(".cm-item");
+    var to;
+    if ((replies && replies.children.length) || (next && next.cm.level > li.cm.level)) {
+      to = removedNote();
+      li.querySelector(":scope > .cm-comment").replaceWith(to);
     } else {
       li.remove();
       delete state.byId[c.id];
+      to = near ? near.querySelector(":scope > .cm-comment") : el.title;
     }
     el.empty.hidden = state.total > 0 || !!el.list.querySelector(".cm-item");
+    return to;
   }
 
   function openDelete(li, opener) {
@@ -830,7 +945,12 @@
         yes.disabled = true;
         call("DELETE", "/comments/" + c.id, null, (own[c.id] || {}).t).then(function (r) {
           yes.disabled = false;
-          if (r.status === 204) { dropOwn(li); announce(T.deleted); return; }
+          if (r.status === 204) {
+            dropOwn(li).focus();
+            clearFormStatus();
+            announce(T.deleted);
+            return;
+          }
           fail(status, r, form);
         });
       });
