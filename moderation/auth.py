@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,9 +18,10 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy import select, update
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from . import limits
+from . import limits, sanitising
 from .db import Moderator, Site, db, utcnow
 from .errors import error_response
+from .exceptions import InvalidField
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -223,6 +225,39 @@ def _read_password(from_stdin: bool) -> str:
     return str(click.prompt("Password", hide_input=True, confirmation_prompt=True))
 
 
+# An address the sign-in form's <input type="email"> lets a browser send (the HTML standard's
+# "valid e-mail address": ASCII, domain labels of letters, digits and inner hyphens).
+_SIGN_IN_EMAIL_RE = re.compile(
+    r"[a-z0-9.!#$%&'*+/=?^_`{|}~-]+@[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+    r"(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*"
+)
+
+
+def _account_email(value: str) -> str:
+    """Return a moderator's sign-in email lower-cased, or refuse one no one could sign in with.
+
+    It must pass the checks of readers' emails (sanitising.clean_email), except that a
+    domain of one label is allowed (admin@localhost, the demo admin of dev.py), and be an
+    address the sign-in form accepts.
+    """
+    email = value.strip().lower()
+    local, at, domain = email.partition("@")
+    try:
+        if not email:
+            raise InvalidField("email", "is empty")
+        if local and at and not domain:
+            raise InvalidField("email", "is missing the domain after '@'")
+        # clean_email asks for a dot in the domain; a one-label domain is checked with one.
+        sanitising.clean_email(email + ".invalid" if domain and "." not in domain else email)
+        if not _SIGN_IN_EMAIL_RE.fullmatch(email):
+            raise InvalidField("email", "has characters the sign-in form does not accept "
+                               "(ASCII only: write a non-ASCII domain in its xn-- form)")
+    except InvalidField as error:
+        raise click.BadParameter(f"{value!r} is not an email address: it {error.message}",
+                                 param_hint="--email") from None
+    return email
+
+
 @moderator_cli.command("add")
 @click.option("--email", required=True, help="Sign-in email, also shown in the audit log.")
 @click.option("--admin", is_flag=True, help="May see every site and change settings.")
@@ -234,9 +269,7 @@ def moderator_add(
     email: str, admin: bool, site_keys: tuple[str, ...], password_stdin: bool, if_missing: bool
 ) -> None:
     """Add a moderator account (or reset its password, admin flag and sites)."""
-    email = email.strip().lower()
-    if email.count("@") != 1:
-        raise click.BadParameter(f"{email!r} is not an email address", param_hint="--email")
+    email = _account_email(email)
     sites = []
     for key in site_keys:
         site = db.session.execute(select(Site).where(Site.key == key)).scalar_one_or_none()

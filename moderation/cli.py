@@ -15,12 +15,13 @@ from .db import Site, db
 site_cli = AppGroup("site", help="Manage the sites that embed comments.")
 
 
-def _origin(value: str) -> str:
-    """Return an --origin value as browsers send it (see origins.normalise), or refuse it."""
+def _origin(value: str, option: str = "--origin") -> str:
+    """Return an origin option's value as browsers send it (see origins.normalise), or refuse
+    it naming the option."""
     try:
         return origins.normalise(value)
     except origins.InvalidOrigin as error:
-        raise click.BadParameter(str(error), param_hint="--origin") from None
+        raise click.BadParameter(str(error), param_hint=option) from None
 
 
 # The longest site name the database stores.

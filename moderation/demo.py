@@ -13,6 +13,7 @@ from flask.cli import AppGroup
 from sqlalchemy import func, select
 
 from . import comments
+from .cli import _origin
 from .db import Comment, Site, Status, Thread, db, utcnow
 
 bp = Blueprint("demo", __name__, url_prefix="/demo")
@@ -198,14 +199,10 @@ def seed_comments(site: Site) -> int:
               "loopback name of the first --origin].")
 def seed(origins: tuple[str, ...], api_origin: str) -> None:
     """Create the demo site and sample comments (safe to run again), then print the snippet."""
-    for origin in origins:
-        parts = urllib.parse.urlsplit(origin)
-        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path.strip("/"):
-            raise click.BadParameter(f"{origin!r} is not an origin like http://localhost:5000",
-                                     param_hint="--origin")
+    origins = tuple(_origin(origin) for origin in origins)  # as browsers send them, or refused
+    api = _origin(api_origin, "--api-origin") if api_origin else twin_origin(origins[0])
     site = ensure_site(origins)
     added = seed_comments(site)
-    api = (api_origin or twin_origin(origins[0])).rstrip("/")
     click.echo(f"Demo site {site.name!r}, key {site.key}")
     click.echo(f"Allowed origins: {', '.join(site.origins)}")
     click.echo(f"Added {added} sample comments." if added else "Sample comments already there.")

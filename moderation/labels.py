@@ -95,7 +95,10 @@ def export_labels(output: Path | None, since: datetime | None) -> None:
         for piece in csv_chunks(since=start):
             click.echo(piece, nl=False)
         return
-    with output.open("w", encoding="utf-8", newline="") as fh:
-        for piece in csv_chunks(since=start):
-            fh.write(piece)
+    try:
+        with output.open("w", encoding="utf-8", newline="") as fh:
+            for piece in csv_chunks(since=start):
+                fh.write(piece)
+    except OSError as error:  # no such folder, no permission, a full disk, a read-only file
+        raise click.ClickException(f"cannot write {output}: {error.strerror or error}") from None
     click.echo(f"Wrote labels to {output}", err=True)

@@ -135,10 +135,30 @@ def read_csv(path: Path) -> Iterator[dict[str, str]]:
 
     Text is UTF-8, with or without a byte-order mark; a file that is not valid UTF-8 is read
     as Windows-1252, the other encoding spreadsheets write. Tabs separate the fields of a
-    .tsv file, or of any file whose header line has tabs and no commas.
+    .tsv file, or of any file whose header line has tabs and no commas. A file that cannot be
+    read as such (missing, a .gz file that is not gzip or is cut short, binary data, broken
+    CSV) stops the command with "cannot read PATH: why" (click.ClickException).
     """
-    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as fh:
-        raw = fh.read()
+    import zlib
+
+    def refuse(why: str) -> click.ClickException:
+        return click.ClickException(f"cannot read {path}: {why}")
+
+    try:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as fh:
+            raw = fh.read()
+    except gzip.BadGzipFile as error:  # an OSError too
+        if str(error).startswith("Not a gzipped file"):
+            raise refuse("it is not gzip-compressed, yet its name ends in .gz") from None
+        raise refuse(f"the gzip data is damaged ({error})") from None
+    except (EOFError, zlib.error) as error:
+        raise refuse(f"the gzip data is cut short or damaged ({error})") from None
+    except OSError as error:
+        raise refuse(error.strerror or str(error)) from None
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise refuse("it is UTF-16 text; save it as UTF-8 (or Windows-1252)")
+    if b"\0" in raw:
+        raise refuse("it holds binary data (NUL bytes), not CSV or TSV text")
     try:
         content = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -147,7 +167,11 @@ def read_csv(path: Path) -> Iterator[dict[str, str]]:
     tabs = path.name.removesuffix(".gz").endswith(".tsv") or ("\t" in header and "," not in header)
     # Long comments exceed the csv module's default 128 KiB field limit.
     csv.field_size_limit(2**31 - 1)
-    yield from csv.DictReader(io.StringIO(content, newline=""), delimiter="\t" if tabs else ",")
+    reader = csv.DictReader(io.StringIO(content, newline=""), delimiter="\t" if tabs else ",")
+    try:
+        yield from reader
+    except csv.Error as error:
+        raise refuse(f"line {reader.line_num}: {error}") from None
 
 
 def _split(key: str, val: float, test: float) -> str:
@@ -1182,17 +1206,17 @@ def evaluate_file(path: Path, text_column: str, label_column: str, score: str,
     """Score a labelled CSV file with the shipped model and return its metrics."""
     from moderation.classifier import ModelError
 
-    try:
-        clf = load(model_dir)
-    except ModelError as exc:
-        raise click.ClickException(f"cannot load model: {exc}") from exc
-    rows = list(read_csv(path))
+    rows = list(read_csv(path))  # first: a file that cannot be used stops before the model
     if not rows:
         raise click.ClickException(f"{path} has no rows")
     for col in (text_column, label_column, author_column, website_column):
         if col and col not in rows[0]:
             raise click.ClickException(f"column {col!r} not in {path} "
                                        f"(columns: {', '.join(rows[0])})")
+    try:
+        clf = load(model_dir)
+    except ModelError as exc:
+        raise click.ClickException(f"cannot load model: {exc}") from exc
     items, labels = [], []
     for r in rows:
         raw = r[label_column]

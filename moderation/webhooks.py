@@ -661,8 +661,12 @@ def log_command(site_key: str | None, limit: int) -> None:
     """Show recent webhook deliveries with their state, attempts and last outcome."""
     query = (select(WebhookDelivery, Webhook).join(Webhook)
              .order_by(WebhookDelivery.id.desc()).limit(limit))
-    if site_key:
-        query = query.join(Site, Site.id == Webhook.site_id).where(Site.key == site_key)
+    if site_key is not None:
+        site_id = db.session.execute(select(Site.id).where(Site.key == site_key)).scalar()
+        if site_id is None:
+            raise click.BadParameter(f"no site with key {site_key!r} (see `site list`)",
+                                     param_hint="--site")
+        query = query.where(Webhook.site_id == site_id)
     for delivery, hook in db.session.execute(query).all():
         outcome = delivery.last_status or delivery.last_error or "-"
         click.echo(f"{delivery.id:>6}  {delivery.event:<18} {delivery.state:<9} "

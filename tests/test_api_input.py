@@ -224,3 +224,24 @@ def test_a_removed_comment_at_the_depth_cap_stays_while_replies_below_it_do(
     assert [(n["id"], n.get("deleted", False)) for n in level] == [
         (removed, True), *[(i, False) for i in ids[comments.MAX_DEPTH:]]]
     assert level[1]["parent"] == removed
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400", "-1E999"])
+def test_numbers_that_are_not_standard_json_are_a_400_and_store_nothing(
+    scored: Flask, client: FlaskClient, site: Site, number: str
+) -> None:
+    # NaN compares false with every number: "elapsed_ms": NaN passed the fill-time check.
+    response = post_raw(client, f'{{"site": "{site.key}", "uri": "/posts/hello", '
+                                f'"text": "Nice post, thanks!", "elapsed_ms": {number}}}')
+    assert response.status_code == 400
+    assert response.json["error"]["code"] == "invalid_json"
+    assert stored(scored) == 0
+    counts = client.post("/api/v1/counts", content_type="application/json",
+                         data=f'{{"site": "{site.key}", "uris": ["/posts/hello"], '
+                              f'"x": [{number}]}}')
+    assert counts.status_code == 400 and counts.json["error"]["code"] == "invalid_json"
+    # Ordinary numbers, a fraction or an exponent among them, are still numbers.
+    fine = post_raw(client, f'{{"site": "{site.key}", "uri": "/posts/hello", '
+                            '"text": "Nice post, thanks!", "elapsed_ms": 2.5e3}')
+    assert fine.status_code == 201, fine.json
+    assert stored(scored) == 1

@@ -211,6 +211,38 @@ def test_disable_and_enable_explain_bad_arguments(
     assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
 
 
+@pytest.mark.parametrize(("email", "why"), [
+    ("@", "is missing the part before '@'"),
+    ("root@", "is missing the domain after '@'"),
+    ("root", "must contain exactly one '@'"),
+    ("root@@example.org", "must contain exactly one '@'"),
+    ("ro ot@example.org", "must not contain spaces or control characters"),
+    ("root@example..org", "has an invalid domain name"),
+    ("<root>@example.org", "has an invalid part before '@'"),
+    ("rööt@example.org", "has characters the sign-in form does not accept"),
+    ("   ", "is empty"),
+])
+def test_add_refuses_an_email_no_one_could_sign_in_with(
+    app: Flask, email: str, why: str
+) -> None:
+    result = app.test_cli_runner().invoke(args=[
+        "moderator", "add", "--email", email, "--admin", "--password-stdin"],
+        input=PASSWORD + "\n")
+    assert result.exit_code == 2
+    assert f"Invalid value for --email: {email!r} is not an email address: it {why}" \
+        in result.output
+    assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
+    assert cli(app, "moderator", "list").output == ""  # no account was made
+
+
+def test_add_takes_a_local_address_such_as_the_demo_admins(app: Flask) -> None:
+    added = app.test_cli_runner().invoke(args=[
+        "moderator", "add", "--email", " Admin@LocalHost ", "--admin", "--password-stdin"],
+        input=PASSWORD + "\n")
+    assert added.exit_code == 0 and "Added admin admin@localhost" in added.output
+    assert login(app.test_client(), "admin@localhost").status_code == 302
+
+
 # -- sign-in limits -------------------------------------------------------------------------
 
 

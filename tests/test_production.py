@@ -181,6 +181,27 @@ def test_refuses_to_start_with_the_default_secret_outside_debug() -> None:
         create_app(base_config(TESTING=False, SECRET_KEY="dev"))
 
 
+def test_settings_at_the_top_of_their_ranges_serve_requests() -> None:
+    """The largest values the start-up check lets through are ones requests can use."""
+    from moderation import TEN_YEARS
+
+    app = make_app(EDIT_WINDOW_SECONDS=TEN_YEARS, PAGE_SIZE=10_000, MAX_PAGE_SIZE=10_000,
+                   PERMANENT_SESSION_LIFETIME=TEN_YEARS, WTF_CSRF_TIME_LIMIT=TEN_YEARS)
+    fakes.install(app)
+    site = add_site(app, origins=[ORIGIN])
+    client = app.test_client()
+    created = post(client, site)
+    assert created.status_code == 201, created.json
+    edited = client.patch(f"/api/v1/comments/{created.json['comment']['id']}",
+                          json={"text": "Nice post, edited"},
+                          headers={"X-Edit-Token": created.json["edit_token"]})
+    assert edited.status_code == 200, edited.json
+    for query in ({}, {"per_page": "10000"}):
+        listed = client.get("/api/v1/comments",
+                            query_string={"site": site.key, "uri": "/posts/hello", **query})
+        assert listed.status_code == 200 and listed.json["total"] == 1
+
+
 # -- request ids and logs ---------------------------------------------------------------------
 
 
