@@ -177,6 +177,24 @@ def analyze() -> Response:
     return jsonify(body)
 
 
+# -- errors outside the views -----------------------------------------------------------------
+
+
+def _under(prefix: str | None) -> bool:
+    path = request.path
+    return bool(prefix) and (path == prefix or path.startswith(f"{prefix}/"))
+
+
+def protocol_error(code: int, message: str) -> Response | None:
+    """Answer an error the blueprints' own handlers never see (no such path or method under
+    theirs, a database outage) in the protocol's shape; None outside their paths."""
+    if _under(perspective.url_prefix):
+        return google_error(code, message or "error")
+    if _under(akismet.url_prefix):
+        return akismet_error(code, message)
+    return None
+
+
 # -- Akismet ----------------------------------------------------------------------------------
 
 SUBMITTED = "Thanks for making the web a better place."
@@ -188,10 +206,15 @@ def _text(body: str, status: int = 200, headers: dict[str, str] | None = None) -
     return response
 
 
+def akismet_error(code: int, message: str) -> Response:
+    """Return an Akismet-style error: the status as the plain-text body, the reason in
+    X-akismet-debug-help."""
+    return _text(str(code), code, {"X-akismet-debug-help": " ".join(message.split()) or "error"})
+
+
 @akismet.errorhandler(HTTPException)
 def _akismet_http(error: HTTPException) -> Response:
-    return _text(str(error.code), error.code or 500,
-                 {"X-akismet-debug-help": error.description or "error"})
+    return akismet_error(error.code or 500, error.description or "error")
 
 
 @akismet.errorhandler(InvalidField)

@@ -54,7 +54,10 @@ RATELIMIT_STORAGE_OPTIONS: dict[str, object] = {"socket_connect_timeout": 1.0,
 RATELIMIT_STRATEGY = "sliding-window-counter"
 # Use in-memory counters while the configured storage is unreachable (logged, health degraded).
 RATELIMIT_IN_MEMORY_FALLBACK_ENABLED = True
-RATELIMIT_HEADERS_ENABLED = True
+# flask-limiter's X-RateLimit-*/Retry-After headers on every answer of a per-key limited route:
+# off, as successful answers carry no rate-limit headers (each would cost a second counter
+# read). 429 answers still carry Retry-After and X-RateLimit-* (limits.limited_headers).
+RATELIMIT_HEADERS_ENABLED = False
 # Limiter on/off switch (tests turn it off except where limits are tested).
 RATELIMIT_ENABLED = True
 # New comments per client (an IPv4 address, or an IPv6 /64, as for every per-client limit).

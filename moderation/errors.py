@@ -1,4 +1,5 @@
-"""One JSON error shape under the APIs, readable HTML pages everywhere else."""
+"""One JSON error shape under the APIs, the protocols' own shapes under the Perspective and
+Akismet drop-ins, readable HTML pages everywhere else."""
 
 from __future__ import annotations
 
@@ -45,10 +46,22 @@ def wants_json() -> bool:
     )
 
 
+def _protocol_error(status: int, message: str) -> Response | None:
+    """Return the error in Perspective's or Akismet's shape under their paths, else None."""
+    from . import compat  # here: compat imports the API, which imports this module
+
+    return compat.protocol_error(status, message)
+
+
 def error_response(
     status: int, code: str, message: str, field: str | None = None, **extra: Any
 ) -> Response:
-    """Return the error as JSON under the API, or as an HTML page elsewhere."""
+    """Return the error as JSON under the API, in the protocol's own shape under the
+    Perspective and Akismet paths (an unknown path or method there, a database outage), or as
+    an HTML page elsewhere."""
+    protocol = _protocol_error(status, message)
+    if protocol is not None:
+        return protocol
     if wants_json():
         body: dict[str, Any] = {"code": code, "message": message}
         if field:

@@ -281,10 +281,20 @@ def guarded(*rules: Rule) -> Callable[[F], F]:
 
 
 def limited_headers(response: Response) -> Response:
-    """Tell a refused client when to retry (Retry-After and X-RateLimit-* on 429s)."""
-    breached = g.get("rate_limited")
-    if breached is None or response.status_code != 429:
+    """Tell a refused client when to retry (Retry-After and X-RateLimit-* on 429s).
+
+    The limits check() counts record their breach in g; the per-key limit is flask-limiter's
+    decorator (keys.limited), whose own headers are off (RATELIMIT_HEADERS_ENABLED) since it
+    would put them on successful answers too.
+    """
+    if response.status_code != 429:
         return response
+    breached = g.get("rate_limited")
+    if breached is None:
+        current = limiter.current_limit
+        if current is None or not current.breached:
+            return response
+        breached = (current.limit, tuple(current.request_args))
     item, args = breached
     try:
         reset, _ = limiter.limiter.get_window_stats(item, *args)

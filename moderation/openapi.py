@@ -1,8 +1,16 @@
-"""The OpenAPI 3.1 document for /api/v1, kept beside the code it describes."""
+"""The OpenAPI 3.1 document for /api/v1 and the Perspective and Akismet drop-ins, kept beside
+the code it describes. Limits that are settings (MAX_PAGE_SIZE, MAX_COUNT_URIS, ...) are filled
+in from the serving app's config each time the document is built."""
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Mapping
 from typing import Any
+
+from flask import current_app, has_app_context
+
+from . import config as defaults
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -29,6 +37,37 @@ def _errors(*codes: int) -> dict[str, Any]:
         503: "The database is unavailable.",
     }
     return {str(code): _error(text[code]) for code in codes}
+
+
+def _thread_per_page(page_size: int, max_page_size: int) -> dict[str, Any]:
+    """Return the per_page parameter of a thread listing under the server's page settings."""
+    return {"name": "per_page", "in": "query", "allowEmptyValue": True,
+            "description": f"Empty or absent: {page_size} (the server's PAGE_SIZE); at most "
+            f"{max_page_size} (its MAX_PAGE_SIZE).",
+            "schema": {"type": "integer", "minimum": 1, "maximum": max_page_size,
+                       "default": page_size}}
+
+
+def _count_request(max_uris: int) -> dict[str, Any]:
+    """Return the body schema of a count request under the server's MAX_COUNT_URIS."""
+    return {
+        "type": "object",
+        "required": ["site", "uris"],
+        "properties": {
+            "site": {"type": "string", "minLength": 1, "description": "The public site key."},
+            "uris": {"type": "array", "maxItems": max_uris,
+                     "description": f"Page paths, at most {max_uris} (the server's "
+                     "MAX_COUNT_URIS); none blank.",
+                     "items": {"type": "string", "minLength": 1}},
+        },
+    }
+
+
+def _elapsed_ms(min_fill_ms: int) -> dict[str, Any]:
+    """Return the widget's elapsed_ms field under the server's MIN_FILL_MS."""
+    return {"type": "number", "minimum": 0, "description": "Milliseconds the reader spent on "
+            f"the form. Below {min_fill_ms} (the server's MIN_FILL_MS) the comment is stored "
+            "as spam (answer 422)."}
 
 
 EDIT_TOKEN = {
@@ -122,8 +161,9 @@ SCHEMAS: dict[str, Any] = {
         "required": ["site", "uri", "text"],
         "additionalProperties": False,
         "properties": {
-            "site": {"type": "string", "description": "The public site key."},
-            "uri": {"type": "string", "description": "Page path, e.g. /posts/hello."},
+            "site": {"type": "string", "minLength": 1, "description": "The public site key."},
+            "uri": {"type": "string", "minLength": 1,
+                    "description": "Page path, e.g. /posts/hello; not blank."},
             "title": {"type": "string", "maxLength": 300},
             "parent": {"type": ["integer", "null"], "description": "Comment replied to."},
             "author": {"type": "string", "maxLength": 64},
@@ -133,9 +173,7 @@ SCHEMAS: dict[str, Any] = {
                      "description": "Markdown subset."},
             "hp": {"type": "string", "description": "Honeypot: the widget's hidden field, "
                    "sent as is. Anything but empty stores the comment as spam (answer 422)."},
-            "elapsed_ms": {"type": "number", "minimum": 0, "description": "Milliseconds the "
-                           "reader spent on the form. Below the server's MIN_FILL_MS (2000 by "
-                           "default) the comment is stored as spam (answer 422)."},
+            "elapsed_ms": _elapsed_ms(defaults.MIN_FILL_MS),
         },
     },
     "CommentEdit": {
@@ -169,17 +207,18 @@ PATHS: dict[str, Any] = {
             "summary": "List a thread's published comments as a tree.",
             "operationId": "listComments",
             "parameters": [
-                {"name": "site", "in": "query", "required": True, "schema": {"type": "string"}},
-                {"name": "uri", "in": "query", "required": True, "schema": {"type": "string"}},
+                {"name": "site", "in": "query", "required": True,
+                 "description": "The public site key.",
+                 "schema": {"type": "string", "minLength": 1}},
+                {"name": "uri", "in": "query", "required": True,
+                 "description": "Page path, e.g. /posts/hello; not blank.",
+                 "schema": {"type": "string", "minLength": 1}},
                 {"name": "sort", "in": "query",
                  "schema": {"type": "string", "enum": ["oldest", "newest"]}},
                 {"name": "page", "in": "query", "allowEmptyValue": True,
                  "description": "Empty or absent: 1.",
                  "schema": {"type": "integer", "minimum": 1, "maximum": 1_000_000}},
-                {"name": "per_page", "in": "query", "allowEmptyValue": True,
-                 "description": "Empty or absent: the server's PAGE_SIZE (50 by default); at "
-                 "most its MAX_PAGE_SIZE (200 by default).",
-                 "schema": {"type": "integer", "minimum": 1, "maximum": 200}},
+                _thread_per_page(defaults.PAGE_SIZE, defaults.MAX_PAGE_SIZE),
             ],
             "responses": {
                 "200": _json(_ref("ThreadPage"), "One page of top-level comments."),
@@ -247,7 +286,9 @@ PATHS: dict[str, Any] = {
                     "properties": {
                         "reason": {"type": "string",
                                    "enum": ["spam", "abuse", "off-topic", "other"]},
-                        "note": {"type": "string", "maxLength": 500},
+                        "note": {"type": "string", "description": "At most 500 characters, "
+                                 "counted after normalisation (control and invisible "
+                                 "characters removed, runs of spaces collapsed)."},
                     },
                 }}},
             },
@@ -264,14 +305,8 @@ PATHS: dict[str, Any] = {
             "operationId": "countComments",
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": {
-                    "type": "object",
-                    "required": ["site", "uris"],
-                    "properties": {
-                        "site": {"type": "string"},
-                        "uris": {"type": "array", "maxItems": 100, "items": {"type": "string"}},
-                    },
-                }}},
+                "content": {"application/json": {
+                    "schema": _count_request(defaults.MAX_COUNT_URIS)}},
             },
             "responses": {
                 "200": _json(
@@ -341,6 +376,8 @@ def _page_params(default: int = 50) -> list[dict[str, Any]]:
 
 
 _STATUS_ENUM = ["published", "pending", "spam", "rejected", "deleted"]
+_ONE_STATUS = "(?:" + "|".join(_STATUS_ENUM) + ")"
+_STATUS_LIST = f"^{_ONE_STATUS}?(?:,{_ONE_STATUS}?)*$"
 _NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
 _READER = {
     "type": "object",
@@ -350,13 +387,16 @@ _READER = {
     "and user agent. Each comment stored for a reader (POST /manage/comments, /analyze with "
     "`store: true`) counts against the per-reader posting limit of that /24 or /48: the "
     "site's own `post` limit if it sets one, else LIMIT_POST; 429 beyond it.",
-    "properties": {"addr": {"type": "string", "format": "ip"},
-                   "user_agent": {"type": "string", "maxLength": 300}},
+    "properties": {"addr": {"type": "string", "description": "An IPv4 or IPv6 address.",
+                            "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]},
+                   "user_agent": {"type": "string", "description": "Kept to 300 "
+                                  "characters."}},
 }
 # Lengths are checked after normalisation (control and invisible characters removed, spaces
 # collapsed), so they are stated in words: a raw string may be longer and still pass.
 _COMMENT_FIELDS = {
-    "uri": {"type": "string", "description": "Page path, e.g. /posts/hello."},
+    "uri": {"type": "string", "minLength": 1,
+            "description": "Page path, e.g. /posts/hello; not blank."},
     "title": {"type": "string", "description": "Kept to 300 characters."},
     "parent": {"type": ["integer", "null"], "description": "Comment replied to."},
     "author": {"type": "string", "description": "At most 64 characters."},
@@ -484,7 +524,8 @@ SCHEMAS.update({
         "type": "object",
         "required": ["label"],
         "additionalProperties": False,
-        "description": "Either `comment` (an id on the key's site) or `text`.",
+        "description": "Exactly one of `comment` (an id on the key's site) and `text`.",
+        "oneOf": [{"required": ["comment"]}, {"required": ["text"]}],
         "properties": {
             "label": {"type": "string", "enum": ["spam", "ham", "toxic", "ok"]},
             "comment": {"type": "integer"},
@@ -557,8 +598,10 @@ PATHS.update({
             "operationId": "manageListComments",
             "security": BEARER,
             "parameters": [
-                {"name": "status", "in": "query", "schema": {"type": "string"},
-                 "description": "Comma-separated statuses; default all but deleted."},
+                {"name": "status", "in": "query",
+                 "description": "Comma-separated statuses, e.g. `pending,spam` (empty items "
+                 "are skipped); empty or absent: all but deleted.",
+                 "schema": {"type": "string", "pattern": _STATUS_LIST}},
                 {"name": "uri", "in": "query", "schema": {"type": "string"}},
                 {"name": "order", "in": "query",
                  "schema": {"type": "string", "enum": ["newest", "oldest"]}},
@@ -722,19 +765,286 @@ PATHS.update({
 SECURITY_SCHEMES = {
     "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "mk_<prefix>_<secret>",
                    "description": "A site API key from `flask site add` or `site rotate-key`."},
+    "perspectiveKey": {"type": "apiKey", "in": "query", "name": "key",
+                       "description": "A site API key with the analyze scope, sent as "
+                       "Perspective clients send theirs (`?key=mk_...`)."},
 }
 
 
-def build_document(server_url: str = "") -> dict[str, Any]:
-    """Return the OpenAPI document, with this server's URL when given."""
+# -- the Perspective and Akismet drop-ins --------------------------------------------------------
+
+_PLAIN_TEXT = "text/plain"
+
+
+def _text(schema: dict[str, Any], description: str,
+          headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    answer: dict[str, Any] = {"description": description,
+                              "content": {_PLAIN_TEXT: {"schema": schema}}}
+    if headers:
+        answer["headers"] = headers
+    return answer
+
+
+def _perspective() -> tuple[dict[str, Any], dict[str, Any]]:
+    """Return the Perspective drop-in's schemas and path, from compat's own constants."""
+    from . import compat  # here: compat imports the API, which imports this module
+
+    attributes = list(compat.ATTRIBUTE_HEADS)
+    statuses = sorted({*compat.GOOGLE_STATUS.values(), "UNKNOWN"})  # UNKNOWN: codes not mapped
+    score = {"type": "object", "required": ["value", "type"],
+             "properties": {"value": {"type": "number", "minimum": 0, "maximum": 1},
+                            "type": {"const": "PROBABILITY"}}}
+    schemas = {
+        "GoogleError": {
+            "type": "object",
+            "required": ["error"],
+            "description": "Google's API error shape.",
+            "properties": {"error": {
+                "type": "object",
+                "required": ["code", "message", "status"],
+                "properties": {"code": {"type": "integer", "description": "The HTTP status."},
+                               "message": {"type": "string"},
+                               "status": {"type": "string", "enum": statuses}},
+            }},
+        },
+        "PerspectiveRequest": {
+            "type": "object",
+            "required": ["comment", "requestedAttributes"],
+            "description": "Perspective's AnalyzeComment request. Nothing is ever stored.",
+            "properties": {
+                "comment": {
+                    "type": "object",
+                    "required": ["text"],
+                    "properties": {
+                        "text": {"type": "string", "minLength": 1, "maxLength": compat.MAX_TEXT,
+                                 "description": f"Not blank; at most {compat.MAX_TEXT} bytes "
+                                 "of UTF-8."},
+                        "type": {"type": "string", "enum": ["PLAIN_TEXT", "HTML"],
+                                 "default": "PLAIN_TEXT",
+                                 "description": "HTML is reduced to its text first."},
+                    },
+                },
+                "requestedAttributes": {
+                    "type": "object",
+                    "minProperties": 1,
+                    "propertyNames": {"enum": attributes},
+                    "description": "The attributes to score, each with its options (`{}` for "
+                    "none). Each maps to a head of the model (TOXICITY ← toxicity, INSULT ← "
+                    "insult, PROFANITY ← obscene, THREAT ← threat, IDENTITY_ATTACK ← "
+                    "identity_attack, SPAM ← spam, SEVERE_TOXICITY ← severe_toxicity); one the "
+                    "loaded model lacks is a 400. TOXICITY and SPAM answer `en` and `zh`, the "
+                    "others `en` only (another language is a 400).",
+                    "additionalProperties": {
+                        "type": ["object", "null"],
+                        "properties": {
+                            "scoreType": {"enum": ["PROBABILITY", "", None],
+                                          "description": "PROBABILITY only."},
+                            "scoreThreshold": {"description": "A number from 0 to 1: a lower "
+                                               "score leaves the attribute out of the answer "
+                                               "(anything else is ignored)."},
+                        },
+                    },
+                },
+                "languages": {"type": ["array", "null"],
+                              "items": {"type": "string", "minLength": 1},
+                              "description": "Language codes (`en-US` reads as `en`); "
+                              "detected from the text when absent or empty."},
+                "spanAnnotations": {"description": "When true, also `spanScores` per "
+                                    "sentence."},
+                "doNotStore": {"description": "Accepted and ignored: nothing is ever stored."},
+                "clientToken": {"description": "A string, echoed in the answer."},
+            },
+        },
+        "PerspectiveResponse": {
+            "type": "object",
+            "required": ["attributeScores", "languages", "detectedLanguages"],
+            "properties": {
+                "attributeScores": {
+                    "type": "object",
+                    "propertyNames": {"enum": attributes},
+                    "description": "One entry per requested attribute that reached its "
+                    "scoreThreshold.",
+                    "additionalProperties": {
+                        "type": "object",
+                        "required": ["summaryScore"],
+                        "properties": {
+                            "summaryScore": score,
+                            "spanScores": {"type": "array", "items": {
+                                "type": "object",
+                                "required": ["begin", "end", "score"],
+                                "properties": {"begin": {"type": "integer", "minimum": 0},
+                                               "end": {"type": "integer", "minimum": 0},
+                                               "score": score},
+                            }},
+                        },
+                    },
+                },
+                "languages": {"type": "array", "items": {"type": "string"}},
+                "detectedLanguages": {"type": "array", "items": {"type": "string"}},
+                "clientToken": {"type": "string"},
+            },
+        },
+    }
+
+    def error(description: str) -> dict[str, Any]:
+        return _json(_ref("GoogleError"), description)
+
+    paths = {"/v1alpha1/comments:analyze": {"post": {
+        "summary": "Perspective's AnalyzeComment, answered by the local model (scope analyze).",
+        "operationId": "perspectiveAnalyze",
+        "security": [{"perspectiveKey": []}, BEARER[0]],
+        "requestBody": _body(_ref("PerspectiveRequest")),
+        "responses": {
+            "200": _json(_ref("PerspectiveResponse"), "Scores per requested attribute."),
+            "400": error("Invalid request, or an API key that is not valid "
+                         "(INVALID_ARGUMENT)."),
+            "403": error("No API key, or one without the analyze scope (PERMISSION_DENIED)."),
+            "413": error("Body too large."),
+            "429": error("Too many requests for this key (RESOURCE_EXHAUSTED); see "
+                         "Retry-After."),
+            "503": error("The model is not loaded, or the database is unavailable "
+                         "(UNAVAILABLE)."),
+        },
+    }}}
+    return schemas, paths
+
+
+# Akismet's form fields, as its clients send them; a key is checked, the rest is not.
+_AKISMET_KEY = {"type": "string", "description": "A site API key with the analyze scope "
+                "(`Authorization: Bearer` works too). A missing or wrong key is answered "
+                "`invalid` with X-akismet-debug-help."}
+_AKISMET_BLOG = {"type": "string", "description": "The site's front page; accepted, not "
+                 "checked."}
+_AKISMET_COMMENT = {
+    "api_key": _AKISMET_KEY,
+    "blog": _AKISMET_BLOG,
+    "user_ip": {"type": "string", "description": "Accepted; not used in scoring."},
+    "user_agent": {"type": "string", "description": "Accepted; not used in scoring."},
+    "referrer": {"type": "string", "description": "Accepted; not used."},
+    "permalink": {"type": "string", "description": "Accepted; not used."},
+    "comment_type": {"type": "string", "description": "Accepted; not used."},
+    "comment_author": {"type": "string", "description": "Scored; kept to 64 characters."},
+    "comment_author_email": {"type": "string", "description": "Scored."},
+    "comment_author_url": {"type": "string", "description": "Scored when an http(s) URL."},
+    "comment_content": {"type": "string", "description": "The comment's text."},
+}
+_AKISMET_HELP = {"X-akismet-debug-help": {"description": "Why a key or a request was refused.",
+                                          "schema": {"type": "string"}}}
+
+
+def _akismet_form(properties: dict[str, Any], description: str) -> dict[str, Any]:
+    # Not required: with the key in an Authorization header, an empty form is answered too.
+    return {"required": False, "description": description, "content": {
+        "application/x-www-form-urlencoded": {"schema": {"type": "object",
+                                                         "properties": properties}}}}
+
+
+def _akismet_errors(*codes: int) -> dict[str, Any]:
+    text = {
+        400: "A field is missing or invalid (named in X-akismet-debug-help).",
+        413: "Body too large (`413`).",
+        429: "Too many requests for this key (`429`); see Retry-After.",
+        503: "The model is not loaded (`error`) or the database is unavailable (`503`).",
+    }
+    return {str(code): _text({"type": "string"}, text[code], _AKISMET_HELP)
+            for code in (*codes, 413, 429, 503)}
+
+
+def _akismet() -> dict[str, Any]:
+    """Return the Akismet drop-in's paths (form posts answered in plain text)."""
+    from . import compat  # here: compat imports the API, which imports this module
+
+    submitted = _text({"type": "string", "enum": [compat.SUBMITTED, "invalid"]},
+                      f"`{compat.SUBMITTED}` (a test submission, `is_test=1`, is acknowledged "
+                      "and not stored), or `invalid` for a bad key.", _AKISMET_HELP)
+    submit_fields = {**_AKISMET_COMMENT,
+                     "comment_content": {"type": "string", "description": "The comment's "
+                                         "text: at least 2 characters (else 400)."},
+                     "is_test": {"type": "string", "description": "`1` or `true`: acknowledged,"
+                                 " not stored."}}
+
+    def submit(label: str, operation: str) -> dict[str, Any]:
+        return {"post": {
+            "summary": f"Keep a comment as a {label} label for retraining (Akismet, scope "
+                       "analyze).",
+            "operationId": operation,
+            "requestBody": _akismet_form(submit_fields, "Akismet's submit fields."),
+            "responses": {"200": submitted, **_akismet_errors(400)},
+        }}
+
+    return {
+        "/1.1/verify-key": {"post": {
+            "summary": "Check a key (Akismet): `valid` for a site API key with the analyze "
+                       "scope.",
+            "operationId": "akismetVerifyKey",
+            "requestBody": _akismet_form(
+                {"key": {**_AKISMET_KEY, "description": "The key to check (Akismet's name; "
+                         "`api_key` and `Authorization: Bearer` work too)."},
+                 "api_key": _AKISMET_KEY, "blog": _AKISMET_BLOG},
+                "Akismet's verify-key fields."),
+            "responses": {"200": _text({"type": "string", "enum": ["valid", "invalid"]},
+                                       "`valid` or `invalid`."),
+                          **_akismet_errors()},
+        }},
+        "/1.1/comment-check": {"post": {
+            "summary": "Is this comment spam? (Akismet, scope analyze)",
+            "operationId": "akismetCommentCheck",
+            "requestBody": _akismet_form(_AKISMET_COMMENT, "Akismet's comment fields."),
+            "responses": {
+                "200": _text(
+                    {"type": "string", "enum": ["true", "false", "invalid"]},
+                    "`true` when the spam probability reaches AKISMET_SPAM_PROBABILITY or the "
+                    "site's spam hold threshold if higher, else `false`; `invalid` for a bad "
+                    "key.",
+                    {"X-akismet-pro-tip": {"description": "`discard` from the site's spam "
+                                           "reject threshold.",
+                                           "schema": {"type": "string", "enum": ["discard"]}},
+                     "X-moderation-spam-score": {"description": "The spam probability.",
+                                                 "schema": {"type": "string"}},
+                     **_AKISMET_HELP}),
+                **_akismet_errors(),
+            },
+        }},
+        "/1.1/submit-spam": submit("spam", "akismetSubmitSpam"),
+        "/1.1/submit-ham": submit("ham", "akismetSubmitHam"),
+    }
+
+
+def _configure(paths: dict[str, Any], schemas: dict[str, Any], config: Mapping[str, Any]) -> None:
+    """Fill in the limits that are settings, as this server has them."""
+    listing = paths["/api/v1/comments"]["get"]["parameters"]
+    for index, parameter in enumerate(listing):
+        if parameter["name"] == "per_page":
+            listing[index] = _thread_per_page(int(config["PAGE_SIZE"]),
+                                              int(config["MAX_PAGE_SIZE"]))
+    body = paths["/api/v1/counts"]["post"]["requestBody"]["content"]["application/json"]
+    body["schema"] = _count_request(int(config["MAX_COUNT_URIS"]))
+    schemas["NewComment"]["properties"]["elapsed_ms"] = _elapsed_ms(int(config["MIN_FILL_MS"]))
+
+
+def build_document(server_url: str = "", config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Return the OpenAPI document, with this server's URL when given.
+
+    Limits that are settings come from config: by default the current app's, or the shipped
+    defaults outside an app.
+    """
+    if config is None:
+        config = current_app.config if has_app_context() else vars(defaults)
+    perspective_schemas, perspective_paths = _perspective()
+    paths = copy.deepcopy({**PATHS, **perspective_paths, **_akismet()})
+    schemas = copy.deepcopy({**SCHEMAS, **perspective_schemas})
+    _configure(paths, schemas, config)
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "Moderation comments API",
             "version": "1",
-            "description": "Comments for blogs, scored by a local spam and toxicity model.",
+            "description": "Comments for blogs, scored by a local spam and toxicity model; "
+            "with drop-in endpoints for Perspective (`/v1alpha1`) and Akismet (`/1.1`) "
+            "clients.",
         },
         "servers": [{"url": server_url or "/"}],
-        "paths": PATHS,
-        "components": {"schemas": SCHEMAS, "securitySchemes": SECURITY_SCHEMES},
+        "paths": paths,
+        "components": {"schemas": schemas,
+                       "securitySchemes": copy.deepcopy(SECURITY_SCHEMES)},
     }

@@ -13,7 +13,7 @@ from sqlalchemy import func, select, text
 from moderation import comments
 from moderation.db import Comment, ModerationEvent, Site, Thread, db
 from tests import fakes
-from tests.conftest import add_site, stored
+from tests.conftest import add_site, issue_key, make_app, stored
 
 ORIGIN = "https://blog.example"
 
@@ -453,6 +453,50 @@ def test_cors_preflight_and_responses_only_for_allowed_origins(
                          query_string={"site": site.key, "uri": "/p"})
     assert listing.status_code == 403
     assert stored(scored) == 1
+
+
+# -- rate-limit headers ---------------------------------------------------------------------
+
+RATE_LIMIT_HEADERS = {"retry-after", "x-ratelimit-limit", "x-ratelimit-remaining",
+                      "x-ratelimit-reset"}
+
+
+def rate_limit_headers(response: Any) -> set[str]:
+    """Return the rate-limit headers an answer carries, lower-cased."""
+    return {name.lower() for name in response.headers.keys()} & RATE_LIMIT_HEADERS
+
+
+@pytest.mark.usefixtures("steady_window")
+def test_only_answers_over_a_limit_carry_rate_limit_headers() -> None:
+    app = make_app(RATELIMIT_ENABLED=True, LIMIT_API_KEY="2/minute", LIMIT_POST="1/minute")
+    fakes.install(app)
+    site = add_site(app)
+    key = issue_key(app, site)
+    client = app.test_client()
+    bearer = {"Authorization": f"Bearer {key}"}
+    answered = [
+        client.get("/api/v1/manage/key", headers=bearer),
+        client.post("/1.1/comment-check", data={"api_key": key, "blog": ORIGIN,
+                                                "user_ip": "203.0.113.9",
+                                                "comment_content": "Thanks for the post"}),
+        post(client, site),
+        client.get("/api/v1/comments", query_string={"site": site.key, "uri": "/posts/hello"}),
+    ]
+    for response in answered:
+        assert response.status_code in (200, 201), (response.request.path, response.data)
+        assert rate_limit_headers(response) == set(), response.request.path
+    # Over a limit, the per-key limit (its third request) and a reader's posting limit both
+    # tell the client when to retry.
+    per_key = client.get("/api/v1/manage/key", headers=bearer)
+    over_post = post(client, site)
+    for limited, amount in ((per_key, "2"), (over_post, "1")):
+        assert limited.status_code == 429, limited.json
+        assert limited.json["error"]["code"] == "too_many_requests"
+        assert rate_limit_headers(limited) == RATE_LIMIT_HEADERS
+        assert 0 < int(limited.headers["Retry-After"]) <= 60
+        assert limited.headers.getlist("X-RateLimit-Limit") == [amount]
+        assert limited.headers["X-RateLimit-Remaining"] == "0"
+        assert int(limited.headers["X-RateLimit-Reset"]) >= int(limited.headers["Retry-After"])
 
 
 # -- service endpoints ----------------------------------------------------------------------

@@ -13,6 +13,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from moderation import keys
 from moderation.classifier import CommentText, ModelStatus, Scores
@@ -211,6 +212,80 @@ def test_perspective_with_the_shipped_model() -> None:
     severe = analyze(client, key, {"comment": {"text": "hi"},
                                    "requestedAttributes": {"SEVERE_TOXICITY": {}}})
     assert severe.status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "code", "status"),
+    [("GET", "/v1alpha1/comments:analyze", 405, "INVALID_ARGUMENT"),
+     ("PUT", "/v1alpha1/comments:analyze", 405, "INVALID_ARGUMENT"),
+     ("POST", "/v1alpha1/nope", 404, "NOT_FOUND"),
+     ("GET", "/v1alpha1/comments:suggestscore", 404, "NOT_FOUND")],
+)
+def test_perspective_routing_errors_use_googles_shape(
+    client: FlaskClient, key: str, method: str, path: str, code: int, status: str
+) -> None:
+    response = client.open(path, method=method, query_string={"key": key},
+                           headers={"Accept": "text/html"})
+    assert response.status_code == code
+    assert response.mimetype == "application/json"
+    error = response.json["error"]
+    assert (error["code"], error["status"]) == (code, status)
+    assert error["message"] and set(error) == {"code", "message", "status"}
+    if code == 405:
+        assert "POST" in response.headers["Allow"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "code"),
+    [("GET", "/1.1/comment-check", 405), ("GET", "/1.1/verify-key", 405),
+     ("POST", "/1.1/nope", 404), ("POST", "/1.1/", 404)],
+)
+def test_akismet_routing_errors_answer_plain_text(
+    client: FlaskClient, key: str, method: str, path: str, code: int
+) -> None:
+    response = client.open(path, method=method, data={"api_key": key, "blog": BLOG})
+    assert response.status_code == code
+    assert response.mimetype == "text/plain"
+    assert response.get_data(as_text=True) == str(code)
+    assert response.headers["X-akismet-debug-help"]
+    if code == 405:
+        assert "POST" in response.headers["Allow"]
+
+
+def test_a_database_outage_answers_in_each_protocols_shape(
+    client: FlaskClient, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unavailable(raw: str | None) -> None:
+        raise OperationalError("SELECT 1", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(keys, "authenticate", unavailable)
+    perspective = analyze(client, key, {"comment": {"text": "hello"},
+                                        "requestedAttributes": {"TOXICITY": {}}})
+    assert perspective.status_code == 503
+    assert perspective.json["error"]["status"] == "UNAVAILABLE"
+    checked = client.post("/1.1/comment-check", data={"api_key": key, "blog": BLOG,
+                                                      "comment_content": "hello"})
+    assert (checked.status_code, checked.mimetype) == (503, "text/plain")
+    assert "database" in checked.headers["X-akismet-debug-help"]
+
+
+@pytest.mark.usefixtures("steady_window")
+def test_protocol_rate_limits_say_when_to_retry() -> None:
+    app = make_app(RATELIMIT_ENABLED=True, LIMIT_API_KEY="1/minute")
+    fakes.install(app)
+    key = issue_key(app, add_site(app, "B"))
+    client = app.test_client()
+    body = {"comment": {"text": "hello"}, "requestedAttributes": {"TOXICITY": {}}}
+    form = {"api_key": key, "blog": BLOG, "comment_content": "hello"}
+    assert analyze(client, key, body).status_code == 200
+    limited = [analyze(client, key, body), client.post("/1.1/comment-check", data=form)]
+    assert limited[0].json["error"]["status"] == "RESOURCE_EXHAUSTED"
+    assert limited[1].get_data(as_text=True) == "429"
+    for response in limited:
+        assert response.status_code == 429
+        assert 0 < int(response.headers["Retry-After"]) <= 60
+        assert response.headers["X-RateLimit-Limit"] == "1"
+        assert response.headers["X-RateLimit-Remaining"] == "0"
 
 
 # -- Akismet, with the real akismet client ----------------------------------------------------
