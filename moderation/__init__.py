@@ -243,18 +243,18 @@ class JSONProvider(DefaultJSONProvider):
     (400) instead of failing or slipping through later."""
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        # Strict: bytes that are no text in their encoding (a surrogate encoded raw in UTF-8)
+        # are invalid JSON, as UnicodeDecodeError is a ValueError.
+        text = s if isinstance(s, str) else s.decode(json.detect_encoding(s))
         try:
             if kwargs:
-                data = super().loads(s, **{"parse_constant": _refuse_constant,
-                                           "parse_float": _finite_float, **kwargs})
+                data = super().loads(text, **{"parse_constant": _refuse_constant,
+                                              "parse_float": _finite_float, **kwargs})
             else:
-                text = s if isinstance(s, str) else \
-                    s.decode(json.detect_encoding(s), "surrogatepass")
                 data = _DECODER.decode(text)
         except RecursionError:
             raise ValueError("the JSON is nested too deeply") from None
-        raw = s.encode("utf-8", "surrogatepass") if isinstance(s, str) else s
-        if b"\\ud" in raw or b"\\uD" in raw:  # a surrogate escape: paired, or not
+        if "\\ud" in text or "\\uD" in text:  # a surrogate escape: paired, or not
             try:
                 json.dumps(data, ensure_ascii=False).encode("utf-8")
             except UnicodeEncodeError:

@@ -185,7 +185,8 @@ def _submitted(
 def create_comment() -> tuple[Response, int]:
     """Submit a comment: 201 when published, 202 when held, 422 when rejected.
 
-    The posting limits count submissions whose fields are valid (refused ones included).
+    The posting limits count every submission past the cheap field checks (name, email,
+    website, page): a refused one too, and one whose text then fails.
     """
     data = json_body()
     site = requested_site(data.get("site"))

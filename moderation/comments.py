@@ -617,19 +617,21 @@ def submit(
 ) -> Submission:
     """Validate, sanitise, score, decide and store a new comment.
 
-    ``admit`` (the posting limits) runs once the fields are valid, so a submission refused
-    for a typo in a field does not use up one of the reader's posts; it raises to refuse.
+    ``admit`` (the posting limits; it raises to refuse) runs once the cheap fields are valid
+    and before the text is rendered and sanitised, the costly step: a typo in the name, email
+    or website does not use up one of the reader's posts, and every post that costs more
+    than a field check is counted.
     """
     reject_unknown(payload, SUBMIT_FIELDS)
     bot = bot_signal(payload, pipeline.min_fill_ms)
     site = site or get_site(payload.get("site"))
     uri = normalise_uri(payload.get("uri"))
-    text, html = sanitising.clean_text(payload.get("text"))
     author = sanitising.clean_author(payload.get("author"))
     email = sanitising.clean_email(payload.get("email"))
     website = sanitising.clean_website(payload.get("website"))
     if admit is not None:
         admit()
+    text, html = sanitising.clean_text(payload.get("text"))
     addr = anonymise_addr(client.addr)
     key = author_key(email, author, addr)
 

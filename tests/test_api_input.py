@@ -42,6 +42,22 @@ def test_a_lone_surrogate_in_any_field_is_a_400_and_stores_nothing(
     assert emoji.status_code == 201 and "\U0001f600" in emoji.json["comment"]["html"]
 
 
+@pytest.mark.parametrize("encoded", [
+    # The escape in UTF-16: no b"\\ud" among the bytes.
+    lambda body: body.encode("utf-16-le"),
+    # The surrogate itself, encoded raw: bytes that are no UTF-8.
+    lambda body: body.replace("\\ud800", "\ud800").encode("utf-8", "surrogatepass"),
+], ids=["utf-16-escape", "raw-utf-8"])
+def test_a_lone_surrogate_in_any_encoding_is_a_400(
+    scored: Flask, client: FlaskClient, site: Site, encoded: Any
+) -> None:
+    body = f'{{"site": "{site.key}", "uri": "/posts/hello", "text": "hello \\ud800 there"}}'
+    response = client.post("/api/v1/comments", data=encoded(body),
+                           content_type="application/json")
+    assert response.status_code == 400 and response.json["error"]["code"] == "invalid_json"
+    assert stored(scored) == 0
+
+
 def test_json_nested_too_deeply_is_a_400(app: Flask, client: FlaskClient, site: Site) -> None:
     body = f'{{"site": "{site.key}", "uri": ' + "[" * 30000 + "]" * 30000 + "}"
     response = post_raw(client, body)

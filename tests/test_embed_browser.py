@@ -838,6 +838,24 @@ def test_sort_change_that_fails_keeps_the_list_and_its_pages(
     assert_clean(server)
 
 
+def test_a_sort_change_during_load_more_clears_its_loading_note(
+    live: Callable[..., Live], browser: Any
+) -> None:
+    server = live()
+    page = server.open(browser, EN_POST + "?per_page=1")
+    stalled: list[Any] = []
+    page.route(lambda url: "page=2" in url, lambda route: stalled.append(route))
+    page.get_by_role("button", name="Load more comments").click()
+    expect(page.locator(".cm-more-status")).to_have_text("Loading comments…")
+    page.route(lambda url: "sort=newest" in url, lambda route: route.abort())
+    page.get_by_label("Sort").select_option("newest")
+    expect(page.locator(".cm-loading")).to_have_text("Comments could not be loaded. Retry")
+    # The stalled page belongs to a load that was taken over: nothing says it is coming.
+    expect(page.locator(".cm-more-status")).to_have_text("")
+    assert stalled
+    assert_clean(server)
+
+
 @pytest.mark.parametrize(("path", "failed"), [
     (EN_POST, "Could not load more comments. Retry"),
     (ZH_POST, "更多评论加载失败。 重试"),

@@ -487,6 +487,8 @@
     var gen = state.gen += 1;
     var more = page > 1;
     var where = more ? el.moreStatus : el.status; // a message shows where the reader acted
+    // A load this one takes over from says nothing more beside Load more.
+    if (!more) { el.moreStatus.replaceChildren(); el.moreStatus.classList.remove("cm-bad"); }
     state.loading = true;
     el.more.setAttribute("aria-disabled", "true");
     where.classList.remove("cm-bad");
