@@ -212,6 +212,8 @@ def test_reply_edit_delete_and_report(live: Callable[..., Live], browser: Any) -
     edited = item(page, "went up even more than wheat")
     edited.locator(".cm-edited").wait_for()
     expect(edited.locator(".cm-body em")).to_have_text("rye")
+    # Keyboard focus is back on the (rebuilt) Edit button, not lost to the page.
+    expect(edited.locator(":scope > .cm-comment .cm-edit")).to_be_focused()
     assert server.comments()[-1].text == "Same here: *rye* went up even more than wheat."
     expect(item(page, "I run a small bakery").locator(".cm-report")).to_have_count(1)
     expect(edited.locator(":scope > .cm-comment .cm-report")).to_have_count(0)

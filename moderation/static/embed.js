@@ -408,7 +408,9 @@
 
   var root = null; // looked up in start(): the script may run before the target is parsed
   // gen: the latest thread request; an older one that answers late is ignored.
-  var state = { page: 1, pages: 0, total: 0, byId: {}, gen: 0, loading: false };
+  // list: how many times the list was filled anew (a reader's own comments go into the
+  // list they were fetched for, not into one that replaced it).
+  var state = { page: 1, pages: 0, total: 0, byId: {}, gen: 0, list: 0, loading: false };
   var el = {};
 
   function loadStyles() {
@@ -513,6 +515,7 @@
       if (!more) {
         settings.sort = el.sort.value = sort;
         state.byId = {};
+        state.list += 1;
         el.list.replaceChildren();
       }
       var last = el.list.lastElementChild;
@@ -526,7 +529,7 @@
         var fresh = more && (last ? last.nextElementSibling : el.list.firstElementChild);
         (fresh ? fresh.querySelector(":scope > .cm-comment") : more && !el.more.hidden ? el.more : el.title).focus();
       }
-      if (!more) return loadOwn();
+      if (!more) return loadOwn(state.list);
     });
   }
 
@@ -538,7 +541,7 @@
   // Bring back this reader's own comments: held ones only they can see, and edit controls.
   // They go in oldest first once all are in, as a reload would show them (a reply after its
   // held parent), whatever order the answers came in.
-  function loadOwn() {
+  function loadOwn(list) {
     var mine = Object.keys(own).filter(function (id) { return own[id].s === SITE && own[id].u === settings.uri; });
     return Promise.all(mine.map(function (id) {
       return call("GET", "/comments/" + id, null, own[id].t).then(function (r) {
@@ -551,6 +554,7 @@
         return c && c.status ? c : null;
       });
     })).then(function (found) {
+      if (list !== state.list) return; // the list was replaced meanwhile: its load adds them
       found.filter(Boolean).sort(function (a, b) {
         return new Date(a.created) - new Date(b.created) || a.id - b.id;
       }).forEach(function (c) {
@@ -881,6 +885,10 @@
           if (c.status === "published" && fresh.status !== "published") setCount(state.total - 1);
           if (c.status !== "published" && fresh.status === "published") setCount(state.total + 1);
           makeOwn(li, fresh);
+          // The Edit button that opened the form was rebuilt: focus goes back to the new one
+          // (or, once the edit window is over, to the comment).
+          f.opener = li.querySelector(":scope > .cm-comment .cm-edit") ||
+            li.querySelector(":scope > .cm-comment");
           close();
           clearFormStatus();
           announce(fresh.status === "published" ? T.updated : T.updatedHeld);
