@@ -497,7 +497,11 @@ def _comment_page(found: Comment, errors: dict[str, str] | None = None, status: 
     extra = {"draft": request.form.get("text", "")} if errors else {}
     # The queue page the moderator came from (with its filter and page), kept through the
     # actions taken here so "Back to the queue" returns there.
-    back = _safe_next(url_for(".queue", name="pending"), request.args.get("next", ""))
+    came_from = request.args.get("next", "")
+    if not came_from and errors:  # a refused form, posted with this page (and its next) as next
+        inner = urllib.parse.urlsplit(request.form.get("next", "")).query
+        came_from = urllib.parse.parse_qs(inner).get("next", [""])[0]
+    back = _safe_next(url_for(".queue", name="pending"), came_from)
     return render_template(
         "dashboard/comment.html",
         back=back,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import urllib.parse
 from datetime import timedelta
 from typing import Any
 
@@ -425,8 +426,16 @@ def test_moderator_edit_is_sanitised_and_audited(
         assert comment.edited_at is not None
     [event] = events(app, "edit")
     assert event.actor == "moderator:alice@example.org" and event.reason == "removed a slur"
-    empty = client.post(f"/dashboard/comments/{comment_id}/edit", data={"text": ""})
+    # The comment's page, reached from a filtered queue, leads back there, after a refused
+    # edit too.
+    queue = "/dashboard/queue/published?q=hello"
+    page = client.get(f"/dashboard/comments/{comment_id}", query_string={"next": queue})
+    assert f'href="{queue}">« Back to the queue' in page.get_data(as_text=True)
+    here = f"/dashboard/comments/{comment_id}?" + urllib.parse.urlencode({"next": queue})
+    empty = client.post(f"/dashboard/comments/{comment_id}/edit",
+                        data={"text": "", "next": here})
     assert empty.status_code == 400 and b'class="field-error"' in empty.data
+    assert f'href="{queue}">« Back to the queue' in empty.get_data(as_text=True)
 
 
 # -- bulk actions ---------------------------------------------------------------------------
