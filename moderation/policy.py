@@ -215,6 +215,13 @@ def find_words(words: Iterable[str], *fields: str) -> list[str]:
     return found
 
 
+def _at_least(name: str, value: float, edge: str, threshold: float) -> str:
+    """Say that a score reached a threshold, in two decimals unless those would show them
+    equal (0.04 ≥ 0.04 for 0.0401 and 0.0375): then in four."""
+    places = 2 if f"{value:.2f}" != f"{threshold:.2f}" else 4
+    return f"{name} {value:.{places}f} ≥ {edge} threshold {threshold:.{places}f}"
+
+
 def decide(
     scores: Scores | None,
     context: Context,
@@ -240,11 +247,11 @@ def decide(
         for name in SCORED:
             band, value = settings.thresholds[name], values[name]
             if value >= band.reject:
-                reject.append(f"{name} {value:.2f} ≥ reject threshold {band.reject:.2f}")
+                reject.append(_at_least(name, value, "reject", band.reject))
                 if name == "spam" and not banned and not context.banned:
                     reject_as = "spam"
             elif value >= band.hold:
-                hold.append(f"{name} {value:.2f} ≥ hold threshold {band.hold:.2f}")
+                hold.append(_at_least(name, value, "hold", band.hold))
 
     if reject and reject_as == "spam" and any(r.startswith("toxicity") for r in reject):
         reject_as = "rejected"

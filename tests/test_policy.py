@@ -27,6 +27,10 @@ CASES = [
     ("spam band", scores(spam=0.6), Context("x"), settings(), Action.HOLD, "pending", "spam 0.60"),
     ("spam reject", scores(spam=0.97), Context("x"), settings(), Action.REJECT, "spam",
      "reject threshold"),
+    # Two decimals would say "spam 0.04 ≥ hold threshold 0.04": four tell them apart.
+    ("close to a fine threshold", scores(spam=0.0401), Context("x"),
+     settings(thresholds={"spam": {"hold": 0.0375, "reject": 0.9875}}), Action.HOLD, "pending",
+     "spam 0.0401 ≥ hold threshold 0.0375"),
     ("toxic band", scores(toxicity=0.7), Context("x"), settings(), Action.HOLD, "pending",
      "toxicity"),
     ("toxic reject", scores(toxicity=0.99), Context("x"), settings(), Action.REJECT, "rejected",
