@@ -29,6 +29,7 @@ from sqlalchemy import (
     any_,
     bindparam,
     column,
+    delete,
     exists,
     func,
     insert,
@@ -816,12 +817,18 @@ def _set_status(
     return event
 
 
-def moderate(comment: Comment, action: str, actor: str, reason: str = "") -> ModerationEvent:
-    """Apply a moderator's action to one comment and record it (caller commits)."""
+def moderate(comment: Comment, action: str, actor: str, reason: str = "",
+             batch: str = "") -> ModerationEvent:
+    """Apply a moderator's action to one comment and record it (caller commits).
+
+    ``batch`` marks the audit rows of one click, so the click can be undone (undo_batch).
+    """
     if action not in MODERATION_ACTIONS:
         raise InvalidField("action", "must be one of " + ", ".join(MODERATION_ACTIONS))
     event = _set_status(comment, MODERATION_ACTIONS[action], actor=actor, action=action,
                         reason=reason)
+    if batch:
+        event.details = {"batch": batch}
     label = ACTION_LABELS.get(action)
     if label:
         db.session.add(
@@ -877,18 +884,59 @@ def already_done(action: str) -> ColumnElement[bool]:
 
 
 def moderate_many(
-    comments: Sequence[Comment], action: str, actor: str, reason: str = ""
+    comments: Sequence[Comment], action: str, actor: str, reason: str = "", batch: str = ""
 ) -> list[Comment]:
     """Apply one action to many comments in one transaction and notify listeners.
 
     Comments the action would not change are left alone; return those it changed.
     """
     changed = changed_by(comments, action)
-    events = [moderate(c, action, actor, reason) for c in changed]
+    events = [moderate(c, action, actor, reason, batch) for c in changed]
     db.session.commit()
     for comment, event in zip(changed, events, strict=True):
         comment_moderated.send(comment, event=event)
     return changed
+
+
+# How long after a moderator's click it may be undone.
+UNDO_SECONDS = 3600
+
+
+def undo_batch(batch: str, actor: str, allowed: Callable[[int], bool]) -> tuple[int, int]:
+    """Undo one click of this moderator's (its audit rows share ``batch``): each comment goes
+    back to the status it had, unless it was moved on since; the training labels the click
+    added are dropped. Return how many were undone and how many had moved on.
+    """
+    since = utcnow() - timedelta(seconds=UNDO_SECONDS)
+    events = db.session.execute(
+        select(ModerationEvent).where(
+            ModerationEvent.actor == actor, ModerationEvent.created_at >= since,
+            ModerationEvent.action.in_(MODERATION_ACTIONS),
+            ModerationEvent.details["batch"].as_string() == batch,
+        ).order_by(ModerationEvent.id)
+    ).scalars().all()
+    undone: list[tuple[Comment, ModerationEvent]] = []
+    moved_on = 0
+    for event in events:
+        comment = db.session.get(Comment, event.comment_id) if event.comment_id else None
+        if comment is None or not allowed(comment.site_id):
+            continue
+        if comment.status != event.to_status or event.from_status is None:
+            moved_on += 1
+            continue
+        label = ACTION_LABELS.get(event.action)
+        if label:
+            # The label was written in the same flush as the audit row (either may come first).
+            near = timedelta(seconds=5)
+            db.session.execute(delete(Label).where(
+                Label.comment_id == comment.id, Label.source == actor, Label.label == label,
+                Label.created_at.between(event.created_at - near, event.created_at + near)))
+        undone.append((comment, _set_status(comment, event.from_status, actor=actor,
+                                            action="undo", reason=f"undo {event.action}")))
+    db.session.commit()
+    for comment, event in undone:
+        comment_moderated.send(comment, event=event)
+    return len(undone), moved_on
 
 
 def report(comment: Comment, payload: Mapping[str, Any], client: Client) -> Report:

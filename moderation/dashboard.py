@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import secrets
 import unicodedata
 import urllib.parse
 from collections.abc import Mapping, Sequence
@@ -525,11 +526,30 @@ def act(comment_id: int, action: str) -> Any:
         abort(404, "No such action.")
     account = _account()
     found = moderation.get_comment_for(comment_id, account.allowed_sites)
+    batch = secrets.token_urlsafe(9)
     if comments.moderate_many([found], action, account.actor,
-                              (request.form.get("reason") or "").strip()[:500]):
-        flash(f"Comment #{comment_id} {DONE[action]}.", "ok")
+                              (request.form.get("reason") or "").strip()[:500], batch):
+        flash(f"Comment #{comment_id} {DONE[action]}.", f"undo:{batch}")
     else:
         flash(f"Comment #{comment_id} was already {found.status}: nothing changed.", "ok")
+    return redirect(_safe_next(url_for(".queue", name="pending")))
+
+
+@bp.post("/undo")
+@login_required
+def undo() -> Any:
+    """Undo one click of this moderator's (a single or bulk action) within the hour."""
+    account = _account()
+    batch = request.form.get("batch", "")
+    if not 1 <= len(batch) <= 32:
+        abort(400, "Nothing to undo.")
+    undone, moved_on = comments.undo_batch(batch, account.actor, account.can_see)
+    if not undone and not moved_on:
+        flash("Nothing to undo: that action is over an hour old, or was not yours.", "error")
+    else:
+        later = f" ({moved_on} changed since, left as they are)" if moved_on else ""
+        flash(f"Undone: {undone} comment{'s' if undone != 1 else ''} back where "
+              f"{'they were' if undone != 1 else 'it was'}{later}.", "ok")
     return redirect(_safe_next(url_for(".queue", name="pending")))
 
 
@@ -614,15 +634,17 @@ def bulk() -> Any:
                                scope=scope, ids=ids, queue=name, filter_query=filter_query,
                                back=back, reason=reason, upto=upto if scope == "matching" else "")
     finished = True
+    batch = secrets.token_urlsafe(9)
     if scope == "matching":
         done, finished = moderation.moderate_matching(flt, action, account.actor, reason, upto,
-                                                      seconds=BULK_SECONDS)
+                                                      seconds=BULK_SECONDS, batch=batch)
     else:
         done = moderation.moderate_ids(ids, action, account.actor, reason,
-                                       allowed=lambda c: account.can_see(c.site_id))
+                                       allowed=lambda c: account.can_see(c.site_id), batch=batch)
     skipped = count - done if scope != "matching" else 0
     unchanged = f" ({skipped} needed no change)" if skipped > 0 else ""
-    flash(f"{done} comment{'s' if done != 1 else ''} {DONE[action]}{unchanged}.", "ok")
+    flash(f"{done} comment{'s' if done != 1 else ''} {DONE[action]}{unchanged}.",
+          f"undo:{batch}" if done else "ok")
     if not finished:
         left = moderation.count_matching(flt, upto, action)
         flash(f"{left} more still match: that took too long for one request, so apply the "

@@ -358,15 +358,17 @@ def moderate_ids(
     actor: str,
     reason: str = "",
     allowed: Callable[[Comment], bool] = lambda c: True,
+    batch: str = "",
 ) -> int:
-    """Apply an action to the comments with these ids, in batches; return how many changed."""
+    """Apply an action to the comments with these ids, in batches; return how many changed.
+    ``batch`` marks the audit rows of one click (comments.undo_batch)."""
     done = 0
     for start in range(0, len(ids), BATCH_SIZE):
         chunk = ids[start : start + BATCH_SIZE]
         rows = db.session.execute(select(Comment).where(Comment.id.in_(chunk))).scalars().all()
         targets = [c for c in rows if allowed(c)]
         if targets:
-            done += len(comments.moderate_many(targets, action, actor, reason))
+            done += len(comments.moderate_many(targets, action, actor, reason, batch))
         db.session.expunge_all()
     return done
 
@@ -378,6 +380,7 @@ def moderate_matching(
     reason: str = "",
     upto: int | None = None,
     seconds: float | None = None,
+    batch: str = "",
 ) -> tuple[int, bool]:
     """Apply an action to everything matching the filter, one audit row per comment.
 
@@ -390,7 +393,7 @@ def moderate_matching(
     deadline = None if seconds is None else time.monotonic() + seconds
     done = 0
     for ids in matching_ids(flt, upto, action=action):
-        done += moderate_ids(ids, action, actor, reason)
+        done += moderate_ids(ids, action, actor, reason, batch=batch)
         if deadline is not None and time.monotonic() >= deadline:
             return done, count_matching(flt, upto, action) == 0
     return done, True
@@ -647,8 +650,8 @@ def audit_page(
     return rows, (rows[-1].id if more and rows else None)
 
 
-AUDIT_ACTIONS = ("submit", "approve", "reject", "spam", "delete", "edit", "ban", "unban",
-                 "trust", "untrust", "settings")
+AUDIT_ACTIONS = ("submit", "approve", "reject", "spam", "delete", "undo", "edit", "ban",
+                 "unban", "trust", "untrust", "settings")
 
 
 def get_comment_for(comment_id: int, allowed_sites: tuple[int, ...] | None) -> Comment:

@@ -565,6 +565,41 @@ def test_confirming_the_models_decision_is_recorded_once(
     assert [tuple(row) for row in labels] == [(comment_id, "ham")]
 
 
+def test_a_click_can_be_undone_within_the_hour(
+    app: Flask, client: FlaskClient, world: dict[str, Any]
+) -> None:
+    ids = [held(client, world["a"], f"borderline {i}") for i in range(3)]
+    login(client, "alice@example.org")
+    done = client.post("/dashboard/bulk", follow_redirects=True, data={
+        "action": "spam", "ids": ids, "queue": "pending", "confirmed": "yes"})
+    page = done.get_data(as_text=True)
+    assert "3 comments marked as spam." in page and ">Undo</button>" in page
+    batch = re.search(r'name="batch" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+    # Another moderator moves one on meanwhile: that one stays where they put it.
+    client.post("/dashboard/logout")
+    login(client, "admin@example.org")
+    client.post(f"/dashboard/comments/{ids[0]}/approve")
+    assert client.post("/dashboard/undo", data={"batch": batch}, follow_redirects=True) \
+        .get_data(as_text=True).count("Nothing to undo") == 1  # not theirs to undo
+    client.post("/dashboard/logout")
+    login(client, "alice@example.org")
+    undone = client.post("/dashboard/undo", data={"batch": batch}, follow_redirects=True)
+    assert "Undone: 2 comments back where they were (1 changed since" in undone.get_data(
+        as_text=True)
+    with app.app_context():
+        statuses = dict(db.session.execute(
+            select(Comment.id, Comment.status).where(Comment.id.in_(ids))).all())
+        spam_labels = db.session.execute(
+            select(func.count(Label.id)).where(Label.label == "spam")).scalar_one()
+    assert statuses == {ids[0]: "published", ids[1]: "pending", ids[2]: "pending"}
+    assert spam_labels == 1  # the undone decisions teach the model nothing
+    assert [(e.comment_id, e.from_status, e.to_status) for e in events(app, "undo")] == [
+        (ids[1], "spam", "pending"), (ids[2], "spam", "pending")]
+    # Undoing twice changes nothing more.
+    again = client.post("/dashboard/undo", data={"batch": batch}, follow_redirects=True)
+    assert "Undone: 0 comments" in again.get_data(as_text=True)
+
+
 def test_deleted_comments_are_listed_and_can_be_restored(
     app: Flask, client: FlaskClient, world: dict[str, Any]
 ) -> None:

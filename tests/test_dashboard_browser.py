@@ -303,9 +303,13 @@ def test_mouse_moderation_keeps_the_moderators_place(live: Live, browser: Any) -
     page.get_by_role("button", name="Delete").click()
     expect(page.locator(".flash")).to_contain_text(f"Comment #{ids[2]} deleted.")
     assert asked == ["Delete this comment?"]
+    shot(page, "undo")
+    page.get_by_role("button", name="Undo").click()
+    expect(page.locator(".flash")).to_contain_text("Undone: 1 comment back where it was.")
+    assert live.status(ids[2]) == Status.PENDING
     page.get_by_role("link", name="Back to the queue").click()
     page.wait_for_url("**/dashboard/queue/pending?sort=oldest&q=borderline")
-    expect(page.locator("article.card")).to_have_count(2)
+    expect(page.locator("article.card")).to_have_count(3)
     assert {live.status(ids[0]), live.status(linked)} == {Status.PENDING}
 
 
