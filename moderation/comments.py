@@ -36,6 +36,7 @@ from sqlalchemy import (
     null,
     or_,
     select,
+    update,
 )
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import aliased, make_transient_to_detached
@@ -905,7 +906,8 @@ UNDO_SECONDS = 3600
 def undo_batch(batch: str, actor: str, allowed: Callable[[int], bool]) -> tuple[int, int]:
     """Undo one click of this moderator's (its audit rows share ``batch``): each comment goes
     back to the status it had, unless it was moved on since; the training labels the click
-    added are dropped. Return how many were undone and how many had moved on.
+    added are dropped and the reader reports it dismissed are open again. Return how many
+    were undone and how many had moved on.
     """
     since = utcnow() - timedelta(seconds=UNDO_SECONDS)
     events = db.session.execute(
@@ -924,13 +926,17 @@ def undo_batch(batch: str, actor: str, allowed: Callable[[int], bool]) -> tuple[
         if comment.status != event.to_status or event.from_status is None:
             moved_on += 1
             continue
+        # The click's label and dismissed reports were written in the same flush as its audit
+        # row, with times a moment apart (either may come first).
+        near = (event.created_at - timedelta(seconds=5), event.created_at + timedelta(seconds=5))
         label = ACTION_LABELS.get(event.action)
         if label:
-            # The label was written in the same flush as the audit row (either may come first).
-            near = timedelta(seconds=5)
             db.session.execute(delete(Label).where(
                 Label.comment_id == comment.id, Label.source == actor, Label.label == label,
-                Label.created_at.between(event.created_at - near, event.created_at + near)))
+                Label.created_at.between(*near)))
+        db.session.execute(update(Report).where(
+            Report.comment_id == comment.id, Report.resolved_at.between(*near)
+        ).values(resolved_at=None))
         undone.append((comment, _set_status(comment, event.from_status, actor=actor,
                                             action="undo", reason=f"undo {event.action}")))
     db.session.commit()

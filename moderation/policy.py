@@ -252,7 +252,6 @@ def decide(
                     reject_as = "spam"
             elif value >= band.hold:
                 hold.append(_at_least(name, value, "hold", band.hold))
-
     if reject and reject_as == "spam" and any(r.startswith("toxicity") for r in reject):
         reject_as = "rejected"
 

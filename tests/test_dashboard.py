@@ -366,10 +366,16 @@ def test_reported_queue_and_dismissing_reports(
     page = client.get("/dashboard/queue/reported").get_data(as_text=True)
     assert "A perfectly fine comment" in page and "rude" in page
     assert "Keep (dismiss reports)" in page
-    client.post(f"/dashboard/comments/{comment_id}/approve")
+    kept = client.post(f"/dashboard/comments/{comment_id}/approve", follow_redirects=True)
     page = client.get("/dashboard/queue/reported").get_data(as_text=True)
     assert "A perfectly fine comment" not in page
     assert status_of(app, comment_id) == Status.PUBLISHED
+    # Undoing the Keep opens the reports again.
+    batch = re.search(r'name="batch" value="([^"]+)"', kept.get_data(as_text=True))
+    assert batch is not None
+    client.post("/dashboard/undo", data={"batch": batch.group(1)})
+    page = client.get("/dashboard/queue/reported").get_data(as_text=True)
+    assert "A perfectly fine comment" in page and "rude" in page
 
 
 def test_filters_search_sort_and_keyset_pages(
