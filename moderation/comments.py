@@ -828,8 +828,6 @@ def moderate(comment: Comment, action: str, actor: str, reason: str = "",
         raise InvalidField("action", "must be one of " + ", ".join(MODERATION_ACTIONS))
     event = _set_status(comment, MODERATION_ACTIONS[action], actor=actor, action=action,
                         reason=reason)
-    if batch:
-        event.details = {"batch": batch}
     label = ACTION_LABELS.get(action)
     if label:
         db.session.add(
@@ -846,12 +844,17 @@ def moderate(comment: Comment, action: str, actor: str, reason: str = "",
                 model_version=comment.model_version,
             )
         )
+    dismissed = []
     if action in ("approve", "reject", "spam", "delete"):
         now = utcnow()
         for open_report in db.session.execute(
             select(Report).where(Report.comment_id == comment.id, Report.resolved_at.is_(None))
         ).scalars():
             open_report.resolved_at = now
+            dismissed.append(open_report.id)
+    if batch:
+        # What undo_batch needs: the click, and the reports this action dismissed.
+        event.details = {"batch": batch, "reports": dismissed}
     return event
 
 
@@ -875,11 +878,13 @@ def changed_by(comments: Sequence[Comment], action: str) -> list[Comment]:
 
 def already_done(action: str) -> ColumnElement[bool]:
     """Whether an action would tell nothing new about a comment (changed_by): it is in the
-    action's status, was already given this action, and has no open report."""
-    events, reports = ModerationEvent.__table__, Report.__table__
+    action's status, was already given this action (and not undone), and has no open report."""
+    reports = Report.__table__
     return and_(
         Comment.status == MODERATION_ACTIONS[action],
-        exists().where(events.c.comment_id == Comment.id, events.c.action == action),
+        exists().where(ModerationEvent.comment_id == Comment.id,
+                       ModerationEvent.action == action,
+                       ModerationEvent.details["undone"].as_boolean().is_not(True)),
         ~exists().where(reports.c.comment_id == Comment.id, reports.c.resolved_at.is_(None)),
     )
 
@@ -905,9 +910,9 @@ UNDO_SECONDS = 3600
 
 def undo_batch(batch: str, actor: str, allowed: Callable[[int], bool]) -> tuple[int, int]:
     """Undo one click of this moderator's (its audit rows share ``batch``): each comment goes
-    back to the status it had, unless it was moved on since; the training labels the click
-    added are dropped and the reader reports it dismissed are open again. Return how many
-    were undone and how many had moved on.
+    back to the status it had, unless anything changed it since; the training label the click
+    added is dropped and the reader reports it dismissed are open again. Return how many were
+    undone and how many had changed since. A click is undone once.
     """
     since = utcnow() - timedelta(seconds=UNDO_SECONDS)
     events = db.session.execute(
@@ -915,28 +920,33 @@ def undo_batch(batch: str, actor: str, allowed: Callable[[int], bool]) -> tuple[
             ModerationEvent.actor == actor, ModerationEvent.created_at >= since,
             ModerationEvent.action.in_(MODERATION_ACTIONS),
             ModerationEvent.details["batch"].as_string() == batch,
+            ModerationEvent.details["undone"].as_boolean().is_not(True),
         ).order_by(ModerationEvent.id)
     ).scalars().all()
     undone: list[tuple[Comment, ModerationEvent]] = []
     moved_on = 0
     for event in events:
         comment = db.session.get(Comment, event.comment_id) if event.comment_id else None
-        if comment is None or not allowed(comment.site_id):
+        if comment is None or not allowed(comment.site_id) or event.from_status is None:
             continue
-        if comment.status != event.to_status or event.from_status is None:
+        changed_since = db.session.execute(select(exists().where(
+            ModerationEvent.comment_id == comment.id, ModerationEvent.id > event.id,
+            ModerationEvent.to_status.is_not(None)))).scalar()
+        if changed_since or comment.status != event.to_status:
             moved_on += 1
             continue
-        # The click's label and dismissed reports were written in the same flush as its audit
-        # row, with times a moment apart (either may come first).
-        near = (event.created_at - timedelta(seconds=5), event.created_at + timedelta(seconds=5))
         label = ACTION_LABELS.get(event.action)
         if label:
+            # Written in the same flush as the audit row, a moment apart (either may be first).
+            near = timedelta(seconds=5)
             db.session.execute(delete(Label).where(
                 Label.comment_id == comment.id, Label.source == actor, Label.label == label,
-                Label.created_at.between(*near)))
-        db.session.execute(update(Report).where(
-            Report.comment_id == comment.id, Report.resolved_at.between(*near)
-        ).values(resolved_at=None))
+                Label.created_at.between(event.created_at - near, event.created_at + near)))
+        dismissed = (event.details or {}).get("reports") or []
+        if dismissed:
+            db.session.execute(update(Report).where(Report.id.in_(dismissed))
+                               .values(resolved_at=None))
+        event.details = {**(event.details or {}), "undone": True}
         undone.append((comment, _set_status(comment, event.from_status, actor=actor,
                                             action="undo", reason=f"undo {event.action}")))
     db.session.commit()

@@ -21,6 +21,7 @@ from flask import (
     redirect,
     render_template,
     request,
+    session,
     stream_with_context,
     url_for,
 )
@@ -545,7 +546,8 @@ def undo() -> Any:
         abort(400, "Nothing to undo.")
     undone, moved_on = comments.undo_batch(batch, account.actor, account.can_see)
     if not undone and not moved_on:
-        flash("Nothing to undo: that action is over an hour old, or was not yours.", "error")
+        flash("Nothing to undo: that action was undone already, is over an hour old, or was "
+              "not yours.", "error")
     else:
         later = f" ({moved_on} changed since, left as they are)" if moved_on else ""
         flash(f"Undone: {undone} comment{'s' if undone != 1 else ''} back where "
@@ -635,9 +637,18 @@ def bulk() -> Any:
                                back=back, reason=reason, upto=upto if scope == "matching" else "")
     finished = True
     batch = secrets.token_urlsafe(9)
+    # A bulk on everything matching that takes several requests is one click to undo: each
+    # request carries on the batch of the first (kept in the session until it is finished).
     if scope == "matching":
+        going_on = f"{action}|{name}|{filter_query}|{upto}"
+        if session.get("bulk", {}).get("what") == going_on:
+            batch = session["bulk"]["batch"]
         done, finished = moderation.moderate_matching(flt, action, account.actor, reason, upto,
                                                       seconds=BULK_SECONDS, batch=batch)
+        if finished:
+            session.pop("bulk", None)
+        else:
+            session["bulk"] = {"what": going_on, "batch": batch}
     else:
         done = moderation.moderate_ids(ids, action, account.actor, reason,
                                        allowed=lambda c: account.can_see(c.site_id), batch=batch)

@@ -216,10 +216,15 @@ def find_words(words: Iterable[str], *fields: str) -> list[str]:
 
 
 def _at_least(name: str, value: float, edge: str, threshold: float) -> str:
-    """Say that a score reached a threshold, in two decimals unless those would show them
-    equal (0.04 ≥ 0.04 for 0.0401 and 0.0375): then in four."""
-    places = 2 if f"{value:.2f}" != f"{threshold:.2f}" else 4
-    return f"{name} {value:.{places}f} ≥ {edge} threshold {threshold:.{places}f}"
+    """Say that a score reached a threshold: the threshold as configured (0.50, 0.0375,
+    0.995), the score in two decimals or as many more as it takes not to look below or
+    equal to it (0.5004 ≥ 0.50, not 0.50 ≥ 0.50)."""
+    shown = f"{threshold:.2f}" if round(threshold, 2) == threshold else f"{threshold:g}"
+    places = 2
+    while places < 6 and (round(value, places) < threshold
+                          or round(value, places) == threshold < value):
+        places += 1
+    return f"{name} {value:.{places}f} ≥ {edge} threshold {shown}"
 
 
 def decide(

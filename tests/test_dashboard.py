@@ -23,6 +23,7 @@ from moderation.db import (
     Label,
     ModerationEvent,
     Moderator,
+    Report,
     Site,
     Status,
     TrustedAuthor,
@@ -519,10 +520,15 @@ def test_a_long_bulk_stops_in_time_and_says_how_many_are_left(
     text = client.post("/dashboard/bulk", data=form, follow_redirects=True).get_data(
         as_text=True)
     assert "4 comments rejected." in text and "2 more still match" in text
-    text = client.post("/dashboard/bulk", data=form, follow_redirects=True).get_data(
-        as_text=True)
+    last = client.post("/dashboard/bulk", data=form, follow_redirects=True)
+    text = last.get_data(as_text=True)
     assert "2 comments rejected." in text and "still match" not in text
     assert {status_of(app, i) for i in ids} == {"rejected"}
+    # The three requests were one click: Undo puts all ten back.
+    undone = client.post("/dashboard/undo", data={"batch": _undo_of(last)},
+                         follow_redirects=True)
+    assert "Undone: 10 comments back where they were." in undone.get_data(as_text=True)
+    assert {status_of(app, i) for i in ids} == {"pending"}
 
 
 def test_a_long_bulk_that_keeps_comments_in_their_queue_carries_on_where_it_stopped(
@@ -604,6 +610,52 @@ def test_a_click_can_be_undone_within_the_hour(
     # Undoing twice changes nothing more.
     again = client.post("/dashboard/undo", data={"batch": batch}, follow_redirects=True)
     assert "Undone: 0 comments" in again.get_data(as_text=True)
+
+
+def _undo_of(response: Any) -> str:
+    found = re.search(r'name="batch" value="([^"]+)"', response.get_data(as_text=True))
+    assert found is not None, "the message offers Undo"
+    return found.group(1)
+
+
+def test_undo_leaves_what_others_changed_since_and_works_once(
+    app: Flask, client: FlaskClient, world: dict[str, Any]
+) -> None:
+    held_id = held(client, world["a"])
+    published = post(client, world["a"], "A perfectly fine comment").json["comment"]["id"]
+    login(client, "alice@example.org")
+    spammed = _undo_of(client.post(f"/dashboard/comments/{held_id}/spam", follow_redirects=True))
+    # The admin decides otherwise, then back to spam: the status is the same, but it is theirs.
+    client.post("/dashboard/logout")
+    login(client, "admin@example.org")
+    client.post(f"/dashboard/comments/{held_id}/approve")
+    client.post(f"/dashboard/comments/{held_id}/spam")
+    # A reader report the admin dismisses, then one Alice dismisses.
+    client.post(f"/api/v1/comments/{published}/report", json={"reason": "abuse", "note": "r1"})
+    client.post(f"/dashboard/comments/{published}/approve")
+    client.post(f"/api/v1/comments/{published}/report", json={"reason": "abuse", "note": "r2"})
+    client.post("/dashboard/logout")
+    login(client, "alice@example.org")
+    later = client.post("/dashboard/undo", data={"batch": spammed}, follow_redirects=True)
+    assert "Undone: 0 comments back where they were (1 changed since" in later.get_data(
+        as_text=True)
+    assert status_of(app, held_id) == Status.SPAM
+    kept = _undo_of(client.post(f"/dashboard/comments/{published}/approve",
+                                follow_redirects=True))
+    client.post("/dashboard/undo", data={"batch": kept})
+    again = client.post("/dashboard/undo", data={"batch": kept}, follow_redirects=True)
+    assert "Nothing to undo" in again.get_data(as_text=True)  # once is enough
+    assert len(events(app, "undo")) == 1
+    with app.app_context():
+        still_open = db.session.execute(
+            select(Report.note).where(Report.resolved_at.is_(None))).scalars().all()
+    assert still_open == ["r2"]  # not the report the admin dismissed
+    # The undone confirmation can be given again, and is a label again.
+    client.post(f"/dashboard/comments/{published}/approve")
+    with app.app_context():
+        hams = db.session.execute(select(Label.source).where(
+            Label.comment_id == published, Label.label == "ham")).scalars().all()
+    assert hams == ["moderator:admin@example.org", "moderator:alice@example.org"]
 
 
 def test_deleted_comments_are_listed_and_can_be_restored(

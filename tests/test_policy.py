@@ -27,10 +27,15 @@ CASES = [
     ("spam band", scores(spam=0.6), Context("x"), settings(), Action.HOLD, "pending", "spam 0.60"),
     ("spam reject", scores(spam=0.97), Context("x"), settings(), Action.REJECT, "spam",
      "reject threshold"),
-    # Two decimals would say "spam 0.04 ≥ hold threshold 0.04": four tell them apart.
-    ("close to a fine threshold", scores(spam=0.0401), Context("x"),
+    # The threshold as configured, the score with the decimals it takes to look above it.
+    ("a fine threshold", scores(spam=0.0401), Context("x"),
      settings(thresholds={"spam": {"hold": 0.0375, "reject": 0.9875}}), Action.HOLD, "pending",
-     "spam 0.0401 ≥ hold threshold 0.0375"),
+     "spam 0.04 ≥ hold threshold 0.0375"),
+    ("just above a threshold", scores(toxicity=0.6004), Context("x"), settings(), Action.HOLD,
+     "pending", "toxicity 0.6004 ≥ hold threshold 0.60"),
+    ("rounding up past it", scores(spam=0.9951), Context("x"),
+     settings(thresholds={"spam": {"hold": 0.5, "reject": 0.995}}), Action.REJECT, "spam",
+     "spam 1.00 ≥ reject threshold 0.995"),
     ("toxic band", scores(toxicity=0.7), Context("x"), settings(), Action.HOLD, "pending",
      "toxicity"),
     ("toxic reject", scores(toxicity=0.99), Context("x"), settings(), Action.REJECT, "rejected",
