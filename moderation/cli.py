@@ -15,7 +15,7 @@ from .db import Site, db
 site_cli = AppGroup("site", help="Manage the sites that embed comments.")
 
 
-def _origin(value: str, option: str = "--origin") -> str:
+def origin_option(value: str, option: str = "--origin") -> str:
     """Return an origin option's value as browsers send it (see origins.normalise), or refuse
     it naming the option."""
     try:
@@ -41,7 +41,7 @@ def site_add(name: str, origin_values: tuple[str, ...], as_json: bool) -> None:
                                  param_hint="--name")
     allowed: list[str] = []
     for value in origin_values:
-        if (origin := _origin(value)) not in allowed:
+        if (origin := origin_option(value)) not in allowed:
             allowed.append(origin)
     site = Site(name=name, origins=allowed, settings={})
     db.session.add(site)

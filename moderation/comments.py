@@ -844,7 +844,7 @@ def moderate(comment: Comment, action: str, actor: str, reason: str = "",
                 model_version=comment.model_version,
             )
         )
-    dismissed = []
+    dismissed: list[int] = []
     if action in ("approve", "reject", "spam", "delete"):
         now = utcnow()
         for open_report in db.session.execute(

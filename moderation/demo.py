@@ -13,7 +13,7 @@ from flask.cli import AppGroup
 from sqlalchemy import func, select
 
 from . import comments
-from .cli import _origin
+from .cli import origin_option
 from .db import Comment, Site, Status, Thread, db, utcnow
 
 bp = Blueprint("demo", __name__, url_prefix="/demo")
@@ -199,8 +199,9 @@ def seed_comments(site: Site) -> int:
               "loopback name of the first --origin].")
 def seed(origins: tuple[str, ...], api_origin: str) -> None:
     """Create the demo site and sample comments (safe to run again), then print the snippet."""
-    origins = tuple(_origin(origin) for origin in origins)  # as browsers send them, or refused
-    api = _origin(api_origin, "--api-origin") if api_origin else twin_origin(origins[0])
+    # As browsers send them, or refused naming the option.
+    origins = tuple(origin_option(origin) for origin in origins)
+    api = origin_option(api_origin, "--api-origin") if api_origin else twin_origin(origins[0])
     site = ensure_site(origins)
     added = seed_comments(site)
     click.echo(f"Demo site {site.name!r}, key {site.key}")

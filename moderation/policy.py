@@ -193,13 +193,20 @@ def _pattern(folded: str) -> re.Pattern[str]:
     return re.compile(left + re.escape(folded) + right)
 
 
+@lru_cache(maxsize=8)
+def _haystack(fields: tuple[str, ...]) -> tuple[str, frozenset[str]]:
+    """Return the fields folded and joined, and their words: once per comment, though its
+    banned and its suspect words are looked for in turn."""
+    haystack = "\n".join(fold(f) for f in fields if f)
+    return haystack, frozenset(_WORD_RUN_RE.findall(haystack))
+
+
 def find_words(words: Iterable[str], *fields: str) -> list[str]:
     """Return the listed words found as whole words in any of the fields."""
     words = tuple(words)
     if not words:  # most sites list none: skip folding the text
         return []
-    haystack = "\n".join(fold(f) for f in fields if f)
-    tokens = set(_WORD_RUN_RE.findall(haystack))
+    haystack, tokens = _haystack(fields)
     found: list[str] = []
     for word in words:
         listed = _word(word)

@@ -49,23 +49,14 @@ class Window:
         """Return every day shown, oldest first."""
         return [self.first + timedelta(days=i) for i in range(self.days)]
 
-    def sites(self) -> list[ColumnElement[bool]]:
-        """Return the site conditions for comment queries."""
+    def sites(self, rows: Any = Comment) -> list[ColumnElement[bool]]:
+        """Return the site conditions for queries on ``rows``: comments, or the audit trail
+        (a ModerationEvent, an alias or a subquery's columns)."""
         where: list[ColumnElement[bool]] = []
         if self.allowed_sites is not None:
-            where.append(Comment.site_id.in_(self.allowed_sites) if self.allowed_sites else false())
+            where.append(rows.site_id.in_(self.allowed_sites) if self.allowed_sites else false())
         if self.site_id is not None:
-            where.append(Comment.site_id == self.site_id)
-        return where
-
-    def event_sites(self, event: Any) -> list[ColumnElement[bool]]:
-        """Return the site conditions for audit-trail queries on ``event`` (a ModerationEvent
-        or an alias of it)."""
-        where: list[ColumnElement[bool]] = []
-        if self.allowed_sites is not None:
-            where.append(event.site_id.in_(self.allowed_sites) if self.allowed_sites else false())
-        if self.site_id is not None:
-            where.append(event.site_id == self.site_id)
+            where.append(rows.site_id == self.site_id)
         return where
 
 
@@ -144,7 +135,7 @@ def held_periods(
     # An entry's site is its comment's, so the site conditions may narrow the search here.
     comments = select(event.comment_id).where(
         event.created_at >= decided_from, event.comment_id.is_not(None), leaves,
-        *window.event_sites(event),
+        *window.sites(event),
     )
     if waiting_too:
         pending = select(Comment.id).where(*window.sites(), Comment.status == Status.PENDING)
@@ -176,7 +167,7 @@ def held_periods(
     held = [
         trail.c.to_status == Status.PENDING,
         or_(trail.c.from_status.is_(None), trail.c.from_status != Status.PENDING),
-        *window.event_sites(trail.c),
+        *window.sites(trail.c),
     ]
     if held_before is not None:
         held.append(trail.c.held < held_before)
