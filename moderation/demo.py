@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import urllib.parse
+from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -145,6 +146,25 @@ SEED: dict[str, list[tuple[str, str | None, str, str, str, float]]] = {
 }
 
 
+# Submissions that arrive after the sample thread and go through the policy as any reader's
+# would, so the dashboard opens with something to moderate: (author, website, text, hours ago).
+# With the shipped model the link spam is rejected (Spam / rejected) and the rest are held.
+INCOMING: dict[str, list[tuple[str, str, str, float]]] = {
+    "en": [
+        ("Lucky Win 888", "https://best-casino-bonus.example",
+         "Great article! I made $500 last week from home, check out my site for free spins and "
+         "bonus codes: https://best-casino-bonus.example", 1.5),
+        ("Realist", "",
+         "Only an idiot would believe these numbers. Did you even read your own sources, or do "
+         "you just make things up?", 1),
+    ],
+    "zh": [
+        ("兼职赚钱", "", "加微信 abc12345 日赚500元，免费领取福利！", 2),
+        ("看不下去", "", "作者就是个脑残，写的什么垃圾文章，滚吧。", 0.5),
+    ],
+}
+
+
 def ensure_site(origins: tuple[str, ...]) -> Site:
     """Return the demo site, creating it or adding missing origins (and their loopback twins)."""
     wanted: list[str] = []
@@ -162,11 +182,12 @@ def ensure_site(origins: tuple[str, ...]) -> Site:
     return site
 
 
-def seed_comments(site: Site) -> int:
-    """Add the sample comments to each demo post that has none yet; return how many."""
+def seed_comments(site: Site) -> Counter[str]:
+    """Add the sample thread and the incoming submissions to each demo post that has no comments
+    yet; return how many comments were added, per status ("published", "pending", "spam")."""
     from .api import pipeline
 
-    added = 0
+    added: Counter[str] = Counter()
     client = comments.Client("127.0.0.1", "flask demo seed")
     for key, rows in SEED.items():
         item = POSTS[key]
@@ -187,8 +208,27 @@ def seed_comments(site: Site) -> int:
             comment.created_at = comment.decided_at = utcnow() - timedelta(hours=hours)
             db.session.commit()
             ids[ref] = comment.id
-            added += 1
+            added[str(comment.status)] += 1
+        for author, website, text, hours in INCOMING[key]:
+            payload = {"site": site.key, "uri": item.uri, "title": item.title, "author": author,
+                       "website": website, "text": text}
+            submission = comments.submit(payload, client, pipeline(), site=site, actor="system")
+            comment = db.session.get_one(Comment, submission.comment.id)
+            comment.created_at = utcnow() - timedelta(hours=hours)
+            if comment.decided_at is not None:
+                comment.decided_at = comment.created_at
+            db.session.commit()
+            added[str(comment.status)] += 1
     return added
+
+
+def _added_line(added: Counter[str]) -> str:
+    """Say what seeding added, by where it went: "Added 9 sample comments and 4 ..."."""
+    thread = added.pop("published", 0)
+    queued = ", ".join(f"{n} {status}" for status, n in sorted(added.items()))
+    return (f"Added {thread} sample comments"
+            + (f" and {sum(added.values())} for the moderation queue ({queued})." if added
+               else "."))
 
 
 @demo_cli.command("seed")
@@ -206,7 +246,7 @@ def seed(origins: tuple[str, ...], api_origin: str) -> None:
     added = seed_comments(site)
     click.echo(f"Demo site {site.name!r}, key {site.key}")
     click.echo(f"Allowed origins: {', '.join(site.origins)}")
-    click.echo(f"Added {added} sample comments." if added else "Sample comments already there.")
+    click.echo(_added_line(added) if added else "Sample comments already there.")
     click.echo("Embed snippet:")
     click.echo(f'<div id="comments"></div><script src="{api}/embed.js" data-site="{site.key}" '
                "async></script>")

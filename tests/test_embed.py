@@ -6,6 +6,7 @@ import gzip
 import re
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -164,8 +165,8 @@ def test_openapi_documents_the_bot_fields() -> None:
 
 @pytest.fixture
 def demo_app() -> Iterator[Flask]:
-    """Return an app with the demo pages switched on."""
-    app = make_app(DEMO=True)
+    """Return an app with the demo pages switched on and the shipped model, as dev.py serves."""
+    app = make_app(DEMO=True, MODEL_DIR=str(Path(__file__).parent.parent / "models"))
     yield app
     clear_tables(app)
 
@@ -197,14 +198,20 @@ def test_demo_seed_is_idempotent_and_prints_the_snippet(demo_app: Flask) -> None
     snippet = (f'<div id="comments"></div><script src="http://127.0.0.1:5000/embed.js" '
                f'data-site="{site.key}" async></script>')
     assert snippet in first and snippet in second
-    assert "Added 9 sample comments." in first
+    # The sample thread is published; the incoming submissions went through the policy and
+    # wait in the dashboard's queues (link spam rejected, an insult and a WeChat ad held).
+    assert "Added 9 sample comments and 4 for the moderation queue (3 pending, 1 spam)." in first
     assert "already there" in second
     by_uri = {uri: [c for u, c in rows if u == uri] for uri in (EN_POST, ZH_POST)}
-    assert (len(by_uri[EN_POST]), len(by_uri[ZH_POST])) == (5, 4)
-    assert all(c.status == Status.PUBLISHED for _, c in rows)
+    assert (len(by_uri[EN_POST]), len(by_uri[ZH_POST])) == (7, 6)
+    queued = {c.author: c.status for _, c in rows if c.status != Status.PUBLISHED}
+    assert queued == {"Lucky Win 888": Status.SPAM, "Realist": Status.PENDING,
+                      "兼职赚钱": Status.PENDING, "看不下去": Status.PENDING}
+    assert all(c.model_version for _, c in rows if c.author in queued)
     assert any(c.parent_id for c in by_uri[EN_POST]) and any(c.parent_id for c in by_uri[ZH_POST])
     assert any("电梯" in c.text for c in by_uri[ZH_POST])
-    assert all(c.created_at < utcnow() - timedelta(hours=2) for _, c in rows)
+    assert all(c.created_at < utcnow() - timedelta(hours=2)
+               for _, c in rows if c.author not in queued)
 
 
 def test_demo_seed_refuses_a_bad_origin(demo_app: Flask) -> None:
