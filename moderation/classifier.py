@@ -8,6 +8,7 @@ import json
 import logging
 import re
 import zlib
+from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -456,54 +457,76 @@ def _lexicon() -> tuple[np.ndarray, ...]:
     return tuple(_LEXICON)
 
 
-def _cue_counts(enc: _Enc) -> np.ndarray:
-    """Count cues per document: promotional, abusive, and abusive words addressed to a person.
+def _cue_hits(enc: _Enc) -> tuple[np.ndarray, ...]:
+    """Find the cues of every document: promotional (kind 0), abusive (1), and abusive words
+    addressed to a person (2, a second count of those words).
 
     English whole words and bigrams come from the word hashes, Chinese cue strings from a
-    regex. Returns (documents, 3).
+    regex. Returns (kinds, documents, starts, ends), the spans as indices into enc.joined.
     """
     import numpy as np
 
-    n_docs = len(enc.starts)
-    _, _, wh, wdoc, same, bh = _words(enc)
-    out = np.zeros((n_docs + 1) * 3, dtype=np.int64)
-    for part, (hashes, (lut, table, kinds), docs) in enumerate(zip(
-            (wh, bh), _lexicon(), (wdoc, wdoc[same]), strict=True)):
+    if "cues" in enc.cache:
+        return enc.cache["cues"]
+    ws, we, wh, wdoc, same, bh = _words(enc)
+    found: list[tuple[np.ndarray, ...]] = []
+
+    def add(kind: np.ndarray, first: np.ndarray, last: np.ndarray) -> None:
+        """Record cues spanning the words first..last (arrays of word indices)."""
+        found.append((kind, wdoc[first], ws[first], we[last]))
+
+    for part, (hashes, (lut, table, kinds)) in enumerate(zip((wh, bh), _lexicon(), strict=True)):
         if not len(hashes):
             continue
         k = lut[_mix(hashes, 0, _LUT_BITS)]
         hit = np.flatnonzero(table[k] == hashes)
         k = k[hit]
         hit, kind = hit[k > 0], kinds[k[k > 0]]
-        if part == 0:
-            you = hit[kind == 2]
-            abuse = hit[kind == 1]
-            if len(you) and len(abuse):
-                is_you = np.zeros(len(wh) + 4, dtype=bool)
-                is_you[you + 4] = True  # shifted by 4 so that i - 4 never wraps
-                near = np.zeros(len(abuse), dtype=bool)
-                for d in (1, 2, 3, 4):
-                    prev = np.maximum(abuse - d, 0)
-                    near |= is_you[abuse + 4 - d] & (wdoc[prev] == wdoc[abuse])
-                out += np.bincount(wdoc[abuse[near]] * 3 + 2, minlength=(n_docs + 1) * 3)
-            keep = kind < 2
-            hit, kind = hit[keep], kind[keep]
-        out += np.bincount(docs[hit] * 3 + kind, minlength=(n_docs + 1) * 3)
-    counts = out.reshape(n_docs + 1, 3)[:n_docs]
+        if part == 1:  # bigram i joins words same[i] and same[i] + 1
+            add(kind, same[hit], same[hit] + 1)
+            continue
+        you = hit[kind == 2]
+        abuse = hit[kind == 1]
+        if len(you) and len(abuse):
+            is_you = np.zeros(len(wh) + 4, dtype=bool)
+            is_you[you + 4] = True  # shifted by 4 so that i - 4 never wraps
+            near = np.zeros(len(abuse), dtype=bool)
+            for d in (1, 2, 3, 4):
+                prev = np.maximum(abuse - d, 0)
+                near |= is_you[abuse + 4 - d] & (wdoc[prev] == wdoc[abuse])
+            addressed = abuse[near]
+            add(np.full(len(addressed), 2), addressed, addressed)
+        keep = kind < 2
+        add(kind[keep], hit[keep], hit[keep])
     cjk_docs = np.flatnonzero(_class_counts(enc)[:, _C_CJK])
     if len(cjk_docs):
         # One regex pass per cue list over the comments that hold Chinese characters, joined
         # by a separator that no cue contains.
         sub = [enc.joined[s:s + n] for s, n in zip(enc.starts[cjk_docs].tolist(),
                                                    enc.lengths[cjk_docs].tolist(), strict=True)]
-        offsets = list(accumulate((len(t) + 1 for t in sub[:-1]), initial=0))
+        offsets = np.array(list(accumulate((len(t) + 1 for t in sub[:-1]), initial=0)))
         text = "\x00".join(sub)
         for kind, pattern in enumerate((_PROMO_ZH, _ABUSE_ZH)):
-            hits = [m.start() for m in pattern.finditer(text)]
-            if hits:
-                k = np.searchsorted(offsets, hits, side="right") - 1
-                counts[:, kind] += np.bincount(cjk_docs[k], minlength=n_docs)
-    return counts
+            spans = np.array([m.span() for m in pattern.finditer(text)], dtype=np.int64)
+            if len(spans):
+                k = np.searchsorted(offsets, spans[:, 0], side="right") - 1
+                moved = (enc.starts[cjk_docs[k]] - offsets[k])[:, None]
+                found.append((np.full(len(k), kind), cjk_docs[k], *(spans + moved).T))
+    cues = enc.cache["cues"] = tuple(
+        np.concatenate([f[i] for f in found]).astype(np.int64) if found
+        else np.zeros(0, dtype=np.int64) for i in range(4))
+    return cues
+
+
+def _cue_counts(enc: _Enc) -> np.ndarray:
+    """Count the cues of each kind per document (see _cue_hits): (documents, 3)."""
+    import numpy as np
+
+    kinds, docs, _, _ = _cue_hits(enc)
+    n_docs = len(enc.starts)
+    # One row more, as the word arrays may end with the batch's closing separator.
+    counts = np.bincount(docs * 3 + kinds, minlength=(n_docs + 1) * 3)
+    return counts.reshape(-1, 3)[:n_docs]
 
 
 def _class_counts(enc: _Enc) -> np.ndarray:
@@ -886,6 +909,49 @@ def _add_other(entries: _Entries, items: Sequence[CommentText], enc: _Enc,
 # --------------------------------------------------------------------------------------------
 
 
+def _cue_shares(item: CommentText, cols: np.ndarray, flds: np.ndarray,
+                contrib: np.ndarray, bits: int) -> tuple[np.ndarray, ...]:
+    """Spread what each cue count adds to the scores over the cue words it counted.
+
+    The count of listed insults, say, is one column with no place in the text, but it is
+    often the largest reason ("脑残" in a Chinese insult adds more through it than all its
+    character n-grams). Returns (fields, starts, ends, contributions) of one entry per cue word
+    and count, its share of the count's contribution to every head.
+    """
+    import numpy as np
+
+    _, meta_cols, _ = _meta_table(bits)
+    kind_of: dict[int, int] = {}
+    k = 0
+    for name, e in _META_EDGES.items():
+        if name in _CUE_FEATURES:  # bucket 0 is a count of zero
+            kind = _CUE_FEATURES.index(name)
+            kind_of.update((int(c), kind) for c in meta_cols[k + 1:k + len(e) + 1])
+        k += len(e) + 1
+    words: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
+    for fld, src in ((_F_TEXT, item.text), (_F_AUTHOR, item.author), (_F_WEBSITE, item.website)):
+        if not src:
+            continue
+        enc = _encode([src])
+        kinds, _, starts, ends = _cue_hits(enc)
+        for kind, s, e in zip(kinds.tolist(), (starts - enc.starts[0]).tolist(),
+                              (ends - enc.starts[0]).tolist(), strict=True):
+            if fld == _F_TEXT or kind == 0:  # names and websites count promotional cues only
+                words[kind].append((fld, s, e))
+    out: list[tuple[int, int, int]] = []
+    shares: list[np.ndarray] = []
+    for i in np.flatnonzero(flds == _F_META).tolist():
+        found = words.get(kind_of.get(int(cols[i]), -1))
+        if found:
+            out += found
+            shares += [contrib[i] / len(found)] * len(found)
+    if not out:
+        return (np.zeros(0, dtype=np.int8), *(np.zeros(0, dtype=np.int64),) * 2,
+                np.zeros((0, contrib.shape[1])))
+    f, s, e = (np.array(x) for x in zip(*out, strict=True))
+    return f.astype(np.int8), s, e, np.array(shares)
+
+
 def _row_pointers(pos: np.ndarray, bounds: np.ndarray, n: int) -> np.ndarray | None:
     """Return where each document's entries start in the sorted positions pos.
 
@@ -1112,6 +1178,12 @@ class Classifier:
             s, e, sel = s[keep], e[keep], sel[keep]
             widened = last[e - 1]
             span_s[sel], span_e[sel] = first[s], np.where(widened >= 0, widened, e)
+        # The words of the fixed cue lists, with their share of what their counts add.
+        cue_f, cue_s, cue_e, cue_w = _cue_shares(item, cols, flds, contrib,
+                                                 int(self.config["bits"]))
+        flds, span_s, span_e = (np.concatenate(pair) for pair in (
+            (flds, cue_f), (span_s, cue_s), (span_e, cue_e)))
+        contrib = np.concatenate([contrib, cue_w])
         size = max(len(src) for src in sources.values()) + 1
         out: dict[str, list[dict[str, object]]] = {}
         for j, head in enumerate(self.heads):

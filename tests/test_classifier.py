@@ -572,3 +572,35 @@ def test_fast_scoring_equals_the_training_features() -> None:
     assert np.allclose(got, expected, atol=1e-3)
     singles = np.vstack([clf._logits([it]) for it in items[:40]]) - clf.intercept
     assert np.allclose(singles, expected[:40], atol=1e-3)
+
+
+def test_listed_cue_words_are_among_the_reasons(shipped: Classifier) -> None:
+    # The counts of listed insults and promotional words are single columns with no place in
+    # the text, yet often the largest reason; a moderator saw "就是" and "什么" marked in this
+    # comment but not "脑残", which moved its score most. Each count is now shared among the
+    # words it counted.
+    item = CommentText("作者就是个脑残，写的什么垃圾文章，滚吧。")
+    terms = {str(t["term"]): t for t in shipped.explain(item)["toxicity"]}
+    for word in ("脑残", "垃圾", "滚"):
+        assert word in terms, f"{word} should be a reason for the toxicity score: {list(terms)}"
+        start = item.text.index(word)
+        assert terms[word]["spans"] == [[start, start + len(word)]]
+    top3 = list(terms)[:3]
+    assert {"脑残", "垃圾"} <= set(top3), top3
+    # A promotional word in the name is shown in the name, where the moderator can see it.
+    spam = shipped.explain(CommentText("Thanks, very useful", author="Cheap Pills 24"))["spam"]
+    assert ("Cheap", "author") in {(t["term"], t["field"]) for t in spam}
+
+
+def test_cue_shares_add_up_to_what_the_counts_add(shipped: Classifier) -> None:
+    # Without the counts' shares, the listed words of an insult made of nothing else would
+    # carry only their n-gram weights: the shares must add the whole count's contribution.
+    item = CommentText("滚，傻逼")
+    with_cues = sum(float(t["weight"]) for t in shipped.explain(item, top=50)["toxicity"])
+    rows, cols, vals, flds, _, _ = classifier.featurize([item], shipped.config, spans=True,
+                                                        idf=shipped.idf)
+    contrib = shipped.head_weights(cols).T * vals[:, None] * shipped.calib_a
+    j = shipped.heads.index("toxicity")
+    cue_cols = classifier._cue_shares(item, cols, flds, contrib, shipped.config["bits"])[3]
+    assert cue_cols[:, j].sum() > 0.5, "the insult count should push toxicity up"
+    assert with_cues > cue_cols[:, j].sum()
