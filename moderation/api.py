@@ -154,16 +154,34 @@ def list_comments() -> Response:
     site = requested_site(request.args.get("site"))
     check_origin(site)
     uri = comments.normalise_uri(request.args.get("uri"))
-    sort = request.args.get("sort", "oldest")
-    if sort not in ("oldest", "newest"):
+    sort = request.args.get("sort")
+    if sort is not None and sort not in comments.THREAD_SORTS:
         raise InvalidField("sort", "must be oldest or newest")
     cfg = current_app.config
     per_page = int_arg("per_page", cfg["PAGE_SIZE"], 1, cfg["MAX_PAGE_SIZE"])
     page = int_arg("page", 1, 1, 1_000_000)
+    after = thread_cursor(sort)
+    sort = after.sort if after else sort or "oldest"
     return readcache.thread_response(
-        site, uri, sort, page, per_page,
-        lambda: comments.thread_page(site, uri, sort, page, per_page),
+        site, uri, sort, after or page, per_page,
+        lambda: comments.thread_page(site, uri, sort, page, per_page, after),
     )
+
+
+def thread_cursor(sort: str | None) -> comments.ThreadCursor | None:
+    """Return the place the `cursor` argument names (absent or empty: None).
+
+    A cursor carries its order: `sort`, if given, must be the same. It replaces `page`.
+    """
+    token = request.args.get("cursor", "")
+    if not token:
+        return None
+    if request.args.get("page"):
+        raise InvalidField("cursor", "give cursor or page, not both")
+    after = comments.thread_cursor(token)
+    if sort is not None and sort != after.sort:
+        raise InvalidField("cursor", f"was made for sort={after.sort}, not sort={sort}")
+    return after
 
 
 def _submitted(

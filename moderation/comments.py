@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import ipaddress
@@ -13,7 +14,7 @@ import unicodedata
 import urllib.parse
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, TypeVar
 
@@ -80,6 +81,9 @@ MAX_ID = 2**31 - 1
 MAX_TITLE = 300
 # Reply nesting a thread page keeps; deeper replies are listed beside their ancestor there.
 MAX_DEPTH = 32
+# Orders of a thread listing, and the longest `cursor` it reads (its own are about 80).
+THREAD_SORTS = ("oldest", "newest")
+MAX_THREAD_CURSOR = 200
 
 
 @dataclass(frozen=True)
@@ -1067,10 +1071,91 @@ def _tree(roots: Sequence[Any], replies: Sequence[Any]) -> list[dict[str, Any]]:
     return [nodes[row.id] for row in roots if row.id in alive]
 
 
+# -- keyset cursors -------------------------------------------------------------------------
+
+
+def encode_cursor(values: Sequence[Any]) -> str:
+    """Return an opaque URL-safe cursor for keyset pagination."""
+    plain = [v.isoformat() if isinstance(v, datetime) else v for v in values]
+    packed = json.dumps(plain, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(packed).decode().rstrip("=")
+
+
+def cursor_values(token: str) -> list[Any]:
+    """Return the list of values a cursor holds (ValueError if it holds none)."""
+    values = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    if not isinstance(values, list):
+        raise ValueError("a cursor holds a list")
+    return values
+
+
+def cursor_time(value: Any) -> datetime:
+    """Return a cursor's time: an aware ISO 8601 string, as encode_cursor writes it."""
+    if not isinstance(value, str):
+        raise TypeError("the time is not a string")
+    created = datetime.fromisoformat(value)
+    if created.tzinfo is None:
+        raise ValueError("the time has no UTC offset")
+    return created.astimezone(UTC)  # OverflowError near year 1 or 9999: refused too
+
+
+def cursor_id(value: Any) -> int:
+    """Return a cursor's row id: a whole number an id column can hold."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_ID:
+        raise ValueError("the id is out of range")
+    return value
+
+
+@dataclass(frozen=True)
+class ThreadCursor:
+    """Where the next page of a thread listing starts: after this top-level comment.
+
+    It names a place in the order (the comment's time and id), not a row: the page after it
+    is the same whether that comment, or any before it, was removed or new ones came in.
+    """
+
+    sort: str
+    created: datetime
+    id: int
+
+    def encode(self) -> str:
+        """Return the opaque `next` value a listing sends."""
+        return encode_cursor([self.sort, self.created, self.id])
+
+    def after(self) -> ColumnElement[bool]:
+        """Return the keyset condition for top-level comments after this one in its order."""
+        if self.sort == "newest":
+            return or_(Comment.created_at < self.created,
+                       and_(Comment.created_at == self.created, Comment.id < self.id))
+        return or_(Comment.created_at > self.created,
+                   and_(Comment.created_at == self.created, Comment.id > self.id))
+
+
+def thread_cursor(token: str) -> ThreadCursor:
+    """Return the place a listing's `next` value names, or raise naming the field `cursor`."""
+    try:
+        if len(token) > MAX_THREAD_CURSOR:
+            raise ValueError("too long")
+        sort, created, ident = cursor_values(token)
+        if sort not in THREAD_SORTS:
+            raise ValueError("unknown sort")
+        return ThreadCursor(sort, cursor_time(created), cursor_id(ident))
+    except (ValueError, TypeError, OverflowError, RecursionError):
+        raise InvalidField("cursor", "is not a `next` value of a thread listing") from None
+
+
 def thread_page(
-    site: Site, uri: str, sort: str = "oldest", page: int = 1, per_page: int = 50
+    site: Site, uri: str, sort: str = "oldest", page: int = 1, per_page: int = 50,
+    after: ThreadCursor | None = None,
 ) -> dict[str, Any]:
-    """Return one page of a thread's published comments as a tree, with totals."""
+    """Return one page of a thread's published comments as a tree, with totals.
+
+    The page is the ``page``-th by offset, or, given ``after``, the top-level comments that
+    follow that place in the cursor's order (which is then the page's). Either way ``next`` is
+    the cursor of the page after this one, or None when no top-level comment follows.
+    """
+    if after is not None:
+        sort = after.sort
     thread = db.session.execute(
         select(Thread.id, Thread.title).where(Thread.site_id == site.id, Thread.uri == uri)
     ).first()
@@ -1079,9 +1164,10 @@ def thread_page(
         "title": thread.title if thread else "",
         "total": 0,
         "roots": 0,
-        "page": page,
+        "page": None if after else page,
         "per_page": per_page,
         "pages": 0,
+        "next": None,
         "comments": [],
     }
     if thread is None:
@@ -1110,10 +1196,15 @@ def thread_page(
         if sort == "newest"
         else (Comment.created_at, Comment.id)
     )
-    roots = db.session.execute(
-        select(*PUBLIC_COLUMNS).where(visible_root).order_by(*order)
-        .limit(per_page).offset((page - 1) * per_page)
-    ).all()
+    query = select(*PUBLIC_COLUMNS).where(visible_root).order_by(*order).limit(per_page + 1)
+    if after is not None:
+        query = query.where(after.after())
+    else:
+        query = query.offset((page - 1) * per_page)
+    roots = db.session.execute(query).all()
+    if len(roots) > per_page:  # one more was read only to know whether a next page exists
+        roots = roots[:per_page]
+        result["next"] = ThreadCursor(sort, roots[-1].created_at, roots[-1].id).encode()
     if not roots:
         return result
     replies = db.session.execute(

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import base64
 import binascii
-import json
 import math
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -218,29 +216,6 @@ def _any_reason_like(term: str) -> ColumnElement[bool]:
                   .where(fold(each.c.value).like(pattern, escape="\\")))
 
 
-def encode_cursor(values: Sequence[Any]) -> str:
-    """Return an opaque URL-safe cursor for keyset pagination."""
-    plain = [v.isoformat() if isinstance(v, datetime) else v for v in values]
-    return base64.urlsafe_b64encode(json.dumps(plain).encode()).decode().rstrip("=")
-
-
-def _cursor_time(value: Any) -> datetime:
-    """Return a cursor's time: an aware ISO 8601 string, as encode_cursor writes it."""
-    if not isinstance(value, str):
-        raise TypeError("the time is not a string")
-    created = datetime.fromisoformat(value)
-    if created.tzinfo is None:
-        raise ValueError("the time has no UTC offset")
-    return created.astimezone(UTC)  # OverflowError near year 1 or 9999: refused too
-
-
-def _cursor_id(value: Any) -> int:
-    """Return a cursor's row id: a whole number an id column can hold."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= comments.MAX_ID:
-        raise ValueError("the id is out of range")
-    return value
-
-
 def _cursor_score(value: Any) -> float:
     """Return a cursor's score: a finite number (no NaN, which matches nothing)."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
@@ -251,13 +226,12 @@ def _cursor_score(value: Any) -> float:
 def decode_cursor(token: str, sort: str) -> list[Any] | None:
     """Return the values of a cursor, or None if it is malformed or was tampered with."""
     try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        values = json.loads(raw)
+        values = comments.cursor_values(token)
         if sort in ("newest", "oldest"):
             created, ident = values
-            return [_cursor_time(created), _cursor_id(ident)]
+            return [comments.cursor_time(created), comments.cursor_id(ident)]
         score, created, ident = values
-        return [_cursor_score(score), _cursor_time(created), _cursor_id(ident)]
+        return [_cursor_score(score), comments.cursor_time(created), comments.cursor_id(ident)]
     except (ValueError, TypeError, OverflowError, RecursionError, binascii.Error):
         return None
 
@@ -293,7 +267,7 @@ def queue_page(flt: QueueFilter, cursor: str = "", size: int = PAGE_SIZE) -> Pag
     rows = [loaded[i] for i in ids if i in loaded]
     more = len(rows) > size
     rows = rows[:size]
-    nxt = encode_cursor(flt.cursor_of(rows[-1])) if more and rows else None
+    nxt = comments.encode_cursor(flt.cursor_of(rows[-1])) if more and rows else None
     return Page(rows, nxt, count_matching(flt))
 
 

@@ -144,15 +144,20 @@ SCHEMAS: dict[str, Any] = {
     },
     "ThreadPage": {
         "type": "object",
-        "required": ["uri", "title", "total", "roots", "page", "per_page", "pages", "comments"],
+        "required": ["uri", "title", "total", "roots", "page", "per_page", "pages", "next",
+                     "comments"],
         "properties": {
             "uri": {"type": "string"},
             "title": {"type": "string"},
             "total": {"type": "integer", "description": "Published comments in the thread."},
             "roots": {"type": "integer", "description": "Top-level entries across all pages."},
-            "page": {"type": "integer"},
+            "page": {"type": ["integer", "null"],
+                     "description": "The page number asked for; null when a `cursor` was."},
             "per_page": {"type": "integer"},
-            "pages": {"type": "integer"},
+            "pages": {"type": "integer", "description": "`roots` in pages of `per_page`."},
+            "next": {"type": ["string", "null"],
+                     "description": "Opaque cursor of the page after this one: send it back as "
+                     "`cursor` (same `sort`). Null when no top-level entry follows."},
             "comments": {"type": "array", "items": _ref("ThreadNode")},
         },
     },
@@ -214,10 +219,20 @@ PATHS: dict[str, Any] = {
                  "description": "Page path, e.g. /posts/hello; not blank.",
                  "schema": {"type": "string", "minLength": 1}},
                 {"name": "sort", "in": "query",
+                 "description": "Absent: the cursor's order, else oldest.",
                  "schema": {"type": "string", "enum": ["oldest", "newest"]}},
                 {"name": "page", "in": "query", "allowEmptyValue": True,
-                 "description": "Empty or absent: 1.",
+                 "description": "Empty or absent: 1. Counts top-level entries from the "
+                 "start, so comments published or removed since the last page can shift "
+                 "what it holds; to page on, prefer `cursor`.",
                  "schema": {"type": "integer", "minimum": 1, "maximum": 1_000_000}},
+                {"name": "cursor", "in": "query", "allowEmptyValue": True,
+                 "description": "The `next` value of the page before: answers the top-level "
+                 "entries after that page's last, in its order, so none repeats or is "
+                 "skipped when comments are published or removed meanwhile. Not with "
+                 "`page`; `sort`, if given, must be the cursor's. Empty or absent: the "
+                 "first page. Anything else is a 400 naming `cursor`.",
+                 "schema": {"type": "string", "maxLength": 200}},
                 _thread_per_page(defaults.PAGE_SIZE, defaults.MAX_PAGE_SIZE),
             ],
             "responses": {

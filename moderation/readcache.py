@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from flask import Flask, Response, current_app, request
@@ -78,13 +78,17 @@ def fingerprint(site: Site, uri: str) -> tuple[Any, ...]:
 
 
 def thread_response(
-    site: Site, uri: str, sort: str, page: int, per_page: int,
+    site: Site, uri: str, sort: str, position: Hashable, per_page: int,
     build: Callable[[], dict[str, Any]],
 ) -> Response:
-    """Answer a thread listing from the cache when it is current, else build and cache it."""
+    """Answer a thread listing from the cache when it is current, else build and cache it.
+
+    ``position`` is where the page starts: its number, or the place a cursor names. It is part
+    of the cache key and so of the ETag.
+    """
     cache: PageCache | None = current_app.extensions.get("read_cache")
     state = fingerprint(site, uri)
-    key = (site.id, uri, sort, page, per_page)
+    key = (site.id, uri, sort, position, per_page)
     body = cache.get(key, state) if cache is not None else None
     if body is None:
         body = (current_app.json.dumps(build()) + "\n").encode()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -21,6 +23,11 @@ ORIGIN = "https://blog.example"
 def post(client: FlaskClient, site: Site, **fields: Any) -> Any:
     body = {"site": site.key, "uri": "/posts/hello", "text": "Nice post, thanks!", **fields}
     return client.post("/api/v1/comments", json=body)
+
+
+def encode(values: Any) -> str:
+    """Return values packed as a listing's cursor is (URL-safe base64 of JSON)."""
+    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
 
 
 def thread(client: FlaskClient, site: Site, uri: str = "/posts/hello", **params: Any) -> Any:
@@ -102,6 +109,85 @@ def test_pagination_and_sort(scored: Flask, client: FlaskClient, site: Site) -> 
     newest = thread(client, site, per_page=3, sort="newest")
     assert newest["comments"][0]["html"] == "<p>comment number 6</p>"
     assert thread(client, site, per_page=3, page=9)["comments"] == []
+
+
+def test_pages_by_number_still_work_and_give_the_next_cursor(
+    scored: Flask, client: FlaskClient, site: Site
+) -> None:
+    ids = [post(client, site, text=f"comment number {n}").json["comment"]["id"] for n in range(7)]
+    page2 = thread(client, site, per_page=3, page=2)
+    assert page2["page"] == 2
+    assert [c["id"] for c in page2["comments"]] == ids[3:6]
+    # A client paging by number can go on by cursor from any page.
+    page3 = thread(client, site, per_page=3, cursor=page2["next"])
+    assert (page3["page"], page3["pages"], page3["next"]) == (None, 3, None)
+    assert [c["id"] for c in page3["comments"]] == ids[6:]
+    assert thread(client, site, per_page=7)["next"] is None  # exactly one full page
+    # Empty means absent, as for the other arguments: the first page.
+    assert thread(client, site, per_page=3, cursor="") == thread(client, site, per_page=3)
+    # A cursor carries its order: given alone, the page after it comes in that order.
+    newest = thread(client, site, per_page=2, sort="newest")
+    after = thread(client, site, per_page=2, cursor=newest["next"])
+    assert [c["id"] for c in after["comments"]] == [ids[4], ids[3]]
+
+
+# -- paging while the thread changes: by cursor, every comment once ----------------------------
+
+
+def roots_after(client: FlaskClient, site: Site, cursor: str | None, **params: Any) -> list[int]:
+    """Follow `next` from a cursor to the end of the thread; return the top-level ids, in order."""
+    seen: list[int] = []
+    while cursor:
+        page = thread(client, site, cursor=cursor, **params)
+        seen += [c["id"] for c in page["comments"]]
+        cursor = page["next"]
+    return seen
+
+
+@pytest.mark.parametrize("sort", ["oldest", "newest"])
+def test_load_more_while_comments_are_published_repeats_and_skips_none(
+    scored: Flask, client: FlaskClient, site: Site, sort: str
+) -> None:
+    ids = [post(client, site, text=f"comment number {n}").json["comment"]["id"] for n in range(7)]
+    held = post(client, site, text="a borderline remark")
+    assert held.status_code == 202
+    first = thread(client, site, sort=sort, per_page=3)
+    shown = [c["id"] for c in first["comments"]]
+    # Between the first page and Load more: new comments, a reply, and the held one approved.
+    new = [post(client, site, text=f"late comment {n}").json["comment"]["id"] for n in range(2)]
+    assert post(client, site, parent=ids[0], text="a late reply").status_code == 201
+    with scored.app_context():
+        comments.moderate(db.session.get_one(Comment, held.json["comment"]["id"]), "approve",
+                          "moderator:ann")
+        db.session.commit()
+    rest = roots_after(client, site, first["next"], per_page=3)
+    approved = held.json["comment"]["id"]
+    if sort == "oldest":  # what came later is further down: Load more reaches it too
+        assert shown + rest == [*ids, approved, *new]
+    else:  # newest first, what came later is above the first page: it shows on a reload
+        assert shown + rest == ids[::-1]
+    assert len(set(shown + rest)) == len(shown + rest)
+
+
+@pytest.mark.parametrize("sort", ["oldest", "newest"])
+def test_load_more_while_comments_are_removed_repeats_and_skips_none(
+    scored: Flask, client: FlaskClient, site: Site, sort: str
+) -> None:
+    ids = [post(client, site, text=f"comment number {n}").json["comment"]["id"] for n in range(8)]
+    order = ids if sort == "oldest" else ids[::-1]
+    first = thread(client, site, sort=sort, per_page=3)
+    shown = [c["id"] for c in first["comments"]]
+    assert shown == order[:3]
+    # Removed meanwhile: the first shown, the last shown (the one the cursor names) and one
+    # not shown yet.
+    gone = [order[0], order[2], order[5]]
+    with scored.app_context():
+        for comment_id in gone:
+            comments.moderate(db.session.get_one(Comment, comment_id), "delete", "moderator:ann")
+        db.session.commit()
+    rest = roots_after(client, site, first["next"], sort=sort, per_page=3)
+    assert rest == [i for i in order[3:] if i != order[5]]
+    assert shown + rest == [i for i in order if i != order[5]]  # each once, none skipped
 
 
 def test_a_removed_comment_with_replies_stays_as_a_placeholder(
@@ -378,7 +464,27 @@ def test_oversized_body_is_413_json(app: Flask, client: FlaskClient, site: Site)
      ({"site": "{site}", "uri": "/p", "sort": "best"}, "sort"),
      ({"site": "{site}", "uri": "/p", "page": "0"}, "page"),
      ({"site": "{site}", "uri": "/p", "per_page": "x"}, "per_page"),
-     ({"site": "{site}", "uri": "/p", "per_page": "1000"}, "per_page")],
+     ({"site": "{site}", "uri": "/p", "per_page": "1000"}, "per_page"),
+     ({"site": "{site}", "uri": "/p", "cursor": "x"}, "cursor"),
+     ({"site": "{site}", "uri": "/p", "cursor": "not a cursor!"}, "cursor"),
+     ({"site": "{site}", "uri": "/p", "cursor": encode(["oldest", "2024-05-01T10:00:00+00:00", 5])
+       + "A" * 200}, "cursor"),
+     ({"site": "{site}", "uri": "/p", "cursor": encode(["best", "2024-05-01T10:00:00+00:00", 5])},
+      "cursor"),
+     ({"site": "{site}", "uri": "/p", "cursor": encode(["oldest", "2024-05-01T10:00:00", 5])},
+      "cursor"),
+     ({"site": "{site}", "uri": "/p", "cursor": encode(["oldest", "yesterday", 5])}, "cursor"),
+     ({"site": "{site}", "uri": "/p", "cursor": encode(["oldest", "2024-05-01T10:00:00Z", 0])},
+      "cursor"),
+     ({"site": "{site}", "uri": "/p", "cursor": encode(["oldest", "2024-05-01T10:00:00Z", 2**31])},
+      "cursor"),
+     ({"site": "{site}", "uri": "/p", "cursor": encode(["oldest", "2024-05-01T10:00:00Z"])},
+      "cursor"),
+     ({"site": "{site}", "uri": "/p", "cursor": encode({"sort": "oldest"})}, "cursor"),
+     ({"site": "{site}", "uri": "/p", "sort": "newest",
+       "cursor": encode(["oldest", "2024-05-01T10:00:00Z", 5])}, "cursor"),
+     ({"site": "{site}", "uri": "/p", "page": "2",
+       "cursor": encode(["oldest", "2024-05-01T10:00:00Z", 5])}, "cursor")],
 )
 def test_bad_listing_queries(
     client: FlaskClient, site: Site, query: dict[str, str], field: str

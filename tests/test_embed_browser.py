@@ -502,19 +502,22 @@ def test_load_more_skips_the_readers_own_new_comment(
     expect(item(page, "Worth adding: the exemption list")).to_have_count(1)
     expect(item(page, "A fresh top-level note")).to_have_count(1)
     expect(page.locator(".cm-item")).to_have_count(6)
+    # In the order a reload shows: the page that came goes before the reader's newer comment.
+    roots = page.locator(".cm-list > .cm-item > .cm-comment .cm-author")
+    expect(roots).to_have_text(["Maria Okafor", "Daniel Reyes", "Priya S.", "Ana"])
     expect(page.locator(".cm-title")).to_have_text("6 comments")
     assert unique_ids(page)
     assert_clean(server)
 
 
-def test_load_more_skips_comments_pushed_to_the_next_page(
+def test_load_more_after_a_new_comment_brings_the_next_page(
     live: Callable[..., Live], browser: Any
 ) -> None:
     server = live()
-    page = server.open(browser, EN_POST + "?per_page=2&sort=newest")
+    page = server.open(browser, EN_POST + "?per_page=1&sort=newest")
     roots = page.locator(".cm-list > .cm-item > .cm-comment .cm-author")
-    expect(roots).to_have_text(["Priya S.", "Daniel Reyes"])
-    # Someone else's new comment moves Daniel's onto page 2; their reply to it comes with it.
+    expect(roots).to_have_text(["Priya S."])
+    # Someone else publishes a comment (on top, newest first) and a reply to one not shown yet.
     stranger = server.open(browser, EN_POST)
     post(stranger, "Someone else weighs in.", author="Sam")
     expect(stranger.locator(".cm-title")).to_have_text("6 comments")
@@ -522,15 +525,46 @@ def test_load_more_skips_comments_pushed_to_the_next_page(
     post(stranger, "Which flour do you use?", author="Sam", scope=".cm-slot .cm-form")
     expect(stranger.locator(".cm-title")).to_have_text("7 comments")
 
-    page.get_by_role("button", name="Load more comments").click()
-    expect(roots).to_have_text(["Priya S.", "Daniel Reyes", "Maria Okafor"])
-    expect(item(page, "I run a small bakery")).to_have_count(1)
+    # Load more brings the comment after Priya's (by offset it was Priya's again: nothing new),
+    # with the reply; then the last one, and the button goes.
+    more = page.get_by_role("button", name="Load more comments")
+    more.click()
+    expect(roots).to_have_text(["Priya S.", "Daniel Reyes"])
     reply = item(page, "Which flour do you use?")
     expect(reply).to_have_count(1)
     assert reply.locator("xpath=../..").get_attribute("id") == item(
         page, "I run a small bakery").get_attribute("id")
+    expect(more).to_be_visible()
+    more.click()
+    expect(roots).to_have_text(["Priya S.", "Daniel Reyes", "Maria Okafor"])
+    expect(more).to_be_hidden()
+    # The new top-level comment is above where the reader started: it shows after a reload.
+    expect(item(page, "Someone else weighs in.")).to_have_count(0)
     expect(page.locator(".cm-item")).to_have_count(6)
     expect(page.locator(".cm-title")).to_have_text("7 comments")
+    assert unique_ids(page)
+    shot(page, "en-load-more-after-new-comment")
+    assert_clean(server)
+
+
+def test_load_more_after_an_earlier_comment_is_removed_skips_none(
+    live: Callable[..., Live], browser: Any
+) -> None:
+    server = live()
+    page = server.open(browser, EN_POST + "?per_page=2")
+    roots = page.locator(".cm-list > .cm-item > .cm-comment .cm-author")
+    expect(roots).to_have_text(["Maria Okafor", "Daniel Reyes"])
+    # A moderator removes Daniel's comment, already on the reader's screen.
+    with server.app.app_context():
+        daniel = db.session.execute(
+            select(Comment).where(Comment.author == "Daniel Reyes")
+        ).scalar_one()
+        comments.moderate_many([daniel], "delete", "moderator@example")
+    more = page.get_by_role("button", name="Load more comments")
+    more.click()
+    # By offset, page 2 of what was left was empty and Priya's comment never came.
+    expect(roots).to_have_text(["Maria Okafor", "Daniel Reyes", "Priya S."])
+    expect(more).to_be_hidden()
     assert unique_ids(page)
     assert_clean(server)
 
@@ -846,7 +880,7 @@ def test_a_sort_change_during_load_more_clears_its_loading_note(
     server = live()
     page = server.open(browser, EN_POST + "?per_page=1")
     stalled: list[Any] = []
-    page.route(lambda url: "page=2" in url, lambda route: stalled.append(route))
+    page.route(lambda url: "cursor=" in url, lambda route: stalled.append(route))
     page.get_by_role("button", name="Load more comments").click()
     expect(page.locator(".cm-more-status")).to_have_text("Loading comments…")
     page.route(lambda url: "sort=newest" in url, lambda route: route.abort())

@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, Phase, settings
 from schemathesis.specs.openapi.checks import ignored_auth, positive_data_acceptance
 
-from moderation import keys
+from moderation import comments, keys
 from moderation.db import Site, db
 from moderation.openapi import build_document
 from tests import fakes
@@ -147,6 +147,17 @@ def test_limits_that_are_settings_come_from_the_serving_apps_config() -> None:
     default = build_document()
     assert parameter(default, "/api/v1/comments", "per_page")["schema"]["maximum"] == 200
     assert body_schema(default, "/api/v1/counts")["properties"]["uris"]["maxItems"] == 100
+
+
+def test_the_thread_cursor_is_documented_as_the_server_reads_it() -> None:
+    document = build_document()
+    cursor = parameter(document, "/api/v1/comments", "cursor")
+    assert cursor["allowEmptyValue"] is True
+    assert cursor["schema"]["maxLength"] == comments.MAX_THREAD_CURSOR
+    page = document["components"]["schemas"]["ThreadPage"]
+    assert "next" in page["required"]
+    assert page["properties"]["next"]["type"] == ["string", "null"]
+    assert page["properties"]["page"]["type"] == ["integer", "null"]
 
 
 def test_blank_site_and_uri_are_outside_the_document_as_the_server_refuses_them(

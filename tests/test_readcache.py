@@ -95,3 +95,39 @@ def test_the_cache_can_be_turned_off() -> None:
     assert "read_cache" not in app.extensions
     key = add_site(app).key
     assert listing(app.test_client(), key).json["comments"] == []
+
+
+def test_a_cursor_is_part_of_the_cache_key_and_of_the_etag(tmp_path: Path) -> None:
+    app = make_app(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    fakes.install(app)
+    key = add_site(app).key
+    client = app.test_client()
+    ids = []
+    for n in range(5):
+        posted = client.post("/api/v1/comments",
+                             json={"site": key, "uri": "/p", "text": f"no. {n}"})
+        assert posted.json is not None
+        ids.append(posted.json["comment"]["id"])
+
+    def page(cursor: str = "", **headers: str) -> Any:
+        return client.get("/api/v1/comments", headers=headers, query_string={
+            "site": key, "uri": "/p", "per_page": 2, "cursor": cursor})
+
+    first = page()
+    second = page(first.json["next"])
+    third = page(second.json["next"])
+    pages = [[c["id"] for c in p.json["comments"]] for p in (first, second, third)]
+    assert pages == [ids[:2], ids[2:4], ids[4:]]
+    cache = app.extensions["read_cache"]
+    hits = cache.hits
+    assert page(first.json["next"]).json == second.json  # from the cache, under its cursor
+    assert cache.hits == hits + 1
+    assert len({p.headers["ETag"] for p in (first, second, third)}) == 3
+    assert page(first.json["next"], **{"If-None-Match": second.headers["ETag"]}).status_code == 304
+    assert page(second.json["next"], **{"If-None-Match": second.headers["ETag"]}).status_code == 200
+
+    # A change to the thread is seen under a cursor too: the cached page is not served.
+    with app.app_context():
+        comments.moderate(db.session.get_one(Comment, ids[3]), "delete", "moderator:ann")
+        db.session.commit()
+    assert [c["id"] for c in page(first.json["next"]).json["comments"]] == [ids[2], ids[4]]

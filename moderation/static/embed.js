@@ -410,7 +410,8 @@
   // gen: the latest thread request; an older one that answers late is ignored.
   // list: how many times the list was filled anew (a reader's own comments go into the
   // list they were fetched for, not into one that replaced it).
-  var state = { page: 1, pages: 0, total: 0, byId: {}, gen: 0, list: 0, loading: false };
+  // next: the server's cursor for the page after the last one shown (null: no more).
+  var state = { next: null, total: 0, byId: {}, gen: 0, list: 0, loading: false };
   var el = {};
 
   function loadStyles() {
@@ -454,7 +455,7 @@
     el.count = h("span", { class: "cm-count" });
     // The list changes only once the other order has come in; until then it stays as it is.
     el.sort = h("select", { id: nextId("sort"), class: "cm-select", onchange: function () {
-      load(1, el.sort.value);
+      load(null, el.sort.value);
     } },
     h("option", { value: "oldest", text: T.oldest }), h("option", { value: "newest", text: T.newest }));
     el.sort.value = settings.sort;
@@ -464,7 +465,7 @@
     el.status = h("p", { class: "cm-loading", role: "status", "aria-live": "polite" }, T.loading);
     // Not disabled while loading (aria-disabled instead): a disabled button would lose focus.
     el.more = h("button", { type: "button", class: "cm-button cm-more", hidden: true, onclick: function () {
-      if (!state.loading) load(state.page + 1, null, true);
+      if (!state.loading && state.next) load(state.next, null, true);
     } }, T.loadMore);
     el.moreStatus = h("p", { class: "cm-status cm-more-status", role: "status", "aria-live": "polite" });
     el.title = h("h2", { id: titleId, class: "cm-title", tabindex: "-1" }, el.count);
@@ -480,14 +481,16 @@
     el.empty.hidden = true;
   }
 
-  // Load one page of the thread in this order (page 1: the list is replaced, once it is in).
-  // state.page and settings.sort change only when the page has come in. Asked for by a button
-  // (Load more, Retry) that is gone now, keyboard focus moves on to what replaced it.
-  function load(page, sort, pressed) {
-    page = page || 1;
+  // Load one page of the thread in this order: the first (the list is replaced, once it is
+  // in), or the one after a cursor the server gave (Load more). A cursor names the last
+  // top-level comment shown, not a count: comments published or removed meanwhile neither
+  // repeat nor skip any. state.next and settings.sort change only when the page has come in.
+  // Asked for by a button (Load more, Retry) that is gone now, keyboard focus moves on to
+  // what replaced it.
+  function load(cursor, sort, pressed) {
     sort = sort || settings.sort;
     var gen = state.gen += 1;
-    var more = page > 1;
+    var more = !!cursor;
     var where = more ? el.moreStatus : el.status; // a message shows where the reader acted
     // A load this one takes over from says nothing more beside Load more.
     if (!more) { el.moreStatus.replaceChildren(); el.moreStatus.classList.remove("cm-bad"); }
@@ -497,14 +500,15 @@
     where.hidden = false;
     where.replaceChildren(T.loading);
     var q = "?site=" + encodeURIComponent(SITE) + "&uri=" + encodeURIComponent(settings.uri) +
-      "&sort=" + sort + "&page=" + page + "&per_page=" + settings.perPage;
+      "&sort=" + sort + "&per_page=" + settings.perPage +
+      (more ? "&cursor=" + encodeURIComponent(cursor) : "");
     return call("GET", "/comments" + q).then(function (r) {
       if (gen !== state.gen) return;
       state.loading = false;
       el.more.removeAttribute("aria-disabled");
       if (r.status !== 200) {
         el.sort.value = settings.sort;
-        var retry = h("button", { type: "button", class: "cm-link", onclick: function () { load(page, sort, true); } }, T.retry);
+        var retry = h("button", { type: "button", class: "cm-link", onclick: function () { load(cursor, sort, true); } }, T.retry);
         where.replaceChildren(more ? T.moreFailed : T.loadFailed, " ", retry);
         if (more) where.classList.add("cm-bad");
         if (pressed && focusLost()) retry.focus();
@@ -518,15 +522,18 @@
         state.list += 1;
         el.list.replaceChildren();
       }
-      var last = el.list.lastElementChild;
-      state.page = page;
-      state.pages = r.data.pages;
-      r.data.comments.forEach(function (node) { place(node, 1, el.list, null); });
-      el.more.hidden = state.page >= state.pages;
+      var fresh = null;
+      state.next = r.data.next || null;
+      r.data.comments.forEach(function (node) {
+        var known = !!state.byId[node.id];
+        var li = placeRoot(node);
+        if (!known && !fresh) fresh = li;
+      });
+      el.more.hidden = !state.next;
       setCount(r.data.total);
       if (pressed && (focusLost() || document.activeElement === el.more)) {
         // On to the first comment it brought: the button may be hidden now.
-        var fresh = more && (last ? last.nextElementSibling : el.list.firstElementChild);
+        fresh = more && fresh;
         (fresh ? fresh.querySelector(":scope > .cm-comment") : more && !el.more.hidden ? el.more : el.title).focus();
       }
       if (!more) return loadOwn(state.list);
@@ -566,24 +573,43 @@
     });
   }
 
-  // Render a node and its replies; below the depth cap replies are listed flat, with a pointer.
-  // A node already shown (posted here, or moved to the next page by a newer comment: pages are
-  // offsets) is not shown again; only replies it does not have yet are added to it.
-  function place(node, level, list, parent) {
+  // A top-level comment of a page, in the order of the pages. Oldest first, the reader's own
+  // new comments wait at the end of the list (.cm-waiting) until the page they belong to comes:
+  // a page's comments go before them, and one of them the page brings moves into its place.
+  function placeRoot(node) {
+    var shown = state.byId[node.id];
+    if (shown) shown.classList.remove("cm-waiting");
+    var mark = settings.sort === "oldest" ? el.list.querySelector(":scope > .cm-waiting") : null;
+    if (shown && shown.parentNode === el.list) {
+      // It moves with the replies listed flat after it (below the depth cap).
+      var group = [shown];
+      for (var m = shown.nextElementSibling; m && m.cm.level > 1; m = m.nextElementSibling) group.push(m);
+      if (group[group.length - 1].nextElementSibling !== mark) {
+        group.forEach(function (g) { el.list.insertBefore(g, mark); });
+      }
+    }
+    return place(node, 1, el.list, null, mark);
+  }
+
+  // Render a node and its replies (returning its item); below the depth cap replies are listed
+  // flat, with a pointer. A node already shown (the reader's own, posted here) is not shown
+  // again; only replies it does not have yet are added to it.
+  function place(node, level, list, parent, ref) {
     var li = state.byId[node.id];
     if (li) {
       level = li.cm.level;
       list = li.parentNode || list;
     } else {
       li = item(node, level, level > settings.depth ? parent : null);
-      list.append(li);
+      list.insertBefore(li, ref || null);
     }
     var kids = node.replies || [];
-    if (!kids.length) return;
+    if (!kids.length) return li;
     var target = list;
     if (level < settings.depth) {
       target = li.querySelector(":scope > .cm-replies");
       if (!target) li.append(target = h("ol", { class: "cm-replies" }));
+      ref = null;
     }
     // Below the server's depth cap a reply is listed in an ancestor's replies, beside its real
     // parent: point at that. A parent not sent at all was removed (and its placeholder pruned).
@@ -591,8 +617,9 @@
     known[node.id] = node;
     kids.forEach(function (kid) { known[kid.id] = kid; });
     kids.forEach(function (kid) {
-      place(kid, level + 1, target, kid.parent ? known[kid.parent] || { deleted: true } : node);
+      place(kid, level + 1, target, kid.parent ? known[kid.parent] || { deleted: true } : node, ref);
     });
+    return li;
   }
 
   function hue(name) {
@@ -647,7 +674,8 @@
     var level = parentLi ? parentLi.cm.level + 1 : 1;
     var li = item(c, level, parentLi && level > settings.depth ? parentLi.cm.comment : null);
     if (!parentLi) {
-      if (settings.sort === "newest") el.list.prepend(li); else el.list.append(li);
+      // Oldest first it belongs after every page still to come: it waits at the end for its own.
+      if (settings.sort === "newest") el.list.prepend(li); else { li.classList.add("cm-waiting"); el.list.append(li); }
     } else if (level <= settings.depth) {
       var ol = parentLi.querySelector(":scope > .cm-replies");
       if (!ol) { ol = h("ol", { class: "cm-replies" }); parentLi.append(ol); }
