@@ -1,4 +1,5 @@
-"""Moderator accounts: password hashing, session login, permissions, CSRF and the CLI."""
+"""Moderator accounts: password hashing, session login, permissions, CSRF, the rules for
+account changes (shared by the CLI and the dashboard) and the CLI."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import hashlib
 import hmac
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import wraps
 from typing import Any, TypeVar
@@ -216,13 +217,23 @@ def failed_sign_in(response: Response) -> bool:
     return response.status_code == 401
 
 
-# -- CLI ------------------------------------------------------------------------------------
+def own_account_key() -> str:
+    """Key password changes by the signed-in account (anonymous posts are sent to sign in)."""
+    account = current()
+    return limits.keyed(account.email if account else "")
 
 
-def _read_password(from_stdin: bool) -> str:
-    if from_stdin:
-        return sys.stdin.readline().rstrip("\r\n")
-    return str(click.prompt("Password", hide_input=True, confirmation_prompt=True))
+def note_wrong_current_password() -> None:
+    """Mark this request as a wrong guess of the account's current password."""
+    g.wrong_current_password = True
+
+
+def wrong_current_password(response: Response) -> bool:
+    """Return whether a password change was refused for a wrong current password (counted)."""
+    return bool(g.get("wrong_current_password"))
+
+
+# -- account rules, shared by the CLI and the dashboard -------------------------------------
 
 
 # An address the sign-in form's <input type="email"> lets a browser send (the HTML standard's
@@ -233,29 +244,118 @@ _SIGN_IN_EMAIL_RE = re.compile(
 )
 
 
-def _account_email(value: str) -> str:
+def account_email(value: str) -> str:
     """Return a moderator's sign-in email lower-cased, or refuse one no one could sign in with.
 
     It must pass the checks of readers' emails (sanitising.clean_email), except that a
     domain of one label is allowed (admin@localhost, the demo admin of dev.py), and be an
-    address the sign-in form accepts.
+    address the sign-in form accepts. Raises InvalidField("email", why) otherwise.
     """
     email = value.strip().lower()
     local, at, domain = email.partition("@")
+    if not email:
+        raise InvalidField("email", "is empty")
+    if local and at and not domain:
+        raise InvalidField("email", "is missing the domain after '@'")
+    # clean_email asks for a dot in the domain; a one-label domain is checked with one.
+    sanitising.clean_email(email + ".invalid" if domain and "." not in domain else email)
+    if not _SIGN_IN_EMAIL_RE.fullmatch(email):
+        raise InvalidField("email", "has characters the sign-in form does not accept "
+                           "(ASCII only: write a non-ASCII domain in its xn-- form)")
+    return email
+
+
+def check_password(password: str) -> None:
+    """Refuse a new password that is too short (InvalidField naming "password")."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise InvalidField("password", f"must have at least {MIN_PASSWORD_LENGTH} characters")
+
+
+def check_access(is_admin: bool, sites: Sequence[Site]) -> None:
+    """Refuse a moderator who could see nothing: a non-admin needs at least one site."""
+    if not is_admin and not sites:
+        raise InvalidField("sites", "a moderator needs at least one site (or the admin flag, "
+                           "for every site)")
+
+
+def find_account(email: str) -> Moderator | None:
+    """Return the account with this sign-in email (any case), or None."""
+    return db.session.execute(
+        select(Moderator).where(Moderator.email == email.strip().lower())
+    ).scalar_one_or_none()
+
+
+def set_password(moderator: Moderator, password: str) -> None:
+    """Store a new password (the caller checked it and commits).
+
+    Every open session of the account ends with it: sessions carry a mark of the password
+    hash (_password_mark), and the new hash has a new salt even for the same password.
+    """
+    moderator.password_hash = hash_password(password)
+
+
+def disable(moderator: Moderator) -> bool:
+    """Disable an account and end its open sessions (the caller commits); False if it was.
+
+    Re-enabling it later does not bring the old sessions back: their epoch is past.
+    """
+    if moderator.disabled_at is not None:
+        return False
+    moderator.disabled_at = utcnow()
+    end_sessions(moderator.id)
+    return True
+
+
+def enable(moderator: Moderator) -> bool:
+    """Let a disabled account sign in again (the caller commits); False if it was active."""
+    if moderator.disabled_at is None:
+        return False
+    moderator.disabled_at = None
+    return True
+
+
+def password_matches(moderator: Moderator, password: str) -> bool:
+    """Return whether this is the account's current password."""
+    return check_password_hash(moderator.password_hash, password)
+
+
+def lock_enabled_admins() -> set[int]:
+    """Return the ids of the enabled admins, their rows locked until the caller commits.
+
+    A change that could leave no enabled admin checks this set; the lock (FOR UPDATE on
+    PostgreSQL, SQLite writes one transaction at a time anyway) makes two such changes at the
+    same moment wait for each other instead of both passing the check.
+    """
+    return set(db.session.execute(
+        select(Moderator.id)
+        .where(Moderator.is_admin.is_(True), Moderator.disabled_at.is_(None))
+        .order_by(Moderator.id)
+        .with_for_update()
+    ).scalars())
+
+
+def describe(email: str, is_admin: bool, sites: Sequence[Site]) -> str:
+    """Return an account, its role and its sites as the CLI and the audit log word them."""
+    scope = "every site" if is_admin else ", ".join(s.name for s in sites)
+    return f"{'admin' if is_admin else 'moderator'} {email} for {scope}"
+
+
+# -- CLI ------------------------------------------------------------------------------------
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    return str(click.prompt("Password", hide_input=True, confirmation_prompt=True))
+
+
+def _account_email(value: str) -> str:
+    """Return account_email(value), or stop with a usage error naming --email."""
     try:
-        if not email:
-            raise InvalidField("email", "is empty")
-        if local and at and not domain:
-            raise InvalidField("email", "is missing the domain after '@'")
-        # clean_email asks for a dot in the domain; a one-label domain is checked with one.
-        sanitising.clean_email(email + ".invalid" if domain and "." not in domain else email)
-        if not _SIGN_IN_EMAIL_RE.fullmatch(email):
-            raise InvalidField("email", "has characters the sign-in form does not accept "
-                               "(ASCII only: write a non-ASCII domain in its xn-- form)")
+        return account_email(value)
     except InvalidField as error:
         raise click.BadParameter(f"{value!r} is not an email address: it {error.message}",
                                  param_hint="--email") from None
-    return email
 
 
 @moderator_cli.command("add")
@@ -276,14 +376,17 @@ def moderator_add(
         if site is None:
             raise click.BadParameter(f"no site with key {key!r}", param_hint="--site")
         sites.append(site)
-    if not admin and not sites:
-        raise click.UsageError("a moderator needs --site KEY (or --admin for every site)")
+    try:
+        check_access(admin, sites)
+    except InvalidField:
+        raise click.UsageError("a moderator needs --site KEY (or --admin for every site)") \
+            from None
     password = _read_password(password_stdin)
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise click.UsageError(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
-    moderator = db.session.execute(
-        select(Moderator).where(Moderator.email == email)
-    ).scalar_one_or_none()
+    try:
+        check_password(password)
+    except InvalidField as error:
+        raise click.UsageError(f"the password {error.message}") from None
+    moderator = find_account(email)
     if moderator is not None and if_missing:
         click.echo(f"{email} already has an account: left as it is")
         return
@@ -291,12 +394,11 @@ def moderator_add(
     if moderator is None:
         moderator = Moderator(email=email, password_hash="")
         db.session.add(moderator)
-    moderator.password_hash = hash_password(password)
+    set_password(moderator, password)
     moderator.is_admin = admin
     moderator.sites = sites
     db.session.commit()
-    scope = "every site" if admin else ", ".join(s.name for s in sites)
-    click.echo(f"{verb} {'admin' if admin else 'moderator'} {email} for {scope}")
+    click.echo(f"{verb} {describe(email, admin, sites)}")
     if moderator.disabled_at is not None:
         click.echo(f"The account is disabled: `moderator enable {email}` lets it sign in again")
 
@@ -313,9 +415,7 @@ def moderator_list() -> None:
 
 def _moderator_named(email: str) -> Moderator:
     """Return the account with this email, or stop with a usage error naming the argument."""
-    found = db.session.execute(
-        select(Moderator).where(Moderator.email == email.strip().lower())
-    ).scalar_one_or_none()
+    found = find_account(email)
     if found is None:
         raise click.BadParameter(f"no moderator with email {email!r} (see `moderator list`)",
                                  param_hint="EMAIL")
@@ -334,8 +434,7 @@ def moderator_disable(email: str) -> None:
         click.echo(f"{moderator.email} is already disabled (since "
                    f"{moderator.disabled_at:%Y-%m-%d %H:%M} UTC)")
         return
-    moderator.disabled_at = utcnow()
-    end_sessions(moderator.id)  # re-enabling later does not bring old sessions back
+    disable(moderator)
     db.session.commit()
     click.echo(f"Disabled {moderator.email}: it can no longer sign in and its open sessions "
                "have ended")
@@ -346,10 +445,9 @@ def moderator_disable(email: str) -> None:
 def moderator_enable(email: str) -> None:
     """Let a disabled account sign in again (with its old password, unless `add` reset it)."""
     moderator = _moderator_named(email)
-    if moderator.disabled_at is None:
+    if not enable(moderator):
         click.echo(f"{moderator.email} is already active")
         return
-    moderator.disabled_at = None
     db.session.commit()
     click.echo(f"Enabled {moderator.email}: it may sign in again")
 

@@ -1,4 +1,4 @@
-"""The moderator dashboard (HTML): queues, actions, bans, audit log, stats and settings."""
+"""The moderator dashboard (HTML): queues, actions, bans, audit log, stats, settings, accounts."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from flask import (
 from limits import parse_many
 from markupsafe import Markup, escape
 from sqlalchemy import func, or_, select
+from sqlalchemy.exc import IntegrityError
 from werkzeug.datastructures import MultiDict
 
 from . import auth, comments, labels, limits, moderation, origins, policy, sanitising, stats
@@ -848,7 +849,7 @@ def labels_csv() -> Response:
     )
 
 
-# -- sites, settings, moderators ------------------------------------------------------------
+# -- sites and settings ---------------------------------------------------------------------
 
 
 @bp.route("/sites", methods=["GET", "POST"])
@@ -878,14 +879,6 @@ def sites() -> Any:
             return redirect(url_for(".settings", site_id=site.id))
     return render_template("dashboard/sites.html", sites=auth.visible_sites(account),
                            errors=errors, form=form), (400 if errors else 200)
-
-
-@bp.get("/moderators")
-@admin_required
-def moderators() -> Any:
-    """List moderator accounts (they are added with `flask moderator add`)."""
-    rows = db.session.execute(select(Moderator).order_by(Moderator.email)).scalars().all()
-    return render_template("dashboard/moderators.html", moderators=rows)
 
 
 def _origins(raw: str) -> tuple[list[str], str]:
@@ -1035,3 +1028,268 @@ def _settings_form(site: Site, effective: policy.SiteSettings) -> dict[str, str]
         form[f"limit_{name}"] = value
     return form
 
+
+
+# -- moderator accounts ---------------------------------------------------------------------
+#
+# The same rules as `flask moderator add|disable|enable` (auth.account_email, check_password,
+# check_access, disable, enable), plus what only a web form needs: an admin cannot lock
+# themselves out, and no change may leave the service without an enabled admin. Every change
+# is an audit row (action "account", no site: admins see it); passwords and hashes never are.
+
+
+def _audit_account(account: Account, reason: str, before: Mapping[str, Any] | None = None,
+                   after: Mapping[str, Any] | None = None) -> None:
+    """Add the audit row of an account change (the caller commits)."""
+    details = {"before": dict(before), "after": dict(after or {})} if before else {}
+    db.session.add(ModerationEvent(site_id=None, actor=account.actor, action="account",
+                                   reason=reason, details=details))
+
+
+def _target(moderator_id: int) -> Moderator:
+    found = db.session.get(Moderator, moderator_id)
+    if found is None:
+        abort(404, "No such moderator account.")
+    return found
+
+
+def _access_form(form: MultiDict[str, str], errors: dict[str, str]) -> tuple[bool, list[Site]]:
+    """Return the admin flag and the sites a form chose, or record why they are refused."""
+    is_admin = form.get("admin") == "yes"
+    raw = [v for v in form.getlist("sites") if v.strip()]
+    ids = {_parse_id(v) for v in raw}
+    chosen: list[Site] = []
+    if None in ids:
+        errors["sites"] = "is not a list of sites: reload the page and choose again"
+    elif ids:
+        chosen = list(db.session.execute(
+            select(Site).where(Site.id.in_(ids)).order_by(Site.name, Site.id)).scalars())
+        if len(chosen) != len(ids):
+            errors["sites"] = ("names a site that no longer exists: reload the page and "
+                               "choose again")
+    if "sites" not in errors:
+        try:
+            auth.check_access(is_admin, chosen)
+        except InvalidField as error:
+            errors[error.field] = error.message
+    return is_admin, chosen
+
+
+def _password_field(form: Mapping[str, str], name: str, errors: dict[str, str]) -> str:
+    """Return a new password field, or record why it is too weak."""
+    password = form.get(name) or ""
+    try:
+        auth.check_password(password)
+    except InvalidField as error:
+        errors[name] = error.message
+    return password
+
+
+def _access_of(moderator: Moderator) -> dict[str, Any]:
+    """Return what the audit log compares when an account's role or sites change."""
+    return {"role": "admin" if moderator.is_admin else "moderator",
+            "sites": [s.name for s in sorted(moderator.sites, key=lambda s: (s.name, s.id))]}
+
+
+def _keeps_an_admin(account: Account, target: Moderator, errors: dict[str, str],
+                    field: str) -> None:
+    """Record an error if the target is an enabled admin and losing it would leave none.
+
+    An admin never changes their own flag or status here, so this only refuses when the
+    acting admin lost their own rights after this request was let in: two admins demoting or
+    disabling each other at the same moment. The enabled admins' rows are locked first (on
+    PostgreSQL), so such requests run one after the other and the second sees the first's
+    change.
+    """
+    admins = auth.lock_enabled_admins()
+    if target.id in admins and not admins - {target.id}:
+        errors[field] = ("This is the last enabled admin: make another account an admin "
+                         "first, so that someone can still manage accounts.")
+    elif account.id not in admins:
+        abort(403, "You are no longer an administrator.")
+
+
+def _moderators_page(errors: dict[str, str] | None = None,
+                     form: MultiDict[str, str] | None = None, failed: str = "") -> Any:
+    """Render the accounts, the add form and each account's forms (``failed``: which form,
+    "add" or "<form>-<id>", the errors and typed values belong to)."""
+    rows = db.session.execute(select(Moderator).order_by(Moderator.email)).scalars().all()
+    return render_template(
+        "dashboard/moderators.html",
+        moderators=rows,
+        all_sites=db.session.execute(select(Site).order_by(Site.name, Site.id)).scalars().all(),
+        errors=errors or {},
+        form=form if form is not None else MultiDict(),
+        failed=failed,
+        min_password=auth.MIN_PASSWORD_LENGTH,
+    ), (400 if errors else 200)
+
+
+@bp.route("/moderators", methods=["GET", "POST"])
+@admin_required
+def moderators() -> Any:
+    """List moderator accounts; add one (as `flask moderator add` does)."""
+    if request.method != "POST":
+        return _moderators_page()
+    account = _account()
+    form = request.form
+    errors: dict[str, str] = {}
+    email = ""
+    try:
+        email = auth.account_email(form.get("email") or "")
+    except InvalidField as error:
+        errors["email"] = f"is not an email address the sign-in form accepts: it {error.message}"
+    is_admin, chosen = _access_form(form, errors)
+    password = _password_field(form, "password", errors)
+    # Unlike the CLI, adding never resets an existing account: each change has its own form.
+    if email and auth.find_account(email) is not None:
+        errors["email"] = "already has an account: change it in the list below"
+    if not errors:
+        moderator = Moderator(email=email, password_hash="", is_admin=is_admin, sites=chosen)
+        auth.set_password(moderator, password)
+        db.session.add(moderator)
+        _audit_account(account, f"added {auth.describe(email, is_admin, chosen)}")
+        try:
+            db.session.commit()
+        except IntegrityError:  # added by someone else since the check above
+            db.session.rollback()
+            errors["email"] = "already has an account: change it in the list below"
+        else:
+            flash(f"Added {auth.describe(email, is_admin, chosen)}: they can sign in now.", "ok")
+            return redirect(url_for(".moderators"))
+    return _moderators_page(errors, form, "add")
+
+
+@bp.post(f"/moderators/<{ID}:moderator_id>/access")
+@admin_required
+def moderator_access(moderator_id: int) -> Any:
+    """Change an account's admin flag and sites."""
+    account = _account()
+    target = _target(moderator_id)
+    errors: dict[str, str] = {}
+    is_admin, chosen = _access_form(request.form, errors)
+    if target.is_admin and not is_admin:
+        if target.id == account.id:
+            errors["admin"] = ("You cannot remove your own admin flag (another admin can): "
+                               "someone must always be able to manage accounts.")
+        else:
+            _keeps_an_admin(account, target, errors, "admin")
+    if errors:
+        return _moderators_page(errors, request.form, f"access-{target.id}")
+    before = _access_of(target)
+    target.is_admin, target.sites = is_admin, chosen
+    after = _access_of(target)
+    changed = [k for k in before if before[k] != after[k]]
+    if not changed:
+        flash(f"Nothing changed for {target.email}.", "ok")
+        return redirect(url_for(".moderators"))
+    _audit_account(account, f"changed {' and '.join(changed)} of {target.email}",
+                   {k: before[k] for k in changed}, {k: after[k] for k in changed})
+    db.session.commit()
+    scope = "an admin (every site)" if is_admin else "a moderator of " + ", ".join(
+        s.name for s in chosen)
+    flash(f"{target.email} is now {scope}.", "ok")
+    return redirect(url_for(".moderators"))
+
+
+@bp.post(f"/moderators/<{ID}:moderator_id>/password")
+@admin_required
+def moderator_password(moderator_id: int) -> Any:
+    """Set a new password for another account; its open sessions end."""
+    account = _account()
+    target = _target(moderator_id)
+    errors: dict[str, str] = {}
+    password = _password_field(request.form, "password", errors)
+    if target.id == account.id:
+        # Your own password asks for the current one (a session left open is not enough).
+        errors["password"] = ("is your own: change it on your Account page, which asks for "
+                              "the current one")
+    if errors:
+        return _moderators_page(errors, request.form, f"password-{target.id}")
+    auth.set_password(target, password)
+    _audit_account(account, f"set a new password for {target.email} (its sessions ended)")
+    db.session.commit()
+    flash(f"New password set for {target.email}: their open sessions have ended.", "ok")
+    return redirect(url_for(".moderators"))
+
+
+@bp.post(f"/moderators/<{ID}:moderator_id>/disable")
+@admin_required
+def moderator_disable(moderator_id: int) -> Any:
+    """Disable an account: it cannot sign in and its open sessions end now."""
+    account = _account()
+    target = _target(moderator_id)
+    errors: dict[str, str] = {}
+    if target.id == account.id:
+        errors["status"] = ("You cannot disable your own account (another admin can): "
+                            "someone must always be able to manage accounts.")
+    else:
+        _keeps_an_admin(account, target, errors, "status")
+    if errors:
+        return _moderators_page(errors, request.form, f"status-{target.id}")
+    if not auth.disable(target):
+        flash(f"{target.email} was already disabled: nothing changed.", "ok")
+        return redirect(url_for(".moderators"))
+    _audit_account(account, f"disabled {target.email} (its sessions ended)")
+    db.session.commit()
+    flash(f"Disabled {target.email}: it can no longer sign in and its open sessions have "
+          "ended.", "ok")
+    return redirect(url_for(".moderators"))
+
+
+@bp.post(f"/moderators/<{ID}:moderator_id>/enable")
+@admin_required
+def moderator_enable(moderator_id: int) -> Any:
+    """Let a disabled account sign in again (its old sessions stay ended)."""
+    account = _account()
+    target = _target(moderator_id)
+    if not auth.enable(target):
+        flash(f"{target.email} was already active: nothing changed.", "ok")
+        return redirect(url_for(".moderators"))
+    _audit_account(account, f"enabled {target.email}")
+    db.session.commit()
+    flash(f"Enabled {target.email}: it may sign in again.", "ok")
+    return redirect(url_for(".moderators"))
+
+
+# -- the signed-in moderator's own account --------------------------------------------------
+
+
+@bp.route("/account", methods=["GET", "POST"])
+@login_required
+# Wrong current passwords count against the account like failed sign-ins do (a session left
+# open in a browser must not become a way to guess the password without limit).
+@limits.limiter.limit(
+    lambda: current_app.config["LIMIT_LOGIN_ACCOUNT"],
+    key_func=auth.own_account_key,
+    methods=["POST"],
+    scope="own-password",
+    override_defaults=False,
+    deduct_when=auth.wrong_current_password,
+)
+def account_page() -> Any:
+    """Change your own password; this browser stays signed in, every other session ends."""
+    account = _account()
+    errors: dict[str, str] = {}
+    if request.method == "POST":
+        form = request.form
+        me = _target(account.id)
+        if not auth.password_matches(me, form.get("current_password") or ""):
+            errors["current_password"] = "is not your current password"
+            auth.note_wrong_current_password()
+        new = _password_field(form, "new_password", errors)
+        if "new_password" not in errors and form.get("new_password_again") != new:
+            errors["new_password_again"] = "does not match the new password: type it again"
+        if not errors:
+            auth.set_password(me, new)
+            _audit_account(account, "changed their own password (their other sessions ended)")
+            db.session.commit()
+            # The new password's mark ends every session of the account, this one included;
+            # a fresh session with the new mark keeps this browser signed in.
+            auth.login(me)
+            flash("Password changed. Every other browser signed in to this account must sign "
+                  "in again.", "ok")
+            return redirect(url_for(".account_page"))
+    return render_template("dashboard/account.html", errors=errors,
+                           sites=auth.visible_sites(account),
+                           min_password=auth.MIN_PASSWORD_LENGTH), (400 if errors else 200)

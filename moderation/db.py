@@ -184,8 +184,8 @@ class ModerationEvent(db.Model):
     to_status: Mapped[str | None] = mapped_column(String(16), default=None)
     reason: Mapped[str] = mapped_column(Text, default="")
     # What an edit replaced: {"before": {field: old value}, "after": {...}} for the changed
-    # fields of a comment or of a site's settings (empty for other actions, None on rows from
-    # before it was kept).
+    # fields of a comment, of a site's settings or of an account's role and sites (empty for
+    # other actions, None on rows from before it was kept; never a password or its hash).
     details: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 

@@ -625,7 +625,7 @@ def audit_page(
 
 
 AUDIT_ACTIONS = ("submit", "approve", "reject", "spam", "delete", "undo", "edit", "ban",
-                 "unban", "trust", "untrust", "settings")
+                 "unban", "trust", "untrust", "settings", "account")
 
 
 def get_comment_for(comment_id: int, allowed_sites: tuple[int, ...] | None) -> Comment:

@@ -265,6 +265,7 @@ def test_pages_in_light_and_dark_at_desktop_and_phone_width(
         "comment": f"/dashboard/comments/{held}",
         "settings": f"/dashboard/sites/{site_id}/settings",
         "sites": "/dashboard/sites",
+        "account": "/dashboard/account",
         "error": "/dashboard/comments/999999",
     }
     for label, path in pages.items():
@@ -330,3 +331,73 @@ def test_settings_save_with_thresholds_of_any_precision(live: Live, browser: Any
         saved = db.session.get(Site, live.site.id)
         assert saved is not None and saved.settings["suspect_words"] == ["casino"]
         assert saved.settings["thresholds"]["spam"]["hold"] == 0.0375
+
+
+def test_an_admin_adds_a_moderator_who_then_changes_their_password(
+    live: Live, browser: Any
+) -> None:
+    with live.app.app_context():
+        moderator = db.session.execute(select(Moderator)).scalar_one()
+        moderator.is_admin = True  # only admins manage accounts
+        db.session.add(Site(name="Harbour Herald", origins=[], settings={}))
+        db.session.commit()
+    page = live.open(browser, "/dashboard/moderators")
+    expect(page.get_by_role("heading", name="Moderators", exact=True)).to_be_visible()
+    add = page.locator("form", has=page.get_by_role("button", name="Add moderator"))
+
+    # A moderator without a site is refused; what was typed stays, except the password.
+    add.get_by_label("Email").fill("newcomer@example.org")
+    add.get_by_label("Password").fill("a long enough password")
+    add.get_by_role("button", name="Add moderator").click()
+    expect(page.locator(".flash.error")).to_contain_text("Nothing was saved")
+    expect(add.locator("#add-sites-error")).to_contain_text("at least one site")
+    expect(add.get_by_label("Email")).to_have_value("newcomer@example.org")
+    expect(add.get_by_label("Password")).to_have_value("")
+    shot(page, "moderators-error")
+
+    add.get_by_label("Password").fill("a long enough password")
+    add.get_by_label("Civic Notes").check()
+    add.get_by_role("button", name="Add moderator").click()
+    expect(page.locator(".flash")).to_contain_text(
+        "Added moderator newcomer@example.org for Civic Notes")
+    newcomer = page.locator("article.account", has_text="newcomer@example.org")
+    expect(newcomer).to_contain_text("Sites: Civic Notes")
+    newcomer.get_by_text("Change role, sites or password").click()
+    newcomer.get_by_label("Harbour Herald").check()
+    newcomer.get_by_role("button", name="Save role and sites").click()
+    expect(page.locator(".flash")).to_contain_text(
+        "newcomer@example.org is now a moderator of Civic Notes, Harbour Herald")
+    page.locator("article.account", has_text="newcomer@example.org").get_by_text(
+        "Change role, sites or password").click()
+    shot(page, "moderators")
+    for size in (DESKTOP, PHONE):
+        page.set_viewport_size(size)
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 0, f"the Moderators page overflows by {overflow}px"
+    shot(page, "moderators-phone")
+    page.set_viewport_size(DESKTOP)
+
+    # The newcomer signs in and changes the password from the Account page.
+    other = browser.new_context(viewport=PHONE)
+    mine = other.new_page()
+    mine.goto(live.origin + "/dashboard/login")
+    mine.get_by_label("Email").fill("newcomer@example.org")
+    mine.get_by_label("Password").fill("a long enough password")
+    mine.get_by_role("button", name="Sign in").click()
+    mine.wait_for_url("**/dashboard/queue/pending")
+    mine.get_by_role("link", name="Account").click()
+    mine.get_by_label("Current password").fill("a long enough password")
+    mine.get_by_label("New password (at least").fill("my own secret phrase")
+    mine.get_by_label("New password again").fill("my own secret phrase")
+    mine.get_by_role("button", name="Change password").click()
+    expect(mine.locator(".flash")).to_contain_text("Password changed.")
+    shot(mine, "account-phone")
+    assert mine.evaluate("document.documentElement.scrollWidth - window.innerWidth") <= 0
+    other.close()
+
+    # The admin sees both changes in the audit log.
+    page.get_by_role("link", name="Audit log").click()
+    rows = page.locator("table.events tr", has=page.locator("span.action-account"))
+    expect(rows).to_have_count(3)
+    expect(rows.first).to_contain_text("changed their own password")
+    expect(rows.nth(1)).to_contain_text("changed sites of newcomer@example.org")

@@ -88,6 +88,13 @@
       });
     });
 
+    // Buttons whose action is hard to take back (disabling an account) ask first.
+    document.querySelectorAll("button[data-confirm]").forEach(function (button) {
+      button.addEventListener("click", function (event) {
+        if (!window.confirm(button.getAttribute("data-confirm"))) { event.preventDefault(); }
+      });
+    });
+
     document.querySelectorAll("button.copy[data-copy]").forEach(function (button) {
       button.addEventListener("click", function () {
         var field = document.getElementById(button.getAttribute("data-copy"));
