@@ -235,9 +235,17 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+ISO_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
 def iso(value: datetime | None) -> str | None:
     """Return an ISO 8601 UTC timestamp with a Z suffix."""
-    return None if value is None else value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return None if value is None else value.strftime(ISO_FORMAT)
+
+
+def from_iso(value: str | None) -> datetime | None:
+    """Return the aware UTC time that iso() wrote (None for None)."""
+    return None if value is None else datetime.strptime(value, ISO_FORMAT).replace(tzinfo=UTC)
 
 
 def _domain_candidates(hosts: Iterable[str]) -> set[str]:
@@ -830,6 +838,7 @@ def moderate(comment: Comment, action: str, actor: str, reason: str = "",
     """
     if action not in MODERATION_ACTIONS:
         raise InvalidField("action", "must be one of " + ", ".join(MODERATION_ACTIONS))
+    decided_before = comment.decided_at
     event = _set_status(comment, MODERATION_ACTIONS[action], actor=actor, action=action,
                         reason=reason)
     label = ACTION_LABELS.get(action)
@@ -857,8 +866,9 @@ def moderate(comment: Comment, action: str, actor: str, reason: str = "",
             open_report.resolved_at = now
             dismissed.append(open_report.id)
     if batch:
-        # What undo_batch needs: the click, and the reports this action dismissed.
-        event.details = {"batch": batch, "reports": dismissed}
+        # What undo_batch needs: the click, the reports this action dismissed, and the decision
+        # time the comment had (None: held, undecided), which Undo puts back.
+        event.details = {"batch": batch, "reports": dismissed, "decided_at": iso(decided_before)}
     return event
 
 
@@ -914,9 +924,9 @@ UNDO_SECONDS = 3600
 
 def undo_batch(batch: str, actor: str, allowed: Callable[[int], bool]) -> tuple[int, int]:
     """Undo one click of this moderator's (its audit rows share ``batch``): each comment goes
-    back to the status it had, unless anything changed it since; the training label the click
-    added is dropped and the reader reports it dismissed are open again. Return how many were
-    undone and how many had changed since. A click is undone once.
+    back to the status and decision time it had, unless anything changed it since; the training
+    label the click added is dropped and the reader reports it dismissed are open again. Return
+    how many were undone and how many had changed since. A click is undone once.
     """
     since = utcnow() - timedelta(seconds=UNDO_SECONDS)
     events = db.session.execute(
@@ -928,6 +938,7 @@ def undo_batch(batch: str, actor: str, allowed: Callable[[int], bool]) -> tuple[
         ).order_by(ModerationEvent.id)
     ).scalars().all()
     undone: list[tuple[Comment, ModerationEvent]] = []
+    threads: set[int] = set()
     moved_on = 0
     for event in events:
         comment = db.session.get(Comment, event.comment_id) if event.comment_id else None
@@ -950,9 +961,19 @@ def undo_batch(batch: str, actor: str, allowed: Callable[[int], bool]) -> tuple[
         if dismissed:
             db.session.execute(update(Report).where(Report.id.in_(dismissed))
                                .values(resolved_at=None))
-        event.details = {**(event.details or {}), "undone": True}
+        details = event.details = {**(event.details or {}), "undone": True}
         undone.append((comment, _set_status(comment, event.from_status, actor=actor,
                                             action="undo", reason=f"undo {event.action}")))
+        # Clicks from before the decision time was kept did not record it: those comments keep
+        # the time of the undo, as they always did.
+        if "decided_at" in details:
+            comment.decided_at = from_iso(details["decided_at"])
+        threads.add(comment.thread_id)
+    if threads:
+        # The decision times went back, so the thread's latest decision may not have moved:
+        # the count does, and with it the page cache's fingerprint (readcache).
+        db.session.execute(update(Thread).where(Thread.id.in_(threads))
+                           .values(undo_count=Thread.undo_count + 1))
     db.session.commit()
     for comment, event in undone:
         comment_moderated.send(comment, event=event)

@@ -121,6 +121,9 @@ class Thread(db.Model):
     uri: Mapped[str] = mapped_column(String(1024))
     title: Mapped[str] = mapped_column(String(300), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # How many times an Undo has put comments of this thread back. Undo restores their decision
+    # times, so the latest decision may not move; the page cache's fingerprint counts this too.
+    undo_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     site: Mapped[Site] = relationship()
 
@@ -184,8 +187,10 @@ class ModerationEvent(db.Model):
     to_status: Mapped[str | None] = mapped_column(String(16), default=None)
     reason: Mapped[str] = mapped_column(Text, default="")
     # What an edit replaced: {"before": {field: old value}, "after": {...}} for the changed
-    # fields of a comment, of a site's settings or of an account's role and sites (empty for
-    # other actions, None on rows from before it was kept; never a password or its hash).
+    # fields of a comment, of a site's settings or of an account's role and sites; for a
+    # dashboard click, what Undo needs: {"batch", "reports", "decided_at", "undone"}
+    # (comments.moderate and undo_batch). Empty for other actions, None on rows from before it
+    # was kept; never a password or its hash.
     details: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 

@@ -63,11 +63,29 @@ def _count_request(max_uris: int) -> dict[str, Any]:
     }
 
 
+# The server reads JSON null in most optional fields (a comment's name, e-mail, website, title,
+# hp and elapsed_ms; /analyze's lang) as the field left out, so the document admits it there
+# too. In an edit a field left out keeps its value, and null clears it as "" does.
+_NULL_IS_ABSENT = "`null` is the same as leaving the field out."
+_NULL_CLEARS = "`null` removes it, as an empty string does (left out, it stays as it is)."
+
+
+def _or_null(schema: dict[str, Any], meaning: str = _NULL_IS_ABSENT) -> dict[str, Any]:
+    """Return a copy of a schema that also admits JSON null (OpenAPI 3.1: a "null" type),
+    its description saying what null means."""
+    out = {**schema, "type": [schema["type"], "null"]}
+    if "enum" in schema:
+        out["enum"] = [*schema["enum"], None]
+    out["description"] = f"{schema['description']} {meaning}" if "description" in schema \
+        else meaning
+    return out
+
+
 def _elapsed_ms(min_fill_ms: int) -> dict[str, Any]:
     """Return the widget's elapsed_ms field under the server's MIN_FILL_MS."""
-    return {"type": "number", "minimum": 0, "description": "Milliseconds the reader spent on "
-            f"the form. Below {min_fill_ms} (the server's MIN_FILL_MS) the comment is stored "
-            "as spam (answer 422)."}
+    return _or_null({"type": "number", "minimum": 0, "description": "Milliseconds the reader "
+                     f"spent on the form. Below {min_fill_ms} (the server's MIN_FILL_MS) the "
+                     "comment is stored as spam (answer 422)."})
 
 
 EDIT_TOKEN = {
@@ -169,15 +187,17 @@ SCHEMAS: dict[str, Any] = {
             "site": {"type": "string", "minLength": 1, "description": "The public site key."},
             "uri": {"type": "string", "minLength": 1,
                     "description": "Page path, e.g. /posts/hello; not blank."},
-            "title": {"type": "string", "maxLength": 300},
+            "title": _or_null({"type": "string", "maxLength": 300}),
             "parent": {"type": ["integer", "null"], "description": "Comment replied to."},
-            "author": {"type": "string", "maxLength": 64},
-            "email": {"type": "string", "maxLength": 254, "description": "Never published."},
-            "website": {"type": "string", "maxLength": 254},
+            "author": _or_null({"type": "string", "maxLength": 64}),
+            "email": _or_null({"type": "string", "maxLength": 254,
+                               "description": "Never published."}),
+            "website": _or_null({"type": "string", "maxLength": 254}),
             "text": {"type": "string", "minLength": 2, "maxLength": 10000,
                      "description": "Markdown subset."},
-            "hp": {"type": "string", "description": "Honeypot: the widget's hidden field, "
-                   "sent as is. Anything but empty stores the comment as spam (answer 422)."},
+            "hp": _or_null({"type": "string", "description": "Honeypot: the widget's hidden "
+                            "field, sent as is. Anything but empty stores the comment as spam "
+                            "(answer 422)."}),
             "elapsed_ms": _elapsed_ms(defaults.MIN_FILL_MS),
         },
     },
@@ -187,8 +207,8 @@ SCHEMAS: dict[str, Any] = {
         "minProperties": 1,
         "properties": {
             "text": {"type": "string", "minLength": 2, "maxLength": 10000},
-            "author": {"type": "string", "maxLength": 64},
-            "website": {"type": "string", "maxLength": 254},
+            "author": _or_null({"type": "string", "maxLength": 64}, _NULL_CLEARS),
+            "website": _or_null({"type": "string", "maxLength": 254}, _NULL_CLEARS),
         },
     },
     "Submitted": {
@@ -412,11 +432,12 @@ _READER = {
 _COMMENT_FIELDS = {
     "uri": {"type": "string", "minLength": 1,
             "description": "Page path, e.g. /posts/hello; not blank."},
-    "title": {"type": "string", "description": "Kept to 300 characters."},
+    "title": _or_null({"type": "string", "description": "Kept to 300 characters."}),
     "parent": {"type": ["integer", "null"], "description": "Comment replied to."},
-    "author": {"type": "string", "description": "At most 64 characters."},
-    "email": {"type": "string", "description": "At most 254 characters."},
-    "website": {"type": "string", "description": "An http(s) URL, at most 254 characters."},
+    "author": _or_null({"type": "string", "description": "At most 64 characters."}),
+    "email": _or_null({"type": "string", "description": "At most 254 characters."}),
+    "website": _or_null({"type": "string",
+                         "description": "An http(s) URL, at most 254 characters."}),
     "text": {"type": "string", "description": "Markdown subset, 2 to 10000 characters."},
 }
 _BAN = {
@@ -472,7 +493,8 @@ SCHEMAS.update({
         "required": ["uri", "text", "reader"],
         "additionalProperties": False,
         "properties": {**_COMMENT_FIELDS, "reader": _READER,
-                       "hp": {"type": "string"}, "elapsed_ms": {"type": "number", "minimum": 0}},
+                       "hp": _or_null({"type": "string"}),
+                       "elapsed_ms": _or_null({"type": "number", "minimum": 0})},
     },
     "ManagedSubmitted": {
         "type": "object",
@@ -511,8 +533,11 @@ SCHEMAS.update({
         "additionalProperties": False,
         "properties": {
             **_COMMENT_FIELDS,
-            "lang": {"type": "string", "enum": ["en", "zh"],
-                     "description": "Language of the text; detected when absent."},
+            # /analyze checks the title itself (server_api.analyze), refusing null.
+            "title": {"type": "string", "description": "Kept to 300 characters. Unlike the "
+                      "other optional fields here, not `null`."},
+            "lang": _or_null({"type": "string", "enum": ["en", "zh"],
+                              "description": "Language of the text; detected when absent."}),
             "store": {"type": "boolean", "default": False,
                       "description": "Also store it as a comment on `uri` (needs write); "
                       "with a `reader`, it counts against that reader's posting limit."},

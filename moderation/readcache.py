@@ -1,11 +1,13 @@
 """A cache of rendered thread pages, checked against the database on every read.
 
 Each read asks the database for the thread's fingerprint (comment count, highest id, latest
-decision and latest edit): one indexed aggregate, far cheaper than loading and serialising the
-page. Any write that changes what readers see moves the fingerprint (a new comment raises the
-count and id, a status change sets ``decided_at``, an edit sets ``edited_at``), so a cached page
-is used only while it is still exactly what the database would give. The cache is per process
-and needs no invalidation messages: every worker validates against the shared database.
+decision and latest edit, and the thread's undo count): one indexed aggregate, far cheaper than
+loading and serialising the page. Any write that changes what readers see moves the fingerprint
+(a new comment raises the count and id, a status change sets ``decided_at``, an edit sets
+``edited_at``, an Undo, which puts decision times back, raises the thread's ``undo_count``), so
+a cached page is used only while it is still exactly what the database would give. The cache is
+per process and needs no invalidation messages: every worker validates against the shared
+database.
 """
 
 from __future__ import annotations
@@ -63,11 +65,12 @@ _thread, _comment = Thread.__table__, Comment.__table__
 # aggregate; it runs straight on the driver (read_direct), as it does on every read. Its values
 # are only compared, so the driver's own types (timestamps as text on SQLite) serve.
 _FINGERPRINT = (
-    select(_thread.c.id, _thread.c.title, func.count(_comment.c.id), func.max(_comment.c.id),
-           func.max(_comment.c.decided_at), func.max(_comment.c.edited_at))
+    select(_thread.c.id, _thread.c.title, _thread.c.undo_count, func.count(_comment.c.id),
+           func.max(_comment.c.id), func.max(_comment.c.decided_at),
+           func.max(_comment.c.edited_at))
     .select_from(_thread.outerjoin(_comment, _comment.c.thread_id == _thread.c.id))
     .where(_thread.c.site_id == bindparam("site"), _thread.c.uri == bindparam("uri"))
-    .group_by(_thread.c.id, _thread.c.title)
+    .group_by(_thread.c.id, _thread.c.title, _thread.c.undo_count)
 )
 
 

@@ -120,7 +120,9 @@ def held_periods(
     wait starts with an entry that puts a comment in the pending queue (its submission, or an
     author's edit that holds it again) and ends with the comment's next entry that takes it
     out. Waits ended from ``decided_from`` on are returned, and with ``waiting_too`` also
-    those not ended yet (decided None).
+    those not ended yet (decided None). A click that was undone and the entry of its undo are
+    left out: Undo put the comment back where it was, so a held comment's wait goes on through
+    them, as if the click had not been made.
 
     The cost follows the window, not the whole audit trail: only the trails of comments with
     an entry taking them out of the queue from ``decided_from`` on (found through the
@@ -132,9 +134,12 @@ def held_periods(
     """
     event = ModerationEvent
     leaves = and_(event.to_status.is_not(None), event.to_status != Status.PENDING)
+    # Each undo entry goes with the click it undid (marked undone in the same commit), so the
+    # trail without both still runs from status to status.
+    counted = and_(event.action != "undo", event.details["undone"].as_boolean().is_not(True))
     # An entry's site is its comment's, so the site conditions may narrow the search here.
     comments = select(event.comment_id).where(
-        event.created_at >= decided_from, event.comment_id.is_not(None), leaves,
+        event.created_at >= decided_from, event.comment_id.is_not(None), leaves, counted,
         *window.sites(event),
     )
     if waiting_too:
@@ -161,7 +166,7 @@ def held_periods(
             .over(partition_by=event.comment_id, order_by=event.id.desc(), rows=(None, -1))
             .label("decided"),
         )
-        .where(among)
+        .where(among, counted)
         .subquery()
     )
     held = [

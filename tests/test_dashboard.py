@@ -31,7 +31,14 @@ from moderation.db import (
     utcnow,
 )
 from tests import fakes
-from tests.conftest import PASSWORD, add_moderator, clear_tables, make_app, token_from
+from tests.conftest import (
+    PASSWORD,
+    add_moderator,
+    clear_tables,
+    issue_key,
+    make_app,
+    token_from,
+)
 
 
 class ExplainingClassifier(fakes.KeywordClassifier):
@@ -656,6 +663,61 @@ def test_undo_leaves_what_others_changed_since_and_works_once(
         hams = db.session.execute(select(Label.source).where(
             Label.comment_id == published, Label.label == "ham")).scalars().all()
     assert hams == ["moderator:admin@example.org", "moderator:alice@example.org"]
+
+
+def test_undo_puts_back_the_decision_time_the_api_shows(
+    app: Flask, client: FlaskClient, world: dict[str, Any]
+) -> None:
+    key = issue_key(app, world["a"])
+
+    def seen(comment_id: int) -> tuple[str, str | None]:
+        """The comment's status and decision time, as the site's server reads them."""
+        body = client.get(f"/api/v1/manage/comments/{comment_id}",
+                          headers={"Authorization": f"Bearer {key}"}).get_json()
+        return body["comment"]["status"], body["comment"]["decided"]
+
+    waiting = [held(client, world["a"]) for _ in range(3)]
+    shown = post(client, world["a"], "A perfectly fine comment").json["comment"]["id"]
+    published_at = seen(shown)[1]
+    assert published_at is not None
+    login(client, "alice@example.org")
+    # One action, one bulk action and a report dismissed (Keep): each click is undone.
+    clicks = [
+        _undo_of(client.post(f"/dashboard/comments/{waiting[0]}/reject",
+                             follow_redirects=True)),
+        _undo_of(client.post("/dashboard/bulk", follow_redirects=True, data={
+            "action": "approve", "ids": waiting[1:], "queue": "pending", "confirmed": "yes"})),
+    ]
+    client.post(f"/api/v1/comments/{shown}/report", json={"reason": "abuse"})
+    clicks.append(_undo_of(client.post(f"/dashboard/comments/{shown}/approve",
+                                       follow_redirects=True)))
+    assert all(seen(i)[1] is not None for i in waiting)
+    assert seen(shown)[1] != published_at
+    for batch in clicks:
+        client.post("/dashboard/undo", data={"batch": batch})
+    # Held comments are undecided again; the reported one was decided when it was published.
+    assert [seen(i) for i in waiting] == [("pending", None)] * 3
+    assert seen(shown) == ("published", published_at)
+
+
+def test_undo_of_a_click_that_kept_no_decision_time_dates_it_the_undo(
+    app: Flask, client: FlaskClient, world: dict[str, Any]
+) -> None:
+    # Clicks made before the decision time was kept in the audit row: Undo does as it did.
+    waiting = held(client, world["a"])
+    login(client, "alice@example.org")
+    batch = _undo_of(client.post(f"/dashboard/comments/{waiting}/spam", follow_redirects=True))
+    with app.app_context():
+        [event] = db.session.execute(select(ModerationEvent).where(
+            ModerationEvent.action == "spam")).scalars().all()
+        event.details = {"batch": batch, "reports": []}
+        db.session.commit()
+    before = utcnow()
+    client.post("/dashboard/undo", data={"batch": batch})
+    with app.app_context():
+        comment = db.session.get(Comment, waiting)
+        assert comment is not None and comment.status == Status.PENDING
+        assert comment.decided_at is not None and comment.decided_at >= before
 
 
 def test_deleted_comments_are_listed_and_can_be_restored(
@@ -1491,6 +1553,34 @@ def test_stats_count_only_held_comments_as_waiting(
     assert f"{day[0]} Hours: 48.0 h" in page
 
 
+def test_stats_count_an_undone_decision_as_none(
+    app: Flask, client: FlaskClient, world: dict[str, Any]
+) -> None:
+    waited = held(client, world["a"])
+    now = utcnow()
+    login(client, "alice@example.org")
+    # Approved by mistake two days after it came in, undone at once, approved today.
+    client.post("/dashboard/undo", data={"batch": _undo_of(client.post(
+        f"/dashboard/comments/{waited}/approve", follow_redirects=True))})
+    with app.app_context():
+        comment = db.session.get(Comment, waited)
+        assert comment is not None
+        comment.created_at = now - timedelta(days=3)
+        for event in db.session.execute(select(ModerationEvent).where(
+                ModerationEvent.comment_id == waited)).scalars():
+            event.created_at = comment.created_at if event.action == "submit" else (
+                now - timedelta(days=1, minutes=1 if event.action == "approve" else 0))
+        db.session.commit()
+    assert client.post(f"/dashboard/comments/{waited}/approve").status_code == 302
+    page = client.get(f"/dashboard/stats?site={world['a'].id}&days=7").get_data(as_text=True)
+    day = [(now - timedelta(days=n)).date().isoformat() for n in range(4)]
+    # One wait of three days, decided today; it waited every day until then.
+    assert f"{day[1]} Hours:" not in page
+    assert f"{day[0]} Hours: 72.0 h" in page
+    assert f"{day[2]} Waiting: 1.0" in page and f"{day[1]} Waiting: 1.0" in page
+    assert f"{day[0]} Waiting: 0.0" in page
+
+
 def test_stats_held_periods_match_a_walk_over_the_audit_trail(app: Flask) -> None:
     from datetime import datetime
 
@@ -1504,7 +1594,8 @@ def test_stats_held_periods_match_a_walk_over_the_audit_trail(app: Flask) -> Non
     def ago(days: float) -> datetime:
         return now - timedelta(days=days)
 
-    # Per comment: its site, its status now, and its audit trail (from, to, when) in order.
+    # Per comment: its site, its status now, and its audit trail (from, to, when) in order; an
+    # entry may be marked as a click that was undone, or as the undo.
     held_approved = (alpha, pub, [(None, pend, ago(5)), (pend, pub, ago(3))])
     published_then_rejected = (alpha, rej, [(None, pub, ago(6)), (pub, rej, ago(2))])
     held_again = (alpha, rej, [
@@ -1522,6 +1613,13 @@ def test_stats_held_periods_match_a_walk_over_the_audit_trail(app: Flask) -> Non
         (alpha, spam, [(None, pend, ago(5.5)), (pend, pub, ago(4.5)), (pub, spam, ago(0.5))]),
         (beta, pub, [(None, pend, ago(40)), (pend, pub, ago(25)), (pub, pend, ago(2)),
                      (pend, pub, ago(1))]),
+        # Marked as spam by mistake and put back by Undo: one wait, until its approval.
+        (alpha, pub, [(None, pend, ago(8)), (pend, spam, ago(7), "undone"),
+                      (spam, pend, ago(6.5), "undo"), (pend, pub, ago(2))]),
+        (beta, pend, [(None, pend, ago(4)), (pend, rej, ago(3.5), "undone"),
+                      (rej, pend, ago(3.4), "undo")]),  # still waiting since it came in
+        (alpha, pub, [(None, pub, ago(3)), (pub, rej, ago(2), "undone"),
+                      (rej, pub, ago(1.9), "undo")]),  # published at once: never waited
     ]
     with app.app_context():
         threads = {site.id: Thread(site_id=site.id, uri="/p", title="") for site in (alpha, beta)}
@@ -1533,9 +1631,11 @@ def test_stats_held_periods_match_a_walk_over_the_audit_trail(app: Flask) -> Non
                               decided_at=None if status == pend else trail[-1][2])
             db.session.add(comment)
             db.session.flush()
-            for before, after, when in trail:
+            for before, after, when, *mark in trail:
                 db.session.add(ModerationEvent(
-                    site_id=site.id, comment_id=comment.id, actor="test", action="x",
+                    site_id=site.id, comment_id=comment.id, actor="test",
+                    action="undo" if mark == ["undo"] else "x",
+                    details={"batch": "b", "undone": True} if mark == ["undone"] else {},
                     from_status=before, to_status=after, created_at=when))
                 db.session.flush()
         # A comment deleted since: its trail no longer names it.
@@ -1556,6 +1656,8 @@ def test_stats_held_periods_match_a_walk_over_the_audit_trail(app: Flask) -> Non
             for row in trail_rows:
                 if row.comment_id is None:
                     continue
+                if row.action == "undo" or (row.details or {}).get("undone"):
+                    continue  # the comment went back to where it was: as if never clicked
                 if row.to_status == pend and row.from_status != pend:
                     waiting[row.comment_id] = [row.site_id, row.created_at, None]
                     waits.append(waiting[row.comment_id])
@@ -1605,4 +1707,5 @@ def test_stats_held_periods_match_a_walk_over_the_audit_trail(app: Flask) -> Non
         assert (ago(20), None) in waits  # still waiting since before the window
         assert (ago(45), ago(6)) in waits  # a long wait ended in the window
         assert (ago(5.5), ago(4.5)) in waits  # ends at its approval, not at the later spam
+        assert (ago(8), ago(2)) in waits and (ago(4), None) in waits  # undone clicks: no end
         assert len(waits) == len(walk(week, stats._start(week.first), None, True))

@@ -257,6 +257,52 @@ def test_report_note_length_is_counted_after_normalisation(
     assert (too_long.status_code, too_long.json["error"]["field"]) == (400, "note")
 
 
+@pytest.mark.parametrize("name", ["NewComment", "CommentEdit", "ManagedNewComment",
+                                  "AnalyzeRequest", "FeedbackRequest"])
+def test_the_document_admits_null_where_the_server_does(
+    app: Flask, client: FlaskClient, site: Site, name: str
+) -> None:
+    fakes.install(app)
+    bearer = {"Authorization": f"Bearer {issue_key(app, site)}"}
+    posted = client.post("/api/v1/comments", json={
+        "site": site.key, "uri": "/p", "text": "hello there", "author": "Ann"}).get_json()
+    edit = {"X-Edit-Token": posted["edit_token"]}
+    own = f"/api/v1/comments/{posted['comment']['id']}"
+    # Per request body: its method and path, headers, and a body the server takes.
+    requests: dict[str, tuple[str, str, dict[str, str], dict[str, Any]]] = {
+        "NewComment": ("post", "/api/v1/comments", {},
+                       {"site": site.key, "uri": "/p", "text": "hello there"}),
+        "CommentEdit": ("patch", own, edit, {}),
+        "ManagedNewComment": ("post", "/api/v1/manage/comments", bearer,
+                              {"uri": "/p", "text": "hello there",
+                               "reader": {"addr": "192.0.2.1"}}),
+        "AnalyzeRequest": ("post", "/api/v1/analyze", bearer, {"text": "hello there"}),
+        "FeedbackRequest": ("post", "/api/v1/feedback", bearer,
+                            {"label": "spam", "text": "hello there"}),
+    }
+    method, path, headers, base = requests[name]
+    schema = build_document()["components"]["schemas"][name]
+    check = validator(schema)
+    assert not base or check.is_valid(base)
+    differ = []
+    for field in schema["properties"]:
+        body = {**base, field: None}
+        response = getattr(client, method)(path, json=body, headers=headers)
+        taken = response.status_code < 400
+        if taken != check.is_valid(body):
+            differ.append((field, response.status_code))
+        shown = (response.get_json() or {}).get("comment") or {}
+        if taken and field in ("author", "website", "email") and field in shown:
+            # No value on a new comment; on an edit, the old one removed.
+            assert shown[field] == "", (field, shown)
+    assert not differ, f"null taken by the server but not the document, or the reverse: {differ}"
+    if name == "CommentEdit":
+        # Left out of an edit, a field keeps its value (null removed it above).
+        client.patch(own, json={"author": "Ann"}, headers=edit)
+        kept = client.patch(own, json={"text": "hello again"}, headers=edit).get_json()
+        assert kept["comment"]["author"] == "Ann"
+
+
 # -- schemathesis ------------------------------------------------------------------------------
 
 KEY: dict[str, str] = {}

@@ -72,6 +72,31 @@ def test_each_kind_of_write_shows_up_on_the_next_read_of_another_worker(tmp_path
     assert texts(r, key) == []
 
 
+def test_an_undo_shows_up_on_the_next_read_though_decision_times_go_back(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.sqlite3'}"
+    writer: Flask = make_app(url)
+    reader: Flask = make_app(url)
+    fakes.install(writer)
+    key = add_site(writer).key
+    w, r = writer.test_client(), reader.test_client()
+    ids = [w.post("/api/v1/comments", json={"site": key, "uri": "/p", "text": f"borderline {n}"})
+           .get_json()["comment"]["id"] for n in (1, 2)]
+    # Two clicks; the second's decision stays the thread's latest when the first is undone.
+    with writer.app_context():
+        for n, comment_id in enumerate(ids):
+            comments.moderate_many([db.session.get_one(Comment, comment_id)], "approve",
+                                   actor="moderator:ann", batch=f"click{n}")
+    assert texts(r, key) == ["<p>borderline 1</p>", "<p>borderline 2</p>"]
+    with writer.app_context():
+        assert comments.undo_batch("click0", "moderator:ann", lambda _: True) == (1, 0)
+    assert texts(r, key) == ["<p>borderline 2</p>"]
+    with writer.app_context():
+        assert comments.undo_batch("click1", "moderator:ann", lambda _: True) == (1, 0)
+    assert texts(r, key) == []
+
+
 def test_etag_lets_clients_revalidate_without_a_body(tmp_path: Path) -> None:
     app = make_app(f"sqlite:///{tmp_path / 'db.sqlite3'}")
     fakes.install(app)
