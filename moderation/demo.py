@@ -182,9 +182,10 @@ def ensure_site(origins: tuple[str, ...]) -> Site:
     return site
 
 
-def seed_comments(site: Site) -> Counter[str]:
-    """Add the sample thread and the incoming submissions to each demo post that has no comments
-    yet; return how many comments were added, per status ("published", "pending", "spam")."""
+def seed_comments(site: Site, incoming: bool = True) -> Counter[str]:
+    """Add the sample thread and (unless told not to) the incoming submissions to each demo post
+    that has no comments yet; return how many comments were added, per status ("published",
+    "pending", "spam")."""
     from .api import pipeline
 
     added: Counter[str] = Counter()
@@ -209,7 +210,7 @@ def seed_comments(site: Site) -> Counter[str]:
             db.session.commit()
             ids[ref] = comment.id
             added[str(comment.status)] += 1
-        for author, website, text, hours in INCOMING[key]:
+        for author, website, text, hours in INCOMING[key] if incoming else ():
             payload = {"site": site.key, "uri": item.uri, "title": item.title, "author": author,
                        "website": website, "text": text}
             submission = comments.submit(payload, client, pipeline(), site=site, actor="system")
@@ -237,13 +238,15 @@ def _added_line(added: Counter[str]) -> str:
 @click.option("--api-origin", default="",
               help="Origin serving embed.js in the printed snippet [default: the other "
               "loopback name of the first --origin].")
-def seed(origins: tuple[str, ...], api_origin: str) -> None:
+@click.option("--queue/--no-queue", default=True, show_default=True,
+              help="Also send the sample submissions that the policy holds or rejects.")
+def seed(origins: tuple[str, ...], api_origin: str, queue: bool) -> None:
     """Create the demo site and sample comments (safe to run again), then print the snippet."""
     # As browsers send them, or refused naming the option.
     origins = tuple(origin_option(origin) for origin in origins)
     api = origin_option(api_origin, "--api-origin") if api_origin else twin_origin(origins[0])
     site = ensure_site(origins)
-    added = seed_comments(site)
+    added = seed_comments(site, incoming=queue)
     click.echo(f"Demo site {site.name!r}, key {site.key}")
     click.echo(f"Allowed origins: {', '.join(site.origins)}")
     click.echo(_added_line(added) if added else "Sample comments already there.")

@@ -214,6 +214,13 @@ def test_demo_seed_is_idempotent_and_prints_the_snippet(demo_app: Flask) -> None
                for _, c in rows if c.author not in queued)
 
 
+def test_demo_seed_without_the_queue_adds_the_sample_thread_only(demo_app: Flask) -> None:
+    assert "Added 9 sample comments." in _seed(demo_app, "--no-queue")
+    with demo_app.app_context():
+        statuses = db.session.execute(select(Comment.status)).scalars().all()
+    assert statuses == [Status.PUBLISHED] * 9
+
+
 def test_demo_seed_refuses_a_bad_origin(demo_app: Flask) -> None:
     result = demo_app.test_cli_runner().invoke(args=["demo", "seed", "--origin", "localhost"])
     assert result.exit_code != 0
