@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import re
 import sys
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import wraps
@@ -84,11 +85,22 @@ def _password_mark(moderator: Moderator) -> str:
     return hmac.new(secret, moderator.password_hash.encode(), hashlib.sha256).hexdigest()[:32]
 
 
-def login(moderator: Moderator) -> None:
-    """Start a fresh session for the moderator (a new session defeats fixation)."""
+def login(moderator: Moderator, keep_csrf: bool = False) -> None:
+    """Start a fresh session for the moderator (a new session defeats fixation).
+
+    ``keep_csrf`` keeps the session's CSRF secret: for renewing a session that is already
+    signed in to this account (a new password of its own), so that forms open in the same
+    browser's other tabs still send. A sign-in never keeps it: a secret planted before
+    sign-in must not outlive it.
+    """
     if moderator.disabled_at is not None:
         raise ValueError(f"account {moderator.email} is disabled")
+    # Flask-WTF keeps its secret in the session under the token field's name.
+    csrf_key = current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token")
+    csrf_secret = session.get(csrf_key) if keep_csrf else None
     session.clear()
+    if csrf_secret is not None:
+        session[csrf_key] = csrf_secret
     session["moderator_id"] = moderator.id
     # Changing the password ends every session that was opened with the old one.
     session["pw"] = _password_mark(moderator)
@@ -265,10 +277,25 @@ def account_email(value: str) -> str:
     return email
 
 
+def _visible(char: str) -> bool:
+    """Return whether a character shows: not a space or separator (Z*), control (Cc) or
+    format character (Cf: zero-width spaces and joiners, direction marks)."""
+    category = unicodedata.category(char)
+    return category not in ("Cc", "Cf") and not category.startswith("Z")
+
+
 def check_password(password: str) -> None:
-    """Refuse a new password that is too short (InvalidField naming "password")."""
+    """Refuse a new password that is too short (InvalidField naming "password").
+
+    Only visible characters count: ten spaces, NULs or zero-width spaces have the length but
+    are guessed at once, and a password of them may be set by mistake without anyone noticing.
+    """
     if len(password) < MIN_PASSWORD_LENGTH:
         raise InvalidField("password", f"must have at least {MIN_PASSWORD_LENGTH} characters")
+    if sum(map(_visible, password)) < MIN_PASSWORD_LENGTH:
+        raise InvalidField("password", f"must have at least {MIN_PASSWORD_LENGTH} visible "
+                           "characters: spaces, control characters and invisible ones (such "
+                           "as zero-width spaces) do not count")
 
 
 def check_access(is_admin: bool, sites: Sequence[Site]) -> None:
@@ -319,24 +346,45 @@ def password_matches(moderator: Moderator, password: str) -> bool:
     return check_password_hash(moderator.password_hash, password)
 
 
-def lock_enabled_admins() -> set[int]:
-    """Return the ids of the enabled admins, their rows locked until the caller commits.
-
-    A change that could leave no enabled admin checks this set; the lock (FOR UPDATE on
-    PostgreSQL, SQLite writes one transaction at a time anyway) makes two such changes at the
-    same moment wait for each other instead of both passing the check.
-    """
+def enabled_admin_ids() -> set[int]:
+    """Return the ids of the enabled admins (no lock: see lock_enabled_admins)."""
     return set(db.session.execute(
         select(Moderator.id)
         .where(Moderator.is_admin.is_(True), Moderator.disabled_at.is_(None))
-        .order_by(Moderator.id)
-        .with_for_update()
     ).scalars())
 
 
-def describe(email: str, is_admin: bool, sites: Sequence[Site]) -> str:
-    """Return an account, its role and its sites as the CLI and the audit log word them."""
-    scope = "every site" if is_admin else ", ".join(s.name for s in sites)
+def lock_enabled_admins() -> set[int]:
+    """Return the ids of the enabled admins, their rows locked until the caller commits.
+
+    A change that could leave no enabled admin checks this set; the lock makes two such
+    changes at the same moment wait for each other instead of both passing the check. It is
+    taken by writing the rows (setting is_admin to itself) before reading them: a SELECT ...
+    FOR UPDATE alone locks nothing on SQLite, whose driver opens no transaction for a SELECT,
+    while a write takes SQLite's database write lock (a second writer waits for the commit,
+    up to busy_timeout, then reads the first one's change) and locks the rows on PostgreSQL.
+    """
+    enabled = (Moderator.is_admin.is_(True), Moderator.disabled_at.is_(None))
+    db.session.execute(
+        update(Moderator).where(*enabled).values(is_admin=Moderator.is_admin),
+        execution_options={"synchronize_session": False},
+    )
+    return set(db.session.execute(
+        select(Moderator.id).where(*enabled).order_by(Moderator.id).with_for_update()
+    ).scalars())
+
+
+def site_label(site: Site) -> str:
+    """Return a site as the audit log names it: its name and key (names may repeat)."""
+    return f"{site.name} ({site.key})"
+
+
+def describe(email: str, is_admin: bool, sites: Sequence[Site],
+             name: Callable[[Site], str] | None = None) -> str:
+    """Return an account, its role and its sites as the CLI and the audit log word them
+    (``name``: how to name a site, by default its name; the audit log passes site_label)."""
+    scope = "every site" if is_admin else ", ".join(
+        name(s) if name else s.name for s in sites)
     return f"{'admin' if is_admin else 'moderator'} {email} for {scope}"
 
 
@@ -347,6 +395,18 @@ def _read_password(from_stdin: bool) -> str:
     if from_stdin:
         return sys.stdin.readline().rstrip("\r\n")
     return str(click.prompt("Password", hide_input=True, confirmation_prompt=True))
+
+
+def _warn_without_admins() -> None:
+    """Warn (on stderr) when no enabled admin is left after a CLI change.
+
+    The dashboard refuses such a change; the CLI makes it, because the CLI is how a locked-out
+    team gets back in, but the operator must know that no one can manage accounts now.
+    """
+    if not enabled_admin_ids():
+        click.echo("Warning: no enabled admin is left: `flask --app wsgi moderator add --admin "
+                   "--email EMAIL` creates one (or makes an existing account an admin).",
+                   err=True)
 
 
 def _account_email(value: str) -> str:
@@ -401,6 +461,7 @@ def moderator_add(
     click.echo(f"{verb} {describe(email, admin, sites)}")
     if moderator.disabled_at is not None:
         click.echo(f"The account is disabled: `moderator enable {email}` lets it sign in again")
+    _warn_without_admins()
 
 
 @moderator_cli.command("list")
@@ -438,6 +499,7 @@ def moderator_disable(email: str) -> None:
     db.session.commit()
     click.echo(f"Disabled {moderator.email}: it can no longer sign in and its open sessions "
                "have ended")
+    _warn_without_admins()
 
 
 @moderator_cli.command("enable")

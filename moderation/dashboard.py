@@ -8,7 +8,7 @@ import math
 import secrets
 import unicodedata
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -1036,6 +1036,10 @@ def _settings_form(site: Site, effective: policy.SiteSettings) -> dict[str, str]
 # check_access, disable, enable), plus what only a web form needs: an admin cannot lock
 # themselves out, and no change may leave the service without an enabled admin. Every change
 # is an audit row (action "account", no site: admins see it); passwords and hashes never are.
+#
+# Each account's forms post to their own URL ending in the card's fragment (#m-<id>), so a
+# refused form's page opens at the card with its message; saved changes go back to the top of
+# the Moderators page (#main), where the message saying what changed is.
 
 
 def _audit_account(account: Account, reason: str, before: Mapping[str, Any] | None = None,
@@ -1085,10 +1089,39 @@ def _password_field(form: Mapping[str, str], name: str, errors: dict[str, str]) 
     return password
 
 
+def _access_ids(moderator: Moderator) -> dict[str, Any]:
+    """Return what decides whether an account's role or sites changed: sites by id, since two
+    sites may have the same name."""
+    return {"role": moderator.is_admin, "sites": {s.id for s in moderator.sites}}
+
+
 def _access_of(moderator: Moderator) -> dict[str, Any]:
-    """Return what the audit log compares when an account's role or sites change."""
+    """Return an account's role and sites as the audit log records them (each site by name and
+    key, so that two sites of the same name can be told apart)."""
     return {"role": "admin" if moderator.is_admin else "moderator",
-            "sites": [s.name for s in sorted(moderator.sites, key=lambda s: (s.name, s.id))]}
+            "sites": [auth.site_label(s)
+                      for s in sorted(moderator.sites, key=lambda s: (s.name, s.id))]}
+
+
+def _shared_names() -> set[str]:
+    """Return the site names more than one site has."""
+    return set(db.session.execute(
+        select(Site.name).group_by(Site.name).having(func.count(Site.id) > 1)).scalars())
+
+
+def _site_namer() -> Callable[[Site], str]:
+    """Return how a message names a site: by name, with the key if another site shares it."""
+    shared = _shared_names()
+    return lambda site: auth.site_label(site) if site.name in shared else site.name
+
+
+def _to_moderators() -> Any:
+    """Go back to the top of the Moderators page, where the flash message is.
+
+    Without a fragment of its own, the browser would keep the posted form's (#m-<id>) and
+    land on the card, below the message.
+    """
+    return redirect(url_for(".moderators", _anchor="main"))
 
 
 def _keeps_an_admin(account: Account, target: Moderator, errors: dict[str, str],
@@ -1097,9 +1130,9 @@ def _keeps_an_admin(account: Account, target: Moderator, errors: dict[str, str],
 
     An admin never changes their own flag or status here, so this only refuses when the
     acting admin lost their own rights after this request was let in: two admins demoting or
-    disabling each other at the same moment. The enabled admins' rows are locked first (on
-    PostgreSQL), so such requests run one after the other and the second sees the first's
-    change.
+    disabling each other at the same moment. The enabled admins' rows are locked first
+    (auth.lock_enabled_admins, on SQLite and PostgreSQL alike), so such requests run one after
+    the other and the second sees the first's change.
     """
     admins = auth.lock_enabled_admins()
     if target.id in admins and not admins - {target.id}:
@@ -1121,6 +1154,7 @@ def _moderators_page(errors: dict[str, str] | None = None,
         errors=errors or {},
         form=form if form is not None else MultiDict(),
         failed=failed,
+        shared_names=_shared_names(),
         min_password=auth.MIN_PASSWORD_LENGTH,
     ), (400 if errors else 200)
 
@@ -1148,14 +1182,16 @@ def moderators() -> Any:
         moderator = Moderator(email=email, password_hash="", is_admin=is_admin, sites=chosen)
         auth.set_password(moderator, password)
         db.session.add(moderator)
-        _audit_account(account, f"added {auth.describe(email, is_admin, chosen)}")
+        _audit_account(account,
+                       f"added {auth.describe(email, is_admin, chosen, auth.site_label)}")
         try:
             db.session.commit()
         except IntegrityError:  # added by someone else since the check above
             db.session.rollback()
             errors["email"] = "already has an account: change it in the list below"
         else:
-            flash(f"Added {auth.describe(email, is_admin, chosen)}: they can sign in now.", "ok")
+            flash(f"Added {auth.describe(email, is_admin, chosen, _site_namer())}: they can "
+                  "sign in now.", "ok")
             return redirect(url_for(".moderators"))
     return _moderators_page(errors, form, "add")
 
@@ -1176,20 +1212,21 @@ def moderator_access(moderator_id: int) -> Any:
             _keeps_an_admin(account, target, errors, "admin")
     if errors:
         return _moderators_page(errors, request.form, f"access-{target.id}")
-    before = _access_of(target)
+    was, before = _access_ids(target), _access_of(target)
     target.is_admin, target.sites = is_admin, chosen
-    after = _access_of(target)
-    changed = [k for k in before if before[k] != after[k]]
+    now, after = _access_ids(target), _access_of(target)
+    changed = [k for k in was if was[k] != now[k]]
     if not changed:
         flash(f"Nothing changed for {target.email}.", "ok")
-        return redirect(url_for(".moderators"))
+        return _to_moderators()
     _audit_account(account, f"changed {' and '.join(changed)} of {target.email}",
                    {k: before[k] for k in changed}, {k: after[k] for k in changed})
     db.session.commit()
+    named = _site_namer()
     scope = "an admin (every site)" if is_admin else "a moderator of " + ", ".join(
-        s.name for s in chosen)
+        named(s) for s in chosen)
     flash(f"{target.email} is now {scope}.", "ok")
-    return redirect(url_for(".moderators"))
+    return _to_moderators()
 
 
 @bp.post(f"/moderators/<{ID}:moderator_id>/password")
@@ -1210,7 +1247,7 @@ def moderator_password(moderator_id: int) -> Any:
     _audit_account(account, f"set a new password for {target.email} (its sessions ended)")
     db.session.commit()
     flash(f"New password set for {target.email}: their open sessions have ended.", "ok")
-    return redirect(url_for(".moderators"))
+    return _to_moderators()
 
 
 @bp.post(f"/moderators/<{ID}:moderator_id>/disable")
@@ -1229,12 +1266,12 @@ def moderator_disable(moderator_id: int) -> Any:
         return _moderators_page(errors, request.form, f"status-{target.id}")
     if not auth.disable(target):
         flash(f"{target.email} was already disabled: nothing changed.", "ok")
-        return redirect(url_for(".moderators"))
+        return _to_moderators()
     _audit_account(account, f"disabled {target.email} (its sessions ended)")
     db.session.commit()
     flash(f"Disabled {target.email}: it can no longer sign in and its open sessions have "
           "ended.", "ok")
-    return redirect(url_for(".moderators"))
+    return _to_moderators()
 
 
 @bp.post(f"/moderators/<{ID}:moderator_id>/enable")
@@ -1245,11 +1282,19 @@ def moderator_enable(moderator_id: int) -> Any:
     target = _target(moderator_id)
     if not auth.enable(target):
         flash(f"{target.email} was already active: nothing changed.", "ok")
-        return redirect(url_for(".moderators"))
+        return _to_moderators()
     _audit_account(account, f"enabled {target.email}")
     db.session.commit()
     flash(f"Enabled {target.email}: it may sign in again.", "ok")
-    return redirect(url_for(".moderators"))
+    return _to_moderators()
+
+
+@bp.get(f"/moderators/<{ID}:moderator_id>/<any(access, password, disable, enable):form>")
+@admin_required
+def moderator_card(moderator_id: int, form: str) -> Any:
+    """Lead a GET of an account form's URL (typed, bookmarked, opened from the history) to
+    the account's card, instead of a 405."""
+    return redirect(url_for(".moderators", _anchor=f"m-{_target(moderator_id).id}"))
 
 
 # -- the signed-in moderator's own account --------------------------------------------------
@@ -1285,8 +1330,9 @@ def account_page() -> Any:
             _audit_account(account, "changed their own password (their other sessions ended)")
             db.session.commit()
             # The new password's mark ends every session of the account, this one included;
-            # a fresh session with the new mark keeps this browser signed in.
-            auth.login(me)
+            # a fresh session with the new mark keeps this browser signed in. It keeps the
+            # CSRF secret, so forms open in this browser's other tabs still send.
+            auth.login(me, keep_csrf=True)
             flash("Password changed. Every other browser signed in to this account must sign "
                   "in again.", "ok")
             return redirect(url_for(".account_page"))

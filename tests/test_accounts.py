@@ -3,8 +3,11 @@ page (everyone): adding, role and sites, passwords, disabling, self-lockout and 
 
 from __future__ import annotations
 
+import contextlib
 import re
+import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +30,8 @@ from tests.conftest import (
 
 QUEUE = "/dashboard/queue/pending"
 NEW_PASSWORD = "a fresh long passphrase"
+INVISIBLE = (f"must have at least {auth.MIN_PASSWORD_LENGTH} visible characters: spaces, "
+             "control characters and invisible ones (such as zero-width spaces) do not count")
 
 
 def login(client: FlaskClient, email: str, password: str = PASSWORD) -> Any:
@@ -134,7 +139,8 @@ def test_an_admin_adds_a_moderator_who_signs_in_and_sees_only_their_sites(
 
     [event] = account_events(app)
     assert event.actor == "moderator:admin@example.org" and event.site_id is None
-    assert event.reason == "added moderator carol@example.org for Alpha"
+    # The audit log names each site with its key: two sites may have the same name.
+    assert event.reason == f"added moderator carol@example.org for Alpha ({team['a'].key})"
     stored = stored_account(app, "carol@example.org")
     assert stored is not None and stored["sites"] == ["Alpha"] and not stored["admin"]
     assert NEW_PASSWORD not in str(event.details) and "scrypt" not in str(event.details)
@@ -160,6 +166,12 @@ def test_an_added_admin_sees_every_site_and_manages_accounts(
      "already has an account: change it in the list below"),
     ({"password": "too short", "sites": ["A"]}, "password",
      f"must have at least {auth.MIN_PASSWORD_LENGTH} characters"),
+    # Long enough, but made of characters that do not show.
+    ({"password": " " * 12, "sites": ["A"]}, "password", INVISIBLE),
+    ({"password": "\x00" * 10, "sites": ["A"]}, "password", INVISIBLE),
+    ({"password": "\u200b" * 10, "sites": ["A"]}, "password", INVISIBLE),
+    ({"password": "pass\u3000\u00a0\t\u2060\u202e\ufeffword", "sites": ["A"]}, "password",
+     INVISIBLE),
     ({}, "sites", "a moderator needs at least one site (or the admin flag, for every site)"),
     ({"sites": ["999999"]}, "sites", "names a site that no longer exists"),
     ({"sites": ["A", "x"]}, "sites", "is not a list of sites"),
@@ -264,9 +276,81 @@ def test_an_admin_changes_a_moderators_sites_and_role(
 
     first, second = account_events(app)  # the unchanged save wrote no row
     assert first.reason == "changed sites of alice@example.org"
-    assert first.details == {"before": {"sites": ["Alpha"]}, "after": {"sites": ["Beta"]}}
+    assert first.details == {"before": {"sites": [f"Alpha ({team['a'].key})"]},
+                             "after": {"sites": [f"Beta ({team['b'].key})"]}}
     assert second.reason == "changed role of alice@example.org"
     assert second.details == {"before": {"role": "moderator"}, "after": {"role": "admin"}}
+
+
+def test_moving_a_moderator_between_two_sites_of_the_same_name_is_saved(
+    app: Flask, team: dict[str, Site], admin: FlaskClient
+) -> None:
+    first, second = add_site(app, "Blog"), add_site(app, "Blog")
+    held(app.test_client(), second, "a borderline remark on the second blog")
+    admin.post("/dashboard/moderators", data=add_form(sites=[first.id]))
+    carol = account_id(app, "carol@example.org")
+    # Each site's checkbox shows its key, and the card which Blog she moderates.
+    page = card(admin.get("/dashboard/moderators").get_data(as_text=True), "carol@example.org")
+    for site in (first, second):
+        assert re.search(rf'name="sites" value="{site.id}"[^>]*> Blog <small[^>]*>'
+                         rf"{re.escape(site.key)}</small>", page)
+    assert f"Sites: Blog ({first.key})" in page
+
+    moved = admin.post(f"/dashboard/moderators/{carol}/access", data={"sites": [second.id]})
+    assert moved.status_code == 302
+    listed = admin.get("/dashboard/moderators").get_data(as_text=True)
+    assert "Nothing changed" not in listed
+    assert f"carol@example.org is now a moderator of Blog ({second.key})." in listed
+    assert f"Sites: Blog ({second.key})" in card(listed, "carol@example.org")
+    queue = signed_in(app, "carol@example.org", NEW_PASSWORD).get(QUEUE).get_data(as_text=True)
+    assert "remark on the second blog" in queue
+
+    # Made an admin and moved back in one save: the audit row has both changes.
+    both = admin.post(f"/dashboard/moderators/{carol}/access",
+                      data={"admin": "yes", "sites": [first.id]})
+    assert both.status_code == 302
+    _, moved_row, both_row = account_events(app)
+    assert moved_row.reason == "changed sites of carol@example.org"
+    assert moved_row.details == {"before": {"sites": [f"Blog ({first.key})"]},
+                                 "after": {"sites": [f"Blog ({second.key})"]}}
+    assert both_row.reason == "changed role and sites of carol@example.org"
+    assert both_row.details == {
+        "before": {"role": "moderator", "sites": [f"Blog ({second.key})"]},
+        "after": {"role": "admin", "sites": [f"Blog ({first.key})"]}}
+
+
+# -- where a form leads ---------------------------------------------------------------------
+
+
+def test_an_account_forms_page_opens_at_its_card(
+    app: Flask, team: dict[str, Site], admin: FlaskClient
+) -> None:
+    alice = account_id(app, "alice@example.org")
+    alice_card = card(admin.get("/dashboard/moderators").get_data(as_text=True),
+                      "alice@example.org")
+    assert f'id="m-{alice}"' in alice_card
+    for form in ("access", "password", "disable"):
+        assert f'action="/dashboard/moderators/{alice}/{form}#m-{alice}"' in alice_card
+    # The password form names its account, so a password manager files it under hers.
+    assert ('<input type="email" name="username" value="alice@example.org" '
+            'autocomplete="username" hidden readonly>') in alice_card
+
+    refused = admin.post(f"/dashboard/moderators/{alice}/access", data={})
+    assert refused.status_code == 400
+    page = refused.get_data(as_text=True)
+    assert 'href="/dashboard/moderators" aria-current="page">Moderators</a>' in page
+    assert "data-refused" in card(page, "alice@example.org")
+    assert "data-refused" not in card(page, "bob@example.org")
+
+    # Opening a form's URL (typed, bookmarked, from the history) leads to the card.
+    for form in ("access", "password", "disable", "enable"):
+        opened = admin.get(f"/dashboard/moderators/{alice}/{form}")
+        assert opened.status_code == 302
+        assert opened.headers["Location"] == f"/dashboard/moderators#m-{alice}"
+    assert admin.get("/dashboard/moderators/999999/access").status_code == 404
+    # A saved change goes back to the top, where the message saying what changed is.
+    saved = admin.post(f"/dashboard/moderators/{alice}/access", data={"sites": [team["b"].id]})
+    assert saved.headers["Location"] == "/dashboard/moderators#main"
 
 
 # -- passwords and sessions -----------------------------------------------------------------
@@ -380,11 +464,74 @@ def test_two_admins_demoting_each_other_leave_one_admin(
     last = admin.post(f"/dashboard/moderators/{erin}/access", data={"sites": [team["a"].id]})
     assert last.status_code == 400
     assert "This is the last enabled admin" in last.get_data(as_text=True)
-    assert admin.post(f"/dashboard/moderators/{erin}/disable").status_code == 400
+    kept = admin.post(f"/dashboard/moderators/{erin}/disable")
+    assert kept.status_code == 400
+    page = kept.get_data(as_text=True)
+    # No field to fix: the message says where the reason is, and the button names it.
+    assert f'The account was not disabled: <a href="#m-{erin}">its card</a> says why.' in page
+    assert "fix the field" not in page
+    erin_card = card(page, "erin@example.org")
+    assert f'<p class="field-error" id="m{erin}-status-error">This is the last' in erin_card
+    assert f'aria-describedby="m{erin}-status-error"' in erin_card
     assert admin.post(f"/dashboard/moderators/{alice}/disable").status_code == 403
     assert stored_account(app, "erin@example.org")["admin"] is True  # type: ignore[index]
     assert stored_account(app, "alice@example.org")["disabled"] is False  # type: ignore[index]
     assert account_events(app) == []
+
+
+@pytest.fixture(params=["sqlite-file", "postgres"])
+def workers_app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Flask]:
+    """An app whose requests in two threads use two database connections, as two workers do
+    (in-memory SQLite is one connection): a database file, or PostgreSQL."""
+    url = (f"sqlite:///{tmp_path}/accounts.db" if request.param == "sqlite-file"
+           else str(request.getfixturevalue("pg_schema")))
+    app = make_app(url)
+    yield app
+    clear_tables(app)
+
+
+def test_two_admins_disabling_each_other_at_once_leave_one_admin(
+    workers_app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two admins disable each other at the same moment: one is disabled, the other refused.
+
+    After its check each request waits (at most a second) for the other to reach its own
+    check too: without a lock both checks pass, and both accounts end up disabled. With it,
+    the second check waits for the first request to commit, and sees its change.
+    """
+    app = workers_app
+    add_moderator(app, "ann@example.org", admin=True)
+    add_moderator(app, "ben@example.org", admin=True)
+    ann, ben = signed_in(app, "ann@example.org"), signed_in(app, "ben@example.org")
+    ids = {email: account_id(app, email) for email in ("ann@example.org", "ben@example.org")}
+    check = auth.lock_enabled_admins
+    both_checked = threading.Barrier(2)
+
+    def check_then_wait() -> set[int]:
+        admins = check()
+        with contextlib.suppress(threading.BrokenBarrierError):
+            both_checked.wait(timeout=1)
+        return admins
+
+    monkeypatch.setattr(auth, "lock_enabled_admins", check_then_wait)
+    answers: list[Any] = []
+
+    def disable(client: FlaskClient, email: str) -> None:
+        answers.append(client.post(f"/dashboard/moderators/{ids[email]}/disable"))
+
+    threads = [threading.Thread(target=disable, args=(ann, "ben@example.org")),
+               threading.Thread(target=disable, args=(ben, "ann@example.org"))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(a.status_code for a in answers) == [302, 400]
+    [refused] = [a for a in answers if a.status_code == 400]
+    assert "This is the last enabled admin" in refused.get_data(as_text=True)
+    states = [stored_account(app, email) for email in ids]
+    assert sorted(s["disabled"] for s in states if s) == [False, True]
+    assert len(account_events(app)) == 1
 
 
 # -- your own account -----------------------------------------------------------------------
@@ -409,6 +556,7 @@ def test_a_moderator_changes_their_own_password(app: Flask, team: dict[str, Site
          "is not your current password"),
         ((PASSWORD, "short", None), "new_password",
          f"must have at least {auth.MIN_PASSWORD_LENGTH} characters"),
+        ((PASSWORD, " " * 16, None), "new_password", INVISIBLE),
         ((PASSWORD, NEW_PASSWORD, NEW_PASSWORD + "!"), "new_password_again",
          "does not match the new password"),
     ):
@@ -454,11 +602,20 @@ def test_account_changes_show_on_the_audit_page(
                    "enabled carol@example.org"):
         assert reason in page
     assert page.count('<span class="pill action-account">account</span>') == 5
-    assert '<span class="was">[&#34;Beta&#34;]</span>' in page  # what the sites change replaced
+    # An account change belongs to no site (not "every site").
+    assert page.count('<td data-label="Site">—</td>') == 5
+    assert '<td data-label="Site">every site</td>' not in page
+    # What the sites change replaced.
+    assert f'<span class="was">[&#34;Beta ({team["b"].key})&#34;]</span>' in page
     assert "scrypt" not in page and NEW_PASSWORD not in page
     with app.app_context():
         hashes = db.session.execute(select(Moderator.password_hash)).scalars().all()
     assert not any(h in page for h in hashes)
+
+    # Moderators never see account rows, so their Action filter does not offer them.
+    alice = signed_in(app, "alice@example.org").get("/dashboard/audit").get_data(as_text=True)
+    assert "<option>account</option>" not in alice and "<option>approve</option>" in alice
+    assert "<option>account</option>" in admin.get("/dashboard/audit").get_data(as_text=True)
 
 
 # -- CSRF and guessing ----------------------------------------------------------------------
@@ -495,6 +652,53 @@ def test_account_forms_need_the_csrf_token(csrf_app: Flask) -> None:
     done = client.post(f"/dashboard/moderators/{alice}/disable", data={"csrf_token": token})
     assert done.status_code == 302
     assert stored_account(csrf_app, "alice@example.org")["disabled"] is True  # type: ignore[index]
+
+
+def csrf_sign_in(app: Flask, email: str) -> FlaskClient:
+    """Return a new browser signed in through the sign-in form, CSRF token and all."""
+    client = app.test_client()
+    token = token_from(client.get("/dashboard/login").get_data(as_text=True))
+    assert client.post("/dashboard/login", data={
+        "email": email, "password": PASSWORD, "csrf_token": token}).status_code == 302
+    return client
+
+
+def test_a_new_own_password_keeps_forms_open_in_other_tabs_working(csrf_app: Flask) -> None:
+    site = add_site(csrf_app, "Alpha")
+    add_moderator(csrf_app, "admin@example.org", admin=True)
+    add_moderator(csrf_app, "alice@example.org", site)
+    alice = account_id(csrf_app, "alice@example.org")
+    browser = csrf_sign_in(csrf_app, "admin@example.org")
+    laptop = csrf_sign_in(csrf_app, "admin@example.org")
+    other_tab = token_from(browser.get("/dashboard/moderators").get_data(as_text=True))
+
+    token = token_from(browser.get("/dashboard/account").get_data(as_text=True))
+    changed = browser.post("/dashboard/account", data={
+        "current_password": PASSWORD, "new_password": NEW_PASSWORD,
+        "new_password_again": NEW_PASSWORD, "csrf_token": token})
+    assert changed.status_code == 302
+
+    # The Moderators page opened before, in another tab of the same browser, still sends.
+    done = browser.post(f"/dashboard/moderators/{alice}/disable", data={"csrf_token": other_tab})
+    assert done.status_code == 302, done.get_data(as_text=True)
+    assert stored_account(csrf_app, "alice@example.org")["disabled"] is True  # type: ignore[index]
+    # Another browser is signed out all the same.
+    assert sent_to_login(laptop.get(QUEUE))
+
+
+def test_a_form_opened_before_signing_in_is_refused_after(csrf_app: Flask) -> None:
+    """Signing in starts a new CSRF secret: a token planted before sign-in is worthless."""
+    add_moderator(csrf_app, "admin@example.org", admin=True)
+    add_moderator(csrf_app, "bob@example.org", admin=True)
+    bob = account_id(csrf_app, "bob@example.org")
+    client = csrf_app.test_client()
+    before = token_from(client.get("/dashboard/login").get_data(as_text=True))
+    assert client.post("/dashboard/login", data={
+        "email": "admin@example.org", "password": PASSWORD, "csrf_token": before,
+    }).status_code == 302
+    refused = client.post(f"/dashboard/moderators/{bob}/disable", data={"csrf_token": before})
+    assert refused.status_code == 400 and b"CSRF" in refused.data
+    assert stored_account(csrf_app, "bob@example.org")["disabled"] is False  # type: ignore[index]
 
 
 @pytest.fixture
@@ -540,6 +744,47 @@ def test_the_cli_and_the_dashboard_share_the_account_rules() -> None:
     with pytest.raises(InvalidField, match=re.escape(f"at least {auth.MIN_PASSWORD_LENGTH}")):
         auth.check_password("x" * (auth.MIN_PASSWORD_LENGTH - 1))
     auth.check_password("x" * auth.MIN_PASSWORD_LENGTH)
+    for invisible in (" " * 10, "\x00" * 10, "\u200b" * 10, "\u3000" * 5 + "visible"):
+        with pytest.raises(InvalidField, match=re.escape(INVISIBLE)):
+            auth.check_password(invisible)
+    auth.check_password("密码也可以是中文的句子")  # ten visible characters (and one more)
+    auth.check_password("correct horse battery")  # inner spaces are fine
     with pytest.raises(InvalidField, match="at least one site"):
         auth.check_access(False, [])
     auth.check_access(True, [])
+
+
+def test_the_cli_refuses_an_invisible_password(app: Flask) -> None:
+    refused = app.test_cli_runner().invoke(args=[
+        "moderator", "add", "--email", "root@example.org", "--admin", "--password-stdin"],
+        input="\u200b" * 12 + "\n")
+    assert refused.exit_code == 2
+    assert f"the password must have at least {auth.MIN_PASSWORD_LENGTH} visible" in refused.output
+    assert stored_account(app, "root@example.org") is None
+
+
+def test_the_cli_warns_when_it_leaves_no_enabled_admin(
+    app: Flask, team: dict[str, Site]
+) -> None:
+    """The CLI is how a locked-out team gets back in, so it makes such a change, but says so."""
+    runner = app.test_cli_runner()
+    warning = ("Warning: no enabled admin is left: `flask --app wsgi moderator add --admin "
+               "--email EMAIL` creates one")
+
+    def add(*flags: str) -> Any:
+        return runner.invoke(args=[
+            "moderator", "add", "--email", "admin@example.org", "--password-stdin", *flags],
+            input=PASSWORD + "\n")
+
+    demoted = add("--site", team["a"].key)
+    assert demoted.exit_code == 0 and warning in demoted.stderr
+    assert stored_account(app, "admin@example.org")["admin"] is False  # type: ignore[index]
+    promoted = add("--admin")
+    assert promoted.exit_code == 0 and "Warning" not in promoted.output
+
+    quiet = runner.invoke(args=["moderator", "disable", "alice@example.org"])
+    assert quiet.exit_code == 0 and "Warning" not in quiet.output
+    last = runner.invoke(args=["moderator", "disable", "admin@example.org"])
+    assert last.exit_code == 0 and warning in last.stderr
+    assert "Disabled admin@example.org" in last.stdout
+    assert "Warning" not in runner.invoke(args=["moderator", "enable", "admin@example.org"]).output

@@ -401,3 +401,36 @@ def test_an_admin_adds_a_moderator_who_then_changes_their_password(
     expect(rows).to_have_count(3)
     expect(rows.first).to_contain_text("changed their own password")
     expect(rows.nth(1)).to_contain_text("changed sites of newcomer@example.org")
+
+
+def test_a_refused_account_form_opens_at_its_card(live: Live, browser: Any) -> None:
+    """A field error in an account's card below the fold is on screen when the page comes
+    back, its field focused; a saved change comes back to the top, where its message is."""
+    with live.app.app_context():
+        moderator = db.session.execute(select(Moderator)).scalar_one()
+        moderator.is_admin = True  # only admins manage accounts
+        site = db.session.get(Site, live.site.id)
+        for n in range(12):  # cards enough to push the last one far below the fold
+            db.session.add(Moderator(email=f"team{n:02}@example.org", password_hash="-",
+                                     sites=[site]))
+        db.session.commit()
+        last = db.session.execute(
+            select(Moderator.id).where(Moderator.email == "team11@example.org")).scalar_one()
+    page = live.open(browser, "/dashboard/moderators")
+    account = page.locator(f"#m-{last}")
+    account.get_by_text("Change role, sites or password").click()
+    account.get_by_label("Civic Notes").uncheck()
+    account.get_by_role("button", name="Save role and sites").click()
+
+    page.wait_for_url(f"**/dashboard/moderators/{last}/access#m-{last}")
+    expect(page.locator(".flash.error")).to_contain_text("Nothing was saved")
+    expect(account.locator(f"#m{last}-sites-error")).to_be_in_viewport()
+    expect(account.get_by_label("Civic Notes")).to_be_focused()
+    expect(page.get_by_role("link", name="Moderators")).to_have_attribute("aria-current", "page")
+    shot(page, "moderators-card-error")
+
+    account.get_by_label("Civic Notes").check()
+    account.get_by_role("button", name="Save role and sites").click()
+    page.wait_for_url("**/dashboard/moderators#main")
+    expect(page.locator(".flash")).to_contain_text("Nothing changed for team11@example.org.")
+    expect(page.locator(".flash")).to_be_in_viewport()

@@ -112,6 +112,32 @@
       });
     });
 
+    // A refused account form (the page opened at its card, see the form's #m-<id> action):
+    // focus what its message is about, so it can be fixed at once and is read out with it.
+    var refused = document.querySelector("[data-refused]");
+    if (refused) {
+      var marked = refused.querySelector("[aria-invalid=true]:not([disabled]), [aria-describedby$='-error']:not([disabled])");
+      if (marked && marked.tagName === "FIELDSET") {
+        // The sites' fieldset: its first site (the message is the fieldset's description).
+        marked = marked.querySelector("input[name=sites]:not([disabled])") ||
+          marked.querySelector("input:not([type=hidden]):not([disabled])");
+      }
+      if (marked) {
+        marked.focus();
+        // The browser then goes to the URL's #m-<id> and focuses that card (tabindex=-1; a
+        // target that cannot take focus would clear it instead): move focus back to the
+        // field, until the moderator clicks or types.
+        var target = location.hash && document.getElementById(location.hash.slice(1));
+        if (target) {
+          var back = function () { marked.focus(); };
+          var disarm = function () { target.removeEventListener("focus", back); };
+          target.addEventListener("focus", back);
+          document.addEventListener("pointerdown", disarm, { once: true, capture: true });
+          document.addEventListener("keydown", disarm, { once: true, capture: true });
+        }
+      }
+    }
+
     // Come back to the card the moderator was on before the page reloaded.
     try {
       var saved = (sessionStorage.getItem(STORE) || "").split("|");
