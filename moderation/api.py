@@ -160,7 +160,7 @@ def list_comments() -> Response:
     cfg = current_app.config
     per_page = int_arg("per_page", cfg["PAGE_SIZE"], 1, cfg["MAX_PAGE_SIZE"])
     page = int_arg("page", 1, 1, 1_000_000)
-    after = thread_cursor(sort)
+    after = thread_cursor(site, uri, sort)
     sort = after.sort if after else sort or "oldest"
     return readcache.thread_response(
         site, uri, sort, after or page, per_page,
@@ -168,17 +168,18 @@ def list_comments() -> Response:
     )
 
 
-def thread_cursor(sort: str | None) -> comments.ThreadCursor | None:
+def thread_cursor(site: Site, uri: str, sort: str | None) -> comments.ThreadCursor | None:
     """Return the place the `cursor` argument names (absent or empty: None).
 
-    A cursor carries its order: `sort`, if given, must be the same. It replaces `page`.
+    A cursor carries its thread, which must be this one, and its order: `sort`, if given,
+    must be the same. It replaces `page`.
     """
     token = request.args.get("cursor", "")
     if not token:
         return None
     if request.args.get("page"):
         raise InvalidField("cursor", "give cursor or page, not both")
-    after = comments.thread_cursor(token)
+    after = comments.thread_cursor(token, site, uri)
     if sort is not None and sort != after.sort:
         raise InvalidField("cursor", f"was made for sort={after.sort}, not sort={sort}")
     return after

@@ -81,7 +81,7 @@ MAX_ID = 2**31 - 1
 MAX_TITLE = 300
 # Reply nesting a thread page keeps; deeper replies are listed beside their ancestor there.
 MAX_DEPTH = 32
-# Orders of a thread listing, and the longest `cursor` it reads (its own are about 80).
+# Orders of a thread listing, and the longest `cursor` it reads (its own are about 100).
 THREAD_SORTS = ("oldest", "newest")
 MAX_THREAD_CURSOR = 200
 
@@ -1127,21 +1127,29 @@ def cursor_id(value: Any) -> int:
     return value
 
 
+def thread_tag(site: Site, uri: str) -> str:
+    """Return the short tag a thread's cursors carry: which site and page they belong to."""
+    digest = hashlib.sha256(f"{site.id}\n{uri}".encode()).digest()
+    return base64.urlsafe_b64encode(digest[:9]).decode()
+
+
 @dataclass(frozen=True)
 class ThreadCursor:
     """Where the next page of a thread listing starts: after this top-level comment.
 
     It names a place in the order (the comment's time and id), not a row: the page after it
-    is the same whether that comment, or any before it, was removed or new ones came in.
+    is the same whether that comment, or any before it, was removed or new ones came in. It
+    also names its thread (``thread_tag``): a place in one thread means nothing in another.
     """
 
     sort: str
     created: datetime
     id: int
+    thread: str
 
     def encode(self) -> str:
         """Return the opaque `next` value a listing sends."""
-        return encode_cursor([self.sort, self.created, self.id])
+        return encode_cursor([self.sort, self.created, self.id, self.thread])
 
     def after(self) -> ColumnElement[bool]:
         """Return the keyset condition for top-level comments after this one in its order."""
@@ -1152,17 +1160,27 @@ class ThreadCursor:
                    and_(Comment.created_at == self.created, Comment.id > self.id))
 
 
-def thread_cursor(token: str) -> ThreadCursor:
-    """Return the place a listing's `next` value names, or raise naming the field `cursor`."""
+def thread_cursor(token: str, site: Site, uri: str) -> ThreadCursor:
+    """Return the place a `next` value of this thread names, or raise naming the field `cursor`.
+
+    A cursor of another thread (another page, or the same path on another site) is refused:
+    its place would silently answer a wrong or empty page.
+    """
     try:
         if len(token) > MAX_THREAD_CURSOR:
             raise ValueError("too long")
-        sort, created, ident = cursor_values(token)
+        sort, created, ident, thread = cursor_values(token)
         if sort not in THREAD_SORTS:
             raise ValueError("unknown sort")
-        return ThreadCursor(sort, cursor_time(created), cursor_id(ident))
+        if not isinstance(thread, str):
+            raise TypeError("the thread tag is not a string")
+        after = ThreadCursor(sort, cursor_time(created), cursor_id(ident), thread)
     except (ValueError, TypeError, OverflowError, RecursionError):
         raise InvalidField("cursor", "is not a `next` value of a thread listing") from None
+    if thread != thread_tag(site, uri):  # a label, not a secret: a plain comparison
+        raise InvalidField("cursor", "belongs to another thread: send it with the `site` and "
+                           "`uri` of the listing that gave it")
+    return after
 
 
 def thread_page(
@@ -1225,7 +1243,9 @@ def thread_page(
     roots = db.session.execute(query).all()
     if len(roots) > per_page:  # one more was read only to know whether a next page exists
         roots = roots[:per_page]
-        result["next"] = ThreadCursor(sort, roots[-1].created_at, roots[-1].id).encode()
+        last = roots[-1]
+        tag = thread_tag(site, uri)
+        result["next"] = ThreadCursor(sort, last.created_at, last.id, tag).encode()
     if not roots:
         return result
     replies = db.session.execute(

@@ -175,7 +175,8 @@ SCHEMAS: dict[str, Any] = {
             "pages": {"type": "integer", "description": "`roots` in pages of `per_page`."},
             "next": {"type": ["string", "null"],
                      "description": "Opaque cursor of the page after this one: send it back as "
-                     "`cursor` (same `sort`). Null when no top-level entry follows."},
+                     "`cursor` (same `site`, `uri` and `sort`). Null when no top-level entry "
+                     "follows."},
             "comments": {"type": "array", "items": _ref("ThreadNode")},
         },
     },
@@ -249,8 +250,10 @@ PATHS: dict[str, Any] = {
                 {"name": "cursor", "in": "query", "allowEmptyValue": True,
                  "description": "The `next` value of the page before: answers the top-level "
                  "entries after that page's last, in its order, so none repeats or is "
-                 "skipped when comments are published or removed meanwhile. Not with "
-                 "`page`; `sort`, if given, must be the cursor's. Empty or absent: the "
+                 "skipped when comments are published or removed meanwhile. A cursor "
+                 "belongs to the thread that gave it: send it with the same `site` and "
+                 "`uri` (another thread's is a 400, \"belongs to another thread\"). Not "
+                 "with `page`; `sort`, if given, must be the cursor's. Empty or absent: the "
                  "first page. Anything else is a 400 naming `cursor`.",
                  "schema": {"type": "string", "maxLength": 200}},
                 _thread_per_page(defaults.PAGE_SIZE, defaults.MAX_PAGE_SIZE),

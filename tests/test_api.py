@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -14,6 +14,7 @@ from sqlalchemy import func, select, text
 
 from moderation import comments
 from moderation.db import Comment, ModerationEvent, Site, Thread, db
+from moderation.openapi import build_document
 from tests import fakes
 from tests.conftest import add_site, issue_key, make_app, stored
 
@@ -129,6 +130,55 @@ def test_pages_by_number_still_work_and_give_the_next_cursor(
     newest = thread(client, site, per_page=2, sort="newest")
     after = thread(client, site, per_page=2, cursor=newest["next"])
     assert [c["id"] for c in after["comments"]] == [ids[4], ids[3]]
+
+
+def test_a_cursor_belongs_to_the_thread_that_gave_it(
+    scored: Flask, client: FlaskClient, site: Site
+) -> None:
+    for uri in ("/posts/hello", "/posts/other"):
+        for n in range(3):
+            assert post(client, site, uri=uri, text=f"comment number {n}").status_code == 201
+    other_site = add_site(scored, name="Other blog")
+    for n in range(3):
+        assert post(client, other_site, text=f"comment number {n}").status_code == 201
+    first = thread(client, site, per_page=2)
+    assert len(first["comments"]) == 2 and first["next"]
+
+    def listing(s: Site, uri: str, **params: Any) -> Any:
+        return client.get("/api/v1/comments",
+                          query_string={"site": s.key, "uri": uri, **params})
+
+    # Another page of the same site, the same page of another site: a 400 naming the cursor,
+    # not a page that silently holds the wrong comments or none.
+    for s, uri in ((site, "/posts/other"), (other_site, "/posts/hello")):
+        refused = listing(s, uri, per_page=2, cursor=first["next"])
+        assert refused.status_code == 400, refused.json
+        assert refused.json["error"]["field"] == "cursor"
+        assert "belongs to another thread" in refused.json["error"]["message"]
+    # The same thread however its URI is written (it is normalised first).
+    for uri in ("/posts/hello/", "https://blog.example/posts/hello?utm=1#c"):
+        same = listing(site, uri, per_page=2, cursor=first["next"])
+        assert same.status_code == 200, same.json
+        assert [c["html"] for c in same.json["comments"]] == ["<p>comment number 2</p>"]
+    # Checked before the order and the page number, with their own messages.
+    wrong_sort = listing(site, "/posts/hello", sort="newest", cursor=first["next"])
+    assert wrong_sort.status_code == 400
+    assert wrong_sort.json["error"]["message"] == "was made for sort=oldest, not sort=newest"
+    assert listing(site, "/posts/hello", page=2, cursor=first["next"]).status_code == 400
+    # A cursor without its thread (as the first cursors were) is not a `next` value.
+    place = json.loads(base64.urlsafe_b64decode(first["next"] + "=" * (-len(first["next"]) % 4)))
+    assert len(place) == 4 and place[0] == "oldest"
+    for bad in (place[:3], [*place[:3], 7], [*place[:3], None]):
+        refused = listing(site, "/posts/hello", cursor=encode(bad))
+        assert refused.status_code == 400
+        assert refused.json["error"]["message"] == "is not a `next` value of a thread listing"
+    # The description says so, and the longest cursor the server can give fits its limit.
+    (described,) = [p for p in build_document()["paths"]["/api/v1/comments"]["get"]["parameters"]
+                    if p["name"] == "cursor"]
+    assert "belongs to another thread" in described["description"]
+    longest = comments.ThreadCursor("newest", datetime(9999, 12, 31, 23, 59, 59, 999999, UTC),
+                                    comments.MAX_ID, comments.thread_tag(site, "/posts/hello"))
+    assert len(longest.encode()) <= comments.MAX_THREAD_CURSOR == described["schema"]["maxLength"]
 
 
 # -- paging while the thread changes: by cursor, every comment once ----------------------------

@@ -570,6 +570,227 @@ def test_load_more_after_an_earlier_comment_is_removed_skips_none(
     assert_clean(server)
 
 
+# -- the reader's own comments across pages -------------------------------------------------
+
+
+def reopen(page: Any, live: Live, query: str) -> None:
+    """Open the English demo post again in the same browser (its own comments remembered)."""
+    page.goto(live.page_origin + EN_POST + query)
+    page.wait_for_selector(".cm-loading", state="hidden")
+
+
+def reply_to(page: Any, parent: str, text: str) -> None:
+    item(page, parent).locator(":scope > .cm-comment .cm-reply").click()
+    post(page, text, scope=".cm-slot .cm-form")
+    expect(item(page, text)).to_have_count(1)
+
+
+ROOTS = ".cm-list > .cm-item > .cm-comment .cm-author"
+
+
+@pytest.mark.parametrize("meanwhile", ["load more", "sort newest", "sort oldest"])
+def test_own_comment_a_page_brings_before_the_post_answers_shows_once(
+    live: Callable[..., Live], browser: Any, meanwhile: str
+) -> None:
+    server = live()
+    start = "?per_page=2" + ("&sort=newest" if meanwhile == "sort oldest" else "")
+    page = server.open(browser, EN_POST + start)
+    held: list[Any] = []
+
+    def slow(route: Any) -> None:
+        if route.request.method != "POST":
+            route.continue_()
+            return
+        held.append((route, route.fetch()))  # stored on the server; its answer waits
+
+    page.route(f"{server.api_origin}/api/v1/comments", slow)
+    text = "A note sent on a slow connection."
+    post(page, text, author="Ana")
+    for _ in range(100):
+        if held:
+            break
+        page.wait_for_timeout(50)
+    assert [c.author for c in server.comments()][-1] == "Ana"
+    roots = page.locator(ROOTS)
+    # Before the answer comes, a page that already holds the new comment comes in.
+    if meanwhile == "load more":
+        page.get_by_role("button", name="Load more comments").click()
+        expect(roots).to_have_text(["Maria Okafor", "Daniel Reyes", "Priya S.", "Ana"])
+    elif meanwhile == "sort newest":
+        page.get_by_label("Sort").select_option("newest")
+        expect(roots).to_have_text(["Ana", "Priya S."])
+    else:  # oldest first, the new comment is on a page not shown yet; the total counts it
+        page.get_by_label("Sort").select_option("oldest")
+        expect(roots).to_have_text(["Maria Okafor", "Daniel Reyes"])
+    expect(page.locator(".cm-title")).to_have_text("6 comments")
+    route, response = held[0]
+    route.fulfill(response=response)
+
+    expect(page.locator(".cm-widget > .cm-form .cm-status")).to_have_text(
+        "Your comment is published.")
+    mine = item(page, text)
+    expect(mine).to_have_count(1)
+    expect(mine.locator(":scope > .cm-comment .cm-edit")).to_have_count(1)
+    expect(page.locator(".cm-title")).to_have_text("6 comments")
+    page.wait_for_timeout(300)  # nothing more comes to change it
+    expect(page.locator(".cm-title")).to_have_text("6 comments")
+    expect(item(page, text)).to_have_count(1)
+    assert unique_ids(page)
+    if meanwhile == "sort oldest":  # it waits at the end, then takes its place
+        expect(roots).to_have_text(["Maria Okafor", "Daniel Reyes", "Ana"])
+        page.get_by_role("button", name="Load more comments").click()
+        expect(roots).to_have_text(["Maria Okafor", "Daniel Reyes", "Priya S.", "Ana"])
+        expect(item(page, text)).to_have_count(1)
+        expect(page.locator(".cm-title")).to_have_text("6 comments")
+    shot(page, f"en-own-comment-during-{meanwhile.replace(' ', '-')}")
+    assert_clean(server)
+
+
+@pytest.mark.parametrize(("sort", "depth"), [("oldest", 3), ("oldest", 1), ("newest", 3)])
+def test_own_held_reply_waits_for_its_parents_page_then_nests_under_it(
+    live: Callable[..., Live], browser: Any, sort: str, depth: int
+) -> None:
+    server = live()
+    page = server.open(browser, EN_POST)
+    reply_to(page, "I run a small bakery", "A borderline remark about my own bakery.")
+    reopen(page, server, f"?per_page=1&sort={sort}&max_depth={depth}")
+    held = item(page, "A borderline remark about my own bakery.")
+    # Its parent is on a later page: until it comes, the reply waits at the end of the list.
+    expect(held.locator(".cm-badge")).to_have_text("Awaiting moderation")
+    expect(page.locator(".cm-list > .cm-item").last).to_have_id(held.get_attribute("id"))
+    more = page.get_by_role("button", name="Load more comments")
+    first, second, third = (["Maria Okafor", "Daniel Reyes", "Priya S."] if sort == "oldest"
+                            else ["Priya S.", "Daniel Reyes", "Maria Okafor"])
+    more.click()
+    expect(page.locator(ROOTS).filter(has_text="Daniel Reyes")).to_have_count(1)
+    parent = item(page, "I run a small bakery")
+
+    def nested() -> None:
+        if depth > 1:  # in the parent's replies
+            expect(parent.locator(":scope > .cm-replies > .cm-item")).to_have_id(
+                held.get_attribute("id"))
+            expect(held.locator(".cm-replyto")).to_have_count(0)
+        else:  # below the depth cap: listed flat right after it, saying whom it answers
+            expect(parent.locator("xpath=following-sibling::li[1]")).to_have_id(
+                held.get_attribute("id"))
+            expect(held.locator(".cm-replyto")).to_have_text("in reply to Daniel Reyes")
+        expect(held.locator(".cm-badge")).to_have_text("Awaiting moderation")
+        expect(held.locator(".cm-note")).to_contain_text("Only you can see this")
+        expect(held.locator(":scope > .cm-comment .cm-edit")).to_have_count(1)
+
+    nested()
+    more.click()
+    expect(more).to_be_hidden()
+    # Top-level: not the replies listed flat below the depth cap, which say whom they answer.
+    top = page.locator(".cm-list > .cm-item > .cm-comment:not(:has(.cm-replyto)) .cm-author")
+    expect(top).to_have_text([first, second, third])
+    nested()
+    expect(page.locator(".cm-waiting")).to_have_count(0)
+    expect(page.locator(".cm-title")).to_have_text("5 comments")
+    assert unique_ids(page)
+    shot(page, f"en-held-reply-nested-{sort}-depth{depth}")
+    assert_clean(server)
+
+
+def test_own_published_comments_on_later_pages_can_be_edited_and_deleted(
+    live: Callable[..., Live], browser: Any
+) -> None:
+    server = live()
+    page = server.open(browser, EN_POST)
+    post(page, "My own note on flour prices.", author="Ana")
+    expect(page.locator(".cm-widget > .cm-form .cm-status")).to_have_text(
+        "Your comment is published.")
+    reply_to(page, "I run a small bakery", "Same here: rye went up even more.")
+    reopen(page, server, "?per_page=1")
+    more = page.get_by_role("button", name="Load more comments")
+    expect(page.locator(ROOTS)).to_have_text(["Maria Okafor"])
+    more.click()  # Daniel's comment, with the reader's reply
+    reply = item(page, "rye went up")
+    expect(reply.locator(":scope > .cm-comment .cm-edit")).to_have_count(1)
+    expect(reply.locator(":scope > .cm-comment .cm-delete")).to_have_count(1)
+    expect(reply.locator(":scope > .cm-comment .cm-report")).to_have_count(0)
+    more.click()
+    more.click()  # Priya's, then the reader's own
+    expect(more).to_be_hidden()
+    note = item(page, "My own note on flour prices.")
+    expect(note.locator(":scope > .cm-comment .cm-delete")).to_have_count(1)
+    expect(note.locator(":scope > .cm-comment .cm-report")).to_have_count(0)
+    # The controls work: the edit token came back with them.
+    note.locator(":scope > .cm-comment .cm-edit").click()
+    note.locator(".cm-editform textarea").fill("My own note on flour and rye prices.")
+    note.locator(".cm-editform button[type=submit]").click()
+    expect(item(page, "flour and rye prices").locator(".cm-edited")).to_have_count(1)
+    assert server.comments()[-2].text == "My own note on flour and rye prices."
+    reply.locator(":scope > .cm-comment .cm-delete").click()
+    reply.get_by_role("button", name="Yes, delete").click()
+    expect(page.get_by_text("rye went up")).to_have_count(0)
+    expect(page.locator(".cm-title")).to_have_text("6 comments")
+    assert server.comments()[-1].status == "deleted"
+    assert_clean(server)
+
+
+@pytest.mark.parametrize("depth", [3, 1])
+def test_own_held_comments_approved_meanwhile_show_as_published_when_their_page_comes(
+    live: Callable[..., Live], browser: Any, depth: int
+) -> None:
+    server = live()
+    page = server.open(browser, EN_POST)
+    reply_to(page, "I run a small bakery", "A borderline aside about the bakery.")
+    expect(page.locator(".cm-badge")).to_have_count(1)
+    post(page, "A borderline remark about the minister.")
+    expect(page.locator(".cm-badge")).to_have_count(2)
+    stranger = server.open(browser, EN_POST)
+    reply_to(stranger, "I run a small bakery", "Which flour do you use?")
+    reopen(page, server, f"?per_page=1&max_depth={depth}")
+    expect(page.locator(".cm-badge")).to_have_count(2)
+    expect(page.locator(".cm-title")).to_have_text("6 comments")
+    # A moderator approves both while the reader reads the first page.
+    with server.app.app_context():
+        pending = db.session.execute(
+            select(Comment).where(Comment.status == "pending")
+        ).scalars().all()
+        assert len(pending) == 2
+        comments.moderate_many(pending, "approve", "moderator@example")
+    ids = {c.text: f"cm-{c.id}" for c in server.comments()}
+    more = page.get_by_role("button", name="Load more comments")
+    more.click()  # Daniel's comment, with the reader's reply now published, then Sam's
+    aside = item(page, "A borderline aside about the bakery.")
+    expect(aside.locator(".cm-badge")).to_have_count(0)
+    expect(aside.locator(".cm-note")).to_have_count(0)
+    expect(page.locator(".cm-title")).to_have_text("8 comments")  # the server counts both
+    daniel = item(page, "I run a small bakery")
+    answers = [ids["A borderline aside about the bakery."], ids["Which flour do you use?"]]
+    remark = ids["A borderline remark about the minister."]
+    listed = page.locator(".cm-list > .cm-item")
+    if depth > 1:  # under Daniel's comment, in the order a reload shows
+        expect(daniel.locator(":scope > .cm-replies > .cm-item")).to_have_count(2)
+        assert daniel.locator(":scope > .cm-replies > .cm-item").evaluate_all(
+            "items => items.map(li => li.id)") == answers
+        expect(listed).to_have_count(3)
+    else:  # below the depth cap: listed flat right after it
+        expect(listed).to_have_count(7)
+        assert listed.evaluate_all("items => items.map(li => li.id)")[3:] == [
+            daniel.get_attribute("id"), *answers, remark]
+        expect(aside.locator(".cm-replyto")).to_have_text("in reply to Daniel Reyes")
+    more.click()
+    more.click()
+    expect(more).to_be_hidden()
+    top = page.locator(".cm-list > .cm-item > .cm-comment:not(:has(.cm-replyto)) .cm-author")
+    expect(top).to_have_text(["Maria Okafor", "Daniel Reyes", "Priya S.", "Anonymous"])
+    assert page.locator(f"#{remark}").evaluate("li => li.parentNode.lastElementChild === li")
+    for mine in (aside, item(page, "A borderline remark about the minister.")):
+        expect(mine.locator(".cm-badge")).to_have_count(0)
+        expect(mine.locator(".cm-note")).to_have_count(0)
+        expect(mine.locator(":scope > .cm-comment")).not_to_have_class(re.compile("cm-pending"))
+        # Published: others can answer it now, and it is still the reader's to edit.
+        expect(mine.locator(":scope > .cm-comment .cm-reply")).to_have_count(1)
+        expect(mine.locator(":scope > .cm-comment .cm-edit")).to_have_count(1)
+    expect(page.locator(".cm-title")).to_have_text("8 comments")
+    assert unique_ids(page)
+    shot(page, f"en-held-comments-approved-meanwhile-depth{depth}")
+    assert_clean(server)
+
+
 def test_edit_that_publishes_a_held_comment_counts_it(
     live: Callable[..., Live], browser: Any
 ) -> None:

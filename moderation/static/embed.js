@@ -411,7 +411,11 @@
   // list: how many times the list was filled anew (a reader's own comments go into the
   // list they were fetched for, not into one that replaced it).
   // next: the server's cursor for the page after the last one shown (null: no more).
-  var state = { next: null, total: 0, byId: {}, gen: 0, list: 0, loading: false };
+  // mine: the reader's own comments as they see them (edit window, status), by id, for the
+  // list they were fetched for: one a later page brings gets its Edit and Delete there.
+  // pages: how many thread pages have come in (a post's answer can tell whether one came
+  // while it was on its way, with a total that may already count it).
+  var state = { next: null, total: 0, byId: {}, mine: {}, gen: 0, list: 0, pages: 0, loading: false };
   var el = {};
 
   function loadStyles() {
@@ -519,16 +523,19 @@
       if (!more) {
         settings.sort = el.sort.value = sort;
         state.byId = {};
+        state.mine = {};
         state.list += 1;
         el.list.replaceChildren();
       }
       var fresh = null;
+      state.pages += 1;
       state.next = r.data.next || null;
       r.data.comments.forEach(function (node) {
         var known = !!state.byId[node.id];
         var li = placeRoot(node);
         if (!known && !fresh) fresh = li;
       });
+      nestWaiting();
       el.more.hidden = !state.next;
       setCount(r.data.total);
       if (pressed && (focusLost() || document.activeElement === el.more)) {
@@ -537,6 +544,14 @@
         (fresh ? fresh.querySelector(":scope > .cm-comment") : more && !el.more.hidden ? el.more : el.title).focus();
       }
       if (!more) return loadOwn(state.list);
+    });
+  }
+
+  // Set the heading's count from the server's count of published comments.
+  function recount() {
+    call("POST", "/counts", { site: SITE, uris: [settings.uri] }).then(function (r) {
+      var n = (r.data.counts || {})[settings.uri];
+      if (r.status === 200 && typeof n === "number") setCount(n);
     });
   }
 
@@ -565,7 +580,9 @@
       found.filter(Boolean).sort(function (a, b) {
         return new Date(a.created) - new Date(b.created) || a.id - b.id;
       }).forEach(function (c) {
+        state.mine[c.id] = c;
         var item = state.byId[c.id];
+        // A held one goes where it belongs; one whose parent is not shown yet waits for it.
         if (!item && c.status === "pending") item = insert(c, c.parent);
         if (item) makeOwn(item, c);
       });
@@ -573,14 +590,17 @@
     });
   }
 
-  // A top-level comment of a page, in the order of the pages. Oldest first, the reader's own
-  // new comments wait at the end of the list (.cm-waiting) until the page they belong to comes:
-  // a page's comments go before them, and one of them the page brings moves into its place.
+  // A top-level comment of a page, in the order of the pages. The reader's own comments that
+  // have no place on the pages shown yet wait at the end of the list (.cm-waiting): oldest
+  // first their new top-level comments, in either order their held replies to a comment not
+  // shown yet. A page's comments go before them, and one of them the page brings moves into
+  // its place (a reply: under its parent, see nestWaiting).
   function placeRoot(node) {
+    claim(node);
     var shown = state.byId[node.id];
-    if (shown) shown.classList.remove("cm-waiting");
-    var mark = settings.sort === "oldest" ? el.list.querySelector(":scope > .cm-waiting") : null;
-    if (shown && shown.parentNode === el.list) {
+    if (shown && !shown.cm.waitFor) shown.classList.remove("cm-waiting");
+    var mark = el.list.querySelector(":scope > .cm-waiting");
+    if (shown && shown.parentNode === el.list && !shown.cm.waitFor) {
       // It moves with the replies listed flat after it (below the depth cap).
       var group = [shown];
       for (var m = shown.nextElementSibling; m && m.cm.level > 1; m = m.nextElementSibling) group.push(m);
@@ -591,18 +611,33 @@
     return place(node, 1, el.list, null, mark);
   }
 
+  // The reader's own replies waiting at the end of the list that come with this node's tree
+  // (published meanwhile) leave the end first: place() puts them where the tree has them.
+  function claim(node) {
+    (node.replies || []).forEach(function (kid) {
+      var li = state.byId[kid.id];
+      if (li && li.cm.waitFor) li.remove();
+      claim(kid);
+    });
+  }
+
   // Render a node and its replies (returning its item); below the depth cap replies are listed
   // flat, with a pointer. A node already shown (the reader's own, posted here) is not shown
-  // again; only replies it does not have yet are added to it.
+  // again; only replies it does not have yet are added to it. The reader's own reply that was
+  // waiting for its parent moves into its place here.
   function place(node, level, list, parent, ref) {
     var li = state.byId[node.id];
-    if (li) {
+    if (li && li.cm.waitFor) {
+      unwait(li, level, level > settings.depth ? parent : null);
+      list.insertBefore(li, ref || null);
+    } else if (li) {
       level = li.cm.level;
       list = li.parentNode || list;
     } else {
       li = item(node, level, level > settings.depth ? parent : null);
       list.insertBefore(li, ref || null);
     }
+    ownNode(li, node);
     var kids = node.replies || [];
     if (!kids.length) return li;
     var target = list;
@@ -620,6 +655,42 @@
       place(kid, level + 1, target, kid.parent ? known[kid.parent] || { deleted: true } : node, ref);
     });
     return li;
+  }
+
+  // A comment of a page that is the reader's own: with its Edit and Delete (whichever page
+  // brings it), and published now if it was held when it was shown (a moderator approved it).
+  function ownNode(li, node) {
+    if (node.deleted || li.cm.comment.deleted || !own[node.id]) return;
+    var c = li.cm.own ? li.cm.comment : state.mine[node.id];
+    if (!c || (li.cm.own && c.status !== "pending")) return;
+    var now = {};
+    Object.keys(c).forEach(function (k) { now[k] = c[k]; });
+    now.status = "published";
+    makeOwn(li, now);
+  }
+
+  // The reader's own replies waiting at the end of the list whose parent a page brought: each
+  // goes under it, as if posted there.
+  function nestWaiting() {
+    el.list.querySelectorAll(":scope > .cm-waiting").forEach(function (li) {
+      var parentLi = li.cm.waitFor && state.byId[li.cm.waitFor];
+      if (!parentLi) return;
+      var level = parentLi.cm.level + 1;
+      unwait(li, level, level > settings.depth ? parentLi.cm.comment : null);
+      attach(li, parentLi);
+    });
+  }
+
+  // A waiting reply takes its level, saying whom it answers when listed flat (parent given).
+  function unwait(li, level, parent) {
+    li.classList.remove("cm-waiting");
+    li.cm.waitFor = null;
+    li.cm.level = level;
+    var meta = li.querySelector(":scope > .cm-comment > .cm-meta");
+    if (!meta) return;
+    var old = meta.querySelector(":scope > .cm-replyto");
+    if (old) old.remove();
+    if (parent) meta.querySelector(":scope > .cm-author").after(replyTo(parent));
   }
 
   function hue(name) {
@@ -644,9 +715,7 @@
         safeSite
           ? h("a", { class: "cm-author", href: c.website, rel: "nofollow ugc noopener noreferrer" }, name)
           : h("span", { class: "cm-author" }, name),
-        parent ? h("span", { class: "cm-replyto" }, T.inReplyTo + " ", parent.id
-          ? h("a", { href: "#cm-" + parent.id }, parent.deleted ? T.removedOne : parent.author || T.anonymous)
-          : T.removedOne) : null,
+        parent ? replyTo(parent) : null,
         h("a", { class: "cm-permalink", href: "#cm-" + c.id }, timeEl(c.created)),
         c.edited ? h("span", { class: "cm-edited" }, T.edited) : null),
       body(c.html),
@@ -656,6 +725,12 @@
       h("div", { class: "cm-slot" }));
     li.append(article);
     return li;
+  }
+
+  function replyTo(parent) {
+    return h("span", { class: "cm-replyto" }, T.inReplyTo + " ", parent.id
+      ? h("a", { href: "#cm-" + parent.id }, parent.deleted ? T.removedOne : parent.author || T.anonymous)
+      : T.removedOne);
   }
 
   function removedNote() {
@@ -669,14 +744,32 @@
   }
 
   // Put a new or held comment where it belongs: under its parent, else at the sort's start.
+  // A reply to a comment not shown yet (on a later page) waits at the end of the list for it.
   function insert(c, parentId) {
     var parentLi = parentId && state.byId[parentId];
     var level = parentLi ? parentLi.cm.level + 1 : 1;
     var li = item(c, level, parentLi && level > settings.depth ? parentLi.cm.comment : null);
-    if (!parentLi) {
+    if (parentLi) {
+      attach(li, parentLi);
+    } else if (parentId) {
+      li.cm.waitFor = parentId;
+      li.classList.add("cm-waiting");
+      el.list.append(li);
+    } else if (settings.sort === "newest") {
+      el.list.prepend(li);
+    } else {
       // Oldest first it belongs after every page still to come: it waits at the end for its own.
-      if (settings.sort === "newest") el.list.prepend(li); else { li.classList.add("cm-waiting"); el.list.append(li); }
-    } else if (level <= settings.depth) {
+      li.classList.add("cm-waiting");
+      el.list.append(li);
+    }
+    return li;
+  }
+
+  // Put a reply under its parent's item: in its replies, or below the depth cap listed flat.
+  function attach(li, parentLi) {
+    var level = li.cm.level;
+    li.remove(); // a waiting one leaves its place first (it may be right after the parent)
+    if (level <= settings.depth) {
       var ol = parentLi.querySelector(":scope > .cm-replies");
       if (!ol) { ol = h("ol", { class: "cm-replies" }); parentLi.append(ol); }
       ol.append(li);
@@ -813,18 +906,27 @@
       store(ME_KEY, { author: author.value, email: email.value, website: website.value });
       submitBtn.disabled = true;
       submitBtn.textContent = T.posting;
+      var pages = state.pages;
       call("POST", "/comments", payload).then(function (r) {
         submitBtn.disabled = false;
         submitBtn.textContent = T.post;
         if (r.status === 201 || r.status === 202) {
           var c = r.data.comment;
           remember(c, r.data.edit_token);
-          var li = insert(c, c.parent);
+          state.mine[c.id] = c;
+          // A page that came while the answer was on its way may have brought it already
+          // (Load more, or the other order): it is shown once, and that page's total counts it.
+          var li = state.byId[c.id];
+          var shown = !!li;
+          if (!shown) li = insert(c, c.parent);
           makeOwn(li, c);
           text.area.value = "";
           text.update();
           var message = r.status === 201 ? T.published : T.held;
-          if (r.status === 201) setCount(state.total + 1);
+          if (r.status === 201 && !shown) {
+            // A page that came meanwhile without it may or may not have counted it: ask.
+            if (state.pages === pages) setCount(state.total + 1); else recount();
+          }
           el.empty.hidden = true;
           if (parentLi) { form.remove(); announce(message); } else { status.textContent = message; }
           li.querySelector(".cm-comment").focus();
