@@ -909,6 +909,20 @@ def _add_other(entries: _Entries, items: Sequence[CommentText], enc: _Enc,
 # --------------------------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=4)
+def _cue_columns(bits: int) -> dict[int, int]:
+    """Return the meta columns of cue counts above zero, each with its cue kind."""
+    _, meta_cols, _ = _meta_table(bits)
+    kind_of: dict[int, int] = {}
+    k = 0
+    for name, e in _META_EDGES.items():
+        if name in _CUE_FEATURES:  # bucket 0 is a count of zero
+            kind = _CUE_FEATURES.index(name)
+            kind_of.update((int(c), kind) for c in meta_cols[k + 1:k + len(e) + 1])
+        k += len(e) + 1
+    return kind_of
+
+
 def _cue_shares(item: CommentText, cols: np.ndarray, flds: np.ndarray,
                 contrib: np.ndarray, bits: int) -> tuple[np.ndarray, ...]:
     """Spread what each cue count adds to the scores over the cue words it counted.
@@ -920,17 +934,13 @@ def _cue_shares(item: CommentText, cols: np.ndarray, flds: np.ndarray,
     """
     import numpy as np
 
-    _, meta_cols, _ = _meta_table(bits)
-    kind_of: dict[int, int] = {}
-    k = 0
-    for name, e in _META_EDGES.items():
-        if name in _CUE_FEATURES:  # bucket 0 is a count of zero
-            kind = _CUE_FEATURES.index(name)
-            kind_of.update((int(c), kind) for c in meta_cols[k + 1:k + len(e) + 1])
-        k += len(e) + 1
+    kind_of = _cue_columns(bits)
+    fired = [(i, kind_of[int(cols[i])]) for i in np.flatnonzero(flds == _F_META).tolist()
+             if int(cols[i]) in kind_of]
     words: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
+    # Most comments hold no listed word: then no cue column fired and nothing is searched.
     for fld, src in ((_F_TEXT, item.text), (_F_AUTHOR, item.author), (_F_WEBSITE, item.website)):
-        if not src:
+        if not src or not fired or (fld != _F_TEXT and all(kind for _, kind in fired)):
             continue
         enc = _encode([src])
         kinds, _, starts, ends = _cue_hits(enc)
@@ -940,8 +950,8 @@ def _cue_shares(item: CommentText, cols: np.ndarray, flds: np.ndarray,
                 words[kind].append((fld, s, e))
     out: list[tuple[int, int, int]] = []
     shares: list[np.ndarray] = []
-    for i in np.flatnonzero(flds == _F_META).tolist():
-        found = words.get(kind_of.get(int(cols[i]), -1))
+    for i, kind in fired:
+        found = words.get(kind)
         if found:
             out += found
             shares += [contrib[i] / len(found)] * len(found)
