@@ -182,12 +182,29 @@ def ensure_site(origins: tuple[str, ...]) -> Site:
     return site
 
 
+def _send(site: Site, item: Post, client: comments.Client, author: str, website: str,
+          text: str, hours: float, parent: int | None = None, approve: bool = False) -> Comment:
+    """Submit one comment to a demo post as posted ``hours`` ago, through the real policy
+    (approved afterwards if told to), and return it."""
+    from .api import pipeline
+
+    payload = {"site": site.key, "uri": item.uri, "title": item.title, "author": author,
+               "website": website, "text": text, "parent": parent}
+    submission = comments.submit(payload, client, pipeline(), site=site, actor="system")
+    comment = db.session.get_one(Comment, submission.comment.id)
+    if approve and comment.status != Status.PUBLISHED:
+        comments.moderate(comment, "approve", "system", "demo seed")
+    comment.created_at = utcnow() - timedelta(hours=hours)
+    if comment.decided_at is not None:
+        comment.decided_at = comment.created_at
+    db.session.commit()
+    return comment
+
+
 def seed_comments(site: Site, incoming: bool = True) -> Counter[str]:
     """Add the sample thread and (unless told not to) the incoming submissions to each demo post
     that has no comments yet; return how many comments were added, per status ("published",
     "pending", "spam")."""
-    from .api import pipeline
-
     added: Counter[str] = Counter()
     client = comments.Client("127.0.0.1", "flask demo seed")
     for key, rows in SEED.items():
@@ -200,26 +217,12 @@ def seed_comments(site: Site, incoming: bool = True) -> Counter[str]:
             continue
         ids: dict[str, int] = {}
         for ref, parent, author, website, text, hours in rows:
-            payload = {"site": site.key, "uri": item.uri, "title": item.title, "author": author,
-                       "website": website, "text": text, "parent": ids.get(parent or "")}
-            submission = comments.submit(payload, client, pipeline(), site=site, actor="system")
-            comment = db.session.get_one(Comment, submission.comment.id)
-            if comment.status != Status.PUBLISHED:
-                comments.moderate(comment, "approve", "system", "demo seed")
-            comment.created_at = comment.decided_at = utcnow() - timedelta(hours=hours)
-            db.session.commit()
+            comment = _send(site, item, client, author, website, text, hours,
+                            parent=ids.get(parent or ""), approve=True)
             ids[ref] = comment.id
             added[str(comment.status)] += 1
         for author, website, text, hours in INCOMING[key] if incoming else ():
-            payload = {"site": site.key, "uri": item.uri, "title": item.title, "author": author,
-                       "website": website, "text": text}
-            submission = comments.submit(payload, client, pipeline(), site=site, actor="system")
-            comment = db.session.get_one(Comment, submission.comment.id)
-            comment.created_at = utcnow() - timedelta(hours=hours)
-            if comment.decided_at is not None:
-                comment.decided_at = comment.created_at
-            db.session.commit()
-            added[str(comment.status)] += 1
+            added[str(_send(site, item, client, author, website, text, hours).status)] += 1
     return added
 
 
